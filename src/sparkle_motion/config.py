@@ -1,0 +1,187 @@
+"""The one source of configuration: the tool registry, a profile file, a few env overrides.
+
+* ``configs/tool_registry.yaml`` — the mesh: host, ports, modules, allowed backends.
+* ``configs/profiles/<name>.yaml`` — which backend and model each tool runs, plus
+  per-tool options; ``SPARKLE_PROFILE`` names a profile (``cpu``, ``gpu``) or a
+  path to a profile file.
+* Env overrides, and no others: ``SPARKLE_PROFILE``, ``SPARKLE_HOME`` (artifact
+  root, default ``./.sparkle``), ``SPARKLE_<TOOL>_BACKEND`` (e.g.
+  ``SPARKLE_IMAGES_SDXL_BACKEND=storyboard``) and ``SPARKLE_TOKEN`` (bearer token,
+  required to bind a non-loopback address).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparkle_motion.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parents[1]
+DEFAULT_PROFILE = "cpu"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def project_path(relative: str) -> Path:
+    """Locate a project data file (configs/, db/schema/, schemas/).
+
+    Works from a source checkout (editable install) and from a wheel, which
+    carries the same files under ``sparkle_motion/_data``.
+    """
+    for base in (PACKAGE_DIR / "_data", REPO_ROOT):
+        candidate = base / relative
+        if candidate.exists():
+            return candidate
+    raise ConfigError(f"project file not found: {relative}", context={"searched": [str(PACKAGE_DIR / '_data'), str(REPO_ROOT)]})
+
+
+@dataclass(frozen=True)
+class ToolEntry:
+    tool_id: str
+    port: int
+    module: str
+    backends: tuple[str, ...]
+    python: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolProfile:
+    backend: str
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    profile_name: str
+    profile_path: Path
+    host: str
+    token: str | None
+    tools: dict[str, ToolEntry]
+    profile: dict[str, ToolProfile]
+    render: dict[str, Any]
+
+    def tool(self, tool_id: str) -> ToolEntry:
+        try:
+            return self.tools[tool_id]
+        except KeyError:
+            raise ConfigError(f"unknown tool {tool_id!r}; known: {', '.join(sorted(self.tools))}",
+                              field="tool_id") from None
+
+    def tool_profile(self, tool_id: str) -> ToolProfile:
+        self.tool(tool_id)
+        try:
+            return self.profile[tool_id]
+        except KeyError:
+            raise ConfigError(f"profile {self.profile_name!r} does not configure tool {tool_id!r}",
+                              context={"profile": str(self.profile_path)}) from None
+
+    def url_for(self, tool_id: str) -> str:
+        entry = self.tool(tool_id)
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{entry.port}"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "sparkle.db"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level")
+    return data
+
+
+def _resolve_profile_path(name: str) -> Path:
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"SPARKLE_PROFILE file not found: {path}", field="SPARKLE_PROFILE")
+        return path.resolve()
+    profiles = project_path("configs/profiles")
+    path = profiles / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in profiles.glob("*.yaml"))
+        raise ConfigError(f"unknown profile {name!r}; known profiles: {', '.join(known)}",
+                          field="SPARKLE_PROFILE")
+    return path
+
+
+def _parse_registry(data: Mapping[str, Any]) -> tuple[str, dict[str, ToolEntry]]:
+    host = str(data.get("host", "127.0.0.1"))
+    tools: dict[str, ToolEntry] = {}
+    for tool_id, raw in (data.get("tools") or {}).items():
+        if not isinstance(raw, dict) or "port" not in raw or "module" not in raw:
+            raise ConfigError(f"tool_registry: tools.{tool_id} needs port and module")
+        tools[tool_id] = ToolEntry(
+            tool_id=tool_id,
+            port=int(raw["port"]),
+            module=str(raw["module"]),
+            backends=tuple(raw.get("backends") or ()),
+            python=raw.get("python"),
+        )
+    return host, tools
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None = None) -> Settings:
+    """Build Settings from the registry, the chosen profile and the env overrides."""
+    env = os.environ if env is None else env
+    host, tools = _parse_registry(_read_yaml(project_path("configs/tool_registry.yaml")))
+    profile_name = profile or env.get("SPARKLE_PROFILE") or DEFAULT_PROFILE
+    profile_path = _resolve_profile_path(profile_name)
+    raw_profile = _read_yaml(profile_path)
+    per_tool: dict[str, ToolProfile] = {}
+    for tool_id, raw in (raw_profile.get("tools") or {}).items():
+        if tool_id not in tools:
+            raise ConfigError(f"profile {profile_path.name}: unknown tool {tool_id!r}", field=f"tools.{tool_id}")
+        raw = raw or {}
+        backend = env.get(f"SPARKLE_{tool_id.upper()}_BACKEND") or raw.get("backend")
+        if not backend:
+            raise ConfigError(f"profile {profile_path.name}: tools.{tool_id}.backend is required")
+        allowed = tools[tool_id].backends
+        if allowed and backend not in allowed:
+            raise ConfigError(
+                f"tool {tool_id!r} has no backend {backend!r}; allowed: {', '.join(allowed)}",
+                field=f"SPARKLE_{tool_id.upper()}_BACKEND",
+            )
+        per_tool[tool_id] = ToolProfile(backend=backend, model=str(raw.get("model", backend)),
+                                        options=dict(raw.get("options") or {}))
+        if raw.get("python"):
+            entry = tools[tool_id]
+            tools[tool_id] = ToolEntry(entry.tool_id, entry.port, entry.module, entry.backends, raw["python"])
+    home = Path(env.get("SPARKLE_HOME") or ".sparkle").expanduser().resolve()
+    return Settings(
+        home=home,
+        profile_name=str(raw_profile.get("name") or profile_path.stem),
+        profile_path=profile_path,
+        host=host,
+        token=env.get("SPARKLE_TOKEN") or None,
+        tools=tools,
+        profile=per_tool,
+        render=dict(raw_profile.get("render") or {}),
+    )
+
+
+@lru_cache(maxsize=1)
+def _cached_settings(key: tuple[tuple[str, str], ...]) -> Settings:
+    return load_settings(dict(key))
+
+
+def get_settings() -> Settings:
+    """Settings for the current process environment (cached per env snapshot)."""
+    relevant = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SPARKLE_")))
+    return _cached_settings(relevant)
