@@ -1,0 +1,173 @@
+"""ffmpeg (the binary shipped by imageio-ffmpeg) and PyAV, behind typed errors.
+
+No system ffmpeg/ffprobe is assumed: imageio-ffmpeg ships a static ffmpeg in its
+wheel, and PyAV bundles libav* for probing and decoding.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from sparkle_motion.errors import BackendError, InvalidInputError
+
+STDERR_TAIL_CHARS = 4000
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def run_ffmpeg(args: Sequence[str], *, timeout: float = 600.0, input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run ffmpeg with ``args`` (without the binary); raise BackendError with the stderr tail on failure."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", *map(str, args)]
+    if input_bytes is not None:
+        cmd.remove("-nostdin")
+    try:
+        proc = subprocess.run(cmd, input=input_bytes, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise BackendError(f"ffmpeg timed out after {timeout:.0f} s", context={"cmd": cmd}) from exc
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:]
+        raise BackendError(f"ffmpeg exited with {proc.returncode}", context={"cmd": cmd, "stderr": tail})
+    return proc
+
+
+class VideoWriter:
+    """Pipe raw RGB frames into ffmpeg's stdin and encode H.264 (yuv420p).
+
+    Frames never touch the disk as images; ffmpeg reads them as rawvideo.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, *, crf: int = 18,
+                 preset: str = "veryfast", extra_args: Sequence[str] = ()) -> None:
+        if width % 2 or height % 2:
+            raise InvalidInputError(f"H.264 yuv420p needs even dimensions, got {width}x{height}", field="width")
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self.frames_written = 0
+        rate = str(Fraction(fps).limit_denominator(1001))
+        self.cmd = [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", rate, "-i", "pipe:0",
+            "-an", "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+            "-movflags", "+faststart", *extra_args, str(self.path),
+        ]
+        self._proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._started = time.perf_counter()
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise BackendError(f"frame must be uint8 {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}")
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError as exc:
+            raise self._failure("ffmpeg closed its input early") from exc
+        self.frames_written += 1
+
+    def close(self) -> float:
+        """Finish encoding; returns the encode wall time in seconds."""
+        assert self._proc.stdin is not None
+        if not self._proc.stdin.closed:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=600)
+        if self._proc.returncode != 0:
+            raise self._failure(f"ffmpeg exited with {self._proc.returncode}")
+        return time.perf_counter() - self._started
+
+    def abort(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self.path.unlink(missing_ok=True)
+
+    def _failure(self, message: str) -> BackendError:
+        stderr = self._proc.stderr.read().decode("utf-8", "replace") if self._proc.stderr else ""
+        return BackendError(message, context={"cmd": self.cmd, "stderr": stderr[-STDERR_TAIL_CHARS:]})
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    kind: str  # "video" | "audio" | "subtitle" | "data"
+    codec: str
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    frames: int | None = None
+    pix_fmt: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    format_name: str
+    duration_s: float | None
+    streams: list[StreamInfo] = field(default_factory=list)
+
+    def first(self, kind: str) -> StreamInfo | None:
+        return next((s for s in self.streams if s.kind == kind), None)
+
+
+def probe(path: Path, *, field_name: str = "uri") -> MediaInfo:
+    """Describe a media file with PyAV; a file that cannot be parsed is InvalidInputError(field_name)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            streams = []
+            for s in container.streams:
+                duration = float(s.duration * s.time_base) if s.duration is not None and s.time_base else None
+                if s.type == "video":
+                    rate = s.average_rate or s.guessed_rate
+                    streams.append(StreamInfo("video", s.codec_context.name, s.codec_context.width,
+                                              s.codec_context.height, float(rate) if rate else None,
+                                              s.frames or None, s.codec_context.pix_fmt, duration_s=duration))
+                elif s.type == "audio":
+                    streams.append(StreamInfo("audio", s.codec_context.name, sample_rate=s.codec_context.sample_rate,
+                                              channels=s.codec_context.channels, frames=s.frames or None,
+                                              duration_s=duration))
+                else:
+                    codec = s.codec_context.name if s.codec_context else "unknown"
+                    streams.append(StreamInfo(s.type, codec, duration_s=duration))
+            duration = container.duration / 1_000_000 if container.duration else None
+            return MediaInfo(container.format.name, duration, streams)
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise InvalidInputError(f"not a readable media file: {exc}", field=field_name) from exc
+
+
+def decode_video_frames(path: Path, *, max_frames: int | None = None, field_name: str = "uri") -> Iterator[np.ndarray]:
+    """Yield RGB uint8 frames (H, W, 3) of the first video stream."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InvalidInputError("media has no video stream", field=field_name)
+            for i, frame in enumerate(container.decode(video=0)):
+                if max_frames is not None and i >= max_frames:
+                    return
+                yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as exc:
+        raise InvalidInputError(f"video could not be decoded: {exc}", field=field_name) from exc
