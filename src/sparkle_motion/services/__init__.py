@@ -1,0 +1,23 @@
+"""FunctionTool framework: ToolSpec → FastAPI app, ToolContext, ToolClient, serve.
+
+See docs/architecture.md ("FunctionTool framework") for the contract.
+"""
+
+from sparkle_motion.services.app import Readiness, create_app, install_common
+from sparkle_motion.services.client import ToolClient
+from sparkle_motion.services.context import ToolContext
+from sparkle_motion.services.models import ToolRequest, ToolResponse
+from sparkle_motion.services.serve import serve
+from sparkle_motion.services.spec import ToolSpec
+
+__all__ = [
+    "Readiness",
+    "ToolClient",
+    "ToolContext",
+    "ToolRequest",
+    "ToolResponse",
+    "ToolSpec",
+    "create_app",
+    "install_common",
+    "serve",
+]

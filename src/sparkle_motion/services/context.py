@@ -1,0 +1,138 @@
+"""ToolContext: what a backend gets with every call."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sparkle_motion.artifacts import ArtifactManifest, ArtifactStore
+from sparkle_motion.config import Settings
+from sparkle_motion.errors import InvalidInputError, NotFoundError
+from sparkle_motion.logs import SparkleLogger
+from sparkle_motion.services.models import ToolRequest
+
+
+class ToolContext:
+    """Per-request services for a backend: the store, provenance, logging, staging.
+
+    Outputs contract: a backend writes its work into paths from
+    :meth:`staging_path` and stores it with :meth:`put_output` only once the
+    whole result exists (normally as the last step of ``invoke``).  The
+    framework deletes whatever is still staged when the call ends, so a call
+    that raises leaves neither a half-written file under a final name nor an
+    index row — nothing was put.
+    """
+
+    def __init__(
+        self,
+        *,
+        tool_id: str,
+        tool_version: str,
+        backend: str,
+        model: str,
+        options: Mapping[str, Any],
+        settings: Settings,
+        store: ArtifactStore,
+        request_id: str,
+        log: SparkleLogger,
+    ) -> None:
+        self.tool_id = tool_id
+        self.tool_version = tool_version
+        self.backend = backend
+        self.model = model
+        self.options = dict(options)
+        self.settings = settings
+        self.store = store
+        self.request_id = request_id
+        self.log = log
+        self.outputs: list[ArtifactManifest] = []
+        self._staged: list[Path] = []
+
+    def provenance(self, **extra: Any) -> dict[str, Any]:
+        """Provenance for an output: who made it and how; ``extra`` wins on conflicts."""
+        return {
+            "tool": self.tool_id,
+            "tool_version": self.tool_version,
+            "backend": self.backend,
+            "model": self.model,
+            "request_id": self.request_id,
+            **extra,
+        }
+
+    def stage_for(self, request: ToolRequest) -> str:
+        return request.stage or self.tool_id
+
+    def resolve_input(self, uri: str, field: str) -> tuple[ArtifactManifest, Path]:
+        """Find an input artifact; every failure is an InvalidInputError naming ``field``.
+
+        Refuses unknown artifacts, malformed URIs, URIs that try to leave the
+        artifact root and index rows whose blob is missing on disk.
+        """
+        try:
+            manifest = self.store.get(uri, field=field)
+            path = self.store.path_for(uri, field=field)
+        except InvalidInputError as exc:  # malformed / escaping URIs (PathEscapeError keeps its code)
+            if exc.field != field:
+                raise type(exc)(exc.message, field=field, context=exc.context) from None
+            raise
+        except NotFoundError as exc:
+            # 422, not 404: the endpoint exists; the caller's input names a missing artifact.
+            raise InvalidInputError(exc.message, field=field, code=exc.code,
+                                    context={"uri": str(uri)[:200]}) from None
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(Path(self.store.root).resolve()):  # the store checks too; inputs are untrusted
+            raise InvalidInputError(f"artifact {uri!r:.200} resolves outside the artifact root", field=field,
+                                    code="path_escape")
+        return manifest, resolved
+
+    def staging_path(self, suffix: str = "") -> Path:
+        """A fresh path in the store's staging area; removed when the call ends unless put with move=True."""
+        path = Path(self.store.staging_dir()) / f"{self.tool_id}-{self.request_id}-{uuid.uuid4().hex[:12]}{suffix}"
+        self._staged.append(path)
+        return path
+
+    def put_output(
+        self,
+        request: ToolRequest,
+        artifact_type: str,
+        source: Path | bytes | BinaryIO,
+        media_type: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        media: Mapping[str, Any] | None = None,
+        ext: str | None = None,
+        move: bool = False,
+    ) -> ArtifactManifest:
+        """Store one finished output under ``request.run_id / stage_for(request)``.
+
+        ``metadata`` is merged into :meth:`provenance` (its keys win), so every
+        stored artifact says which tool, backend, model and request made it.
+        """
+        manifest = self.store.put(
+            request.run_id,
+            self.stage_for(request),
+            artifact_type,
+            source,
+            media_type,
+            self.provenance(**dict(metadata or {})),
+            media=dict(media) if media else None,
+            ext=ext,
+            move=move,
+        )
+        self.outputs.append(manifest)
+        return manifest
+
+    def cleanup(self) -> None:
+        """Remove staged paths that were not moved into the store (framework calls this)."""
+        for path in self._staged:
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError as exc:
+                self.log.warning("staging.cleanup_failed", path=str(path), error=str(exc))
+        self._staged.clear()

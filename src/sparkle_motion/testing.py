@@ -1,0 +1,199 @@
+"""Start real mesh service processes for tests and benchmarks.
+
+``running_tool`` launches ``python -m sparkle_motion.services <tool> --port <free>``
+with the same interpreter, so a test exercises exactly what production runs:
+uvicorn, the middleware, the warm-up thread and the backend in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from sparkle_motion.errors import SparkleError
+
+STDERR_TAIL_CHARS = 4000
+
+
+class ToolStartError(SparkleError):
+    """A tool process exited or never became ready; ``context['stderr_tail']`` says why."""
+
+    code = "tool_start_failed"
+    http_status = 500
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningTool:
+    """A started tool process: ``url``, ``port``, ``proc`` and an ``httpx.Client`` on ``url``."""
+
+    target: str
+    host: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    token: str | None
+    client: httpx.Client = field(init=False)
+    _log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def output(self) -> str:
+        """Everything the process wrote to stdout/stderr so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def output_tail(self, chars: int = STDERR_TAIL_CHARS) -> str:
+        return self.output()[-chars:]
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The process's JSON log lines, parsed (lines that are not JSON are skipped)."""
+        records = []
+        for line in self.output().splitlines():
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                records.append(value)
+        return records
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll /ready until 200; ToolStartError with the output tail if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while True:
+            if self.proc.poll() is not None:
+                raise ToolStartError(f"{self.target} exited with code {self.proc.returncode} before becoming ready",
+                                     context={"stderr_tail": self.output_tail(), "url": self.url})
+            try:
+                response = self.client.get("/ready", timeout=2.0)
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text[:300]}"
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}"
+            if time.monotonic() >= deadline:
+                raise ToolStartError(f"{self.target} not ready after {timeout:.0f}s (last answer: {last})",
+                                     context={"stderr_tail": self.output_tail(), "url": self.url})
+            time.sleep(0.05)
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        """Poll /health until the process answers (for tests that watch warm-up)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ToolStartError(f"{self.target} exited with code {self.proc.returncode}",
+                                     context={"stderr_tail": self.output_tail()})
+            try:
+                if self.client.get("/health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() >= deadline:
+                raise ToolStartError(f"{self.target} not listening after {timeout:.0f}s",
+                                     context={"stderr_tail": self.output_tail()})
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code."""
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return int(self.proc.returncode)
+
+
+def _child_env(home: Path | str, env: Mapping[str, str | None] | None) -> dict[str, str]:
+    child = dict(os.environ)
+    child["SPARKLE_HOME"] = str(home)
+    child["PYTHONUNBUFFERED"] = "1"
+    for key, value in (env or {}).items():
+        if value is None:
+            child.pop(key, None)  # None removes an inherited variable
+        else:
+            child[key] = value
+    return child
+
+
+def start_tool(
+    tool_id_or_module: str,
+    *,
+    home: Path | str,
+    env: Mapping[str, str | None] | None = None,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+) -> RunningTool:
+    """Start the service process without waiting for it; the caller must ``stop()`` it."""
+    child_env = _child_env(home, env)
+    port = port or free_port(host if host != "0.0.0.0" else "127.0.0.1")
+    log_fd, log_name = tempfile.mkstemp(prefix=f"sparkle-{tool_id_or_module.replace('/', '_')}-", suffix=".log")
+    log_file = os.fdopen(log_fd, "wb")
+    cmd = [sys.executable, "-m", "sparkle_motion.services", tool_id_or_module, "--host", host, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=child_env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    tool = RunningTool(target=tool_id_or_module, host=connect_host, port=port, proc=proc, log_path=Path(log_name),
+                       token=child_env.get("SPARKLE_TOKEN") or None)
+    tool._log_file = log_file
+    return tool
+
+
+@contextmanager
+def running_tool(
+    tool_id_or_module: str,
+    *,
+    home: Path | str,
+    env: Mapping[str, str | None] | None = None,
+    port: int | None = None,
+    ready_timeout: float = 60.0,
+    wait: bool = True,
+) -> Iterator[RunningTool]:
+    """Run a tool process for the duration of the block.
+
+    Sets ``SPARKLE_HOME=home`` (plus ``env``; a value of None unsets a variable),
+    picks a free port unless given, waits for ``/ready`` (unless ``wait=False``)
+    and on exit terminates the process, killing it if it does not stop.
+    ``client`` sends ``SPARKLE_TOKEN`` from ``env`` when one is set.
+    """
+    tool = start_tool(tool_id_or_module, home=home, env=env, port=port)
+    try:
+        if wait:
+            tool.wait_ready(ready_timeout)
+        yield tool
+    finally:
+        tool.stop()
+        try:
+            tool.log_path.unlink()
+        except OSError:
+            pass
