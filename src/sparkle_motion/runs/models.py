@@ -1,0 +1,84 @@
+"""Records of the run registry: runs, step executions and log events."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["pending", "running", "paused", "stopped", "succeeded", "failed", "interrupted"]
+StepStatus = Literal["running", "succeeded", "failed", "skipped", "cached"]
+RunMode = Literal["dry", "run"]
+QAMode = Literal["full", "skip"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+RUN_STATUSES: tuple[str, ...] = RunStatus.__args__  # type: ignore[attr-defined]
+STEP_STATUSES: tuple[str, ...] = StepStatus.__args__  # type: ignore[attr-defined]
+FINISHED_STEP_STATUSES: tuple[str, ...] = ("succeeded", "failed", "skipped", "cached")
+LOG_LEVELS: tuple[str, ...] = LogLevel.__args__  # type: ignore[attr-defined]
+
+#: Which status a run may move to from each status.  succeeded and stopped are
+#: final; failed and interrupted runs may be resumed (cached steps make that cheap).
+RUN_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"running", "stopped", "failed"}),
+    "running": frozenset({"paused", "stopped", "succeeded", "failed", "interrupted"}),
+    "paused": frozenset({"running", "stopped", "failed"}),
+    "interrupted": frozenset({"running", "stopped", "failed"}),
+    "failed": frozenset({"running"}),
+    "stopped": frozenset(),
+    "succeeded": frozenset(),
+}
+FINAL_RUN_STATUSES = frozenset({"stopped", "succeeded", "failed"})
+
+
+class RunRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    plan_id: str | None = None
+    plan_uri: str | None = None
+    mode: RunMode = "run"
+    qa_mode: QAMode = "full"
+    status: RunStatus
+    current_stage: str | None = None
+    progress: float = Field(ge=0.0, le=1.0)
+    error: dict[str, Any] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    owner_pid: int | None = Field(default=None, description="pid of the process driving the run while running")
+    owner_host: str | None = None
+    heartbeat_at: str | None = None
+    created_at: str
+    updated_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class StepRecord(BaseModel):
+    """One execution of one stage (for one shot): the StepExecutionRecord."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step_id: str
+    run_id: str
+    stage: str
+    shot_id: str | None = None
+    attempt: int = Field(ge=1)
+    status: StepStatus
+    input_hash: str | None = None
+    started_at: str
+    completed_at: str | None = None
+    duration_s: float | None = Field(default=None, ge=0)
+    artifact_ids: list[str] = Field(default_factory=list)
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+
+class RunEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: int
+    run_id: str
+    ts: str
+    level: LogLevel
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
