@@ -150,8 +150,14 @@ class Shot(BaseModel):
     is_talking_closeup: bool = False
 
 
+def _type_is_required(schema: dict[str, Any]) -> None:
+    # ``type`` has a default so Python callers can write DialogueLine(...), but in JSON
+    # it is the discriminator and must be present; say so in the exported schema.
+    schema["required"] = sorted({*schema.get("required", []), "type"})
+
+
 class _TimelineEntryBase(BaseModel):
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_type_is_required)
 
     start_time_sec: float = _seconds(ge=0, le=MAX_RUNTIME_S)
     duration_sec: float = _seconds(gt=0, le=MAX_RUNTIME_S)
@@ -175,7 +181,7 @@ TimelineEntry = Annotated[DialogueLine | SilenceEntry, Field(discriminator="type
 
 
 class VideoProfile(BaseModel):
-    """Video stage settings; fps/width/height left out take the active profile's ``render`` defaults.
+    """Video stage settings; fps/width/height left out take the active profile's render defaults.
 
     They default to None rather than numbers because the cpu and gpu profiles
     render at different sizes (640x360@24 vs 1280x720@16); a plan that pins them
@@ -233,6 +239,14 @@ class PlanMetadata(BaseModel):
 
 
 class MoviePlan(BaseModel):
+    """A film as shots between keyframes plus a dialogue timeline.
+
+    Cross-field rules: len(base_images) == len(shots) + 1; shot i runs from
+    base_images[i] to base_images[i+1]; ids unique per collection; the timeline
+    starts at 0, is ordered and contiguous, and ends at the sum of shot durations
+    (1 ms tolerance); dialogue refers to defined characters; runtime <= 30 min.
+    """
+
     model_config = _STRICT
 
     title: _text(200)

@@ -92,8 +92,11 @@ def _walk(loc: Sequence[str | int], root: type[BaseModel]) -> tuple[list[str | i
 
 
 def _scalar_repr(value: Any) -> str | None:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        text = json.dumps(value, ensure_ascii=False) if not isinstance(value, float) else repr(value)
+    # Strings and numbers as Python reprs (like the rule messages); true/false/null as the JSON the user wrote.
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (str, int, float)):
+        text = repr(value)
         return text if len(text) <= 60 else text[:57] + "..."
     return None
 
