@@ -160,9 +160,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
             )
         per_tool[tool_id] = ToolProfile(backend=backend, model=str(raw.get("model", backend)),
                                         options=dict(raw.get("options") or {}))
-        if raw.get("python"):
+        # A profile may move a tool to another port (tests run several meshes side by side)
+        # or to another interpreter (a tool whose ML stack conflicts with the rest).
+        if raw.get("python") or raw.get("port"):
             entry = tools[tool_id]
-            tools[tool_id] = ToolEntry(entry.tool_id, entry.port, entry.module, entry.backends, raw["python"])
+            tools[tool_id] = ToolEntry(entry.tool_id, int(raw.get("port") or entry.port), entry.module,
+                                       entry.backends, raw.get("python") or entry.python)
     home = Path(env.get("SPARKLE_HOME") or ".sparkle").expanduser().resolve()
     return Settings(
         home=home,

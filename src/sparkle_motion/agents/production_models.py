@@ -1,0 +1,125 @@
+"""Request/response envelopes of production_agent's HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sparkle_motion.ids import ID_PATTERN
+
+# The order is the contract: resume_from=<stage> recomputes that stage and all after it.
+STAGES: tuple[str, ...] = (
+    "plan_intake",
+    "dialogue_audio",
+    "base_images",
+    "video_clips",
+    "lipsync",
+    "assemble",
+    "qa_publish",
+    "finalize",
+)
+StageName = Literal[
+    "plan_intake", "dialogue_audio", "base_images", "video_clips", "lipsync", "assemble", "qa_publish", "finalize"
+]
+
+
+class ProductionRequest(BaseModel):
+    """POST /invoke — start (or resume) a production run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: dict[str, Any] | None = Field(None, description="An inline MoviePlan.")
+    plan_uri: str | None = Field(None, max_length=512, description="artifact+fs:// URI of a plan artifact.")
+    mode: Literal["dry", "run"] = "run"
+    qa_mode: Literal["full", "skip"] = "full"
+    resume_from: StageName | None = None
+    run_id: str | None = Field(None, pattern=ID_PATTERN)
+
+    @model_validator(mode="after")
+    def _one_plan_source(self) -> "ProductionRequest":
+        # A resume may omit the plan: the run already recorded which plan it produces.
+        if self.plan is None and self.plan_uri is None and self.run_id is None:
+            raise ValueError("give plan or plan_uri (or run_id to resume a run)")
+        if self.plan is not None and self.plan_uri is not None:
+            raise ValueError("give plan or plan_uri, not both")
+        return self
+
+
+class ProductionAccepted(BaseModel):
+    request_id: str = ""
+    run_id: str
+    status: str
+    mode: Literal["dry", "run"]
+    qa_mode: Literal["full", "skip"]
+    resume_from: str | None = None
+    invocation_graph: list[dict[str, Any]] | None = None
+    resource_estimate: dict[str, Any] | None = None
+
+
+class ControlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str = Field(..., pattern=ID_PATTERN)
+
+
+class StepView(BaseModel):
+    step_id: str | int
+    stage: str
+    shot_id: str | None = None
+    attempt: int
+    status: str
+    started_at: str | None = None
+    completed_at: str | None = None
+    duration_s: float | None = None
+    artifact_ids: list[str] = Field(default_factory=list)
+    error: Any = None
+
+
+class RunStatus(BaseModel):
+    request_id: str = ""
+    run_id: str
+    plan_id: str | None = None
+    status: str
+    current_stage: str | None = None
+    progress: float = 0.0
+    mode: str | None = None
+    qa_mode: str | None = None
+    error: Any = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    steps: list[StepView] = Field(default_factory=list)
+    log_tail: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class StageArtifacts(BaseModel):
+    stage: str
+    count: int
+    artifact_types: list[str]
+    media_types: list[str]
+    preview: dict[str, Any] | None = None
+    artifacts: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ArtifactsView(BaseModel):
+    request_id: str = ""
+    run_id: str
+    stages: list[StageArtifacts]
+    artifacts: list[dict[str, Any]]
+
+    @field_validator("stages")
+    @classmethod
+    def _ordered(cls, stages: list[StageArtifacts]) -> list[StageArtifacts]:
+        order = {name: i for i, name in enumerate(STAGES)}
+        return sorted(stages, key=lambda s: order.get(s.stage, len(order)))
+
+
+SCHEMA_MODELS: dict[str, type[BaseModel]] = {
+    "production_agent.request": ProductionRequest,
+    "production_agent.accepted": ProductionAccepted,
+    "production_agent.status": RunStatus,
+    "production_agent.artifacts": ArtifactsView,
+    "production_agent.control": ControlRequest,
+}

@@ -1,0 +1,566 @@
+"""One production run: the work of every stage, step by step, cached and resumable.
+
+The ADK workflow (``production_workflow``) decides the order and the retry
+routes; this module does the work of each node. Every unit of work is a *step*
+recorded in the run registry and keyed by a hash of its inputs (stage, item,
+tool backend and model, seed, request payload, input artifact URIs). A step
+whose hash already succeeded — in this run or any earlier one — is not redone:
+it is recorded as ``cached`` and its outputs are reused. That single mechanism
+gives "re-running the same plan recomputes nothing", crash resume, and
+``resume_from`` (which bypasses the cache for that stage and every later one;
+new upstream artifacts then change every downstream hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sparkle_motion.agents.production_models import STAGES
+from sparkle_motion.artifacts import ArtifactStore
+from sparkle_motion.config import Settings
+from sparkle_motion.errors import InvalidInputError, SparkleError, ToolCallError
+from sparkle_motion.logs import get_logger
+from sparkle_motion.media import read_wav, write_wav
+from sparkle_motion.plan import MoviePlan
+from sparkle_motion.runs import RunRegistry
+from sparkle_motion.services import ToolClient
+
+log = get_logger("sparkle_motion.production")
+
+TIMELINE_SAMPLE_RATE = 24_000
+QA_RETRY_BUDGET = 2  # regenerations with a new seed after a failed QA, per item
+SEED_STRIDE = 7919  # a prime: retry seeds never collide with neighbouring items' seeds
+
+
+class RunStopped(SparkleError):
+    code = "run_stopped"
+    http_status = 409
+
+
+class StageFailed(SparkleError):
+    """A stage could not complete; ``context['stage']`` names it."""
+
+    code = "stage_failed"
+    http_status = 500
+
+
+@dataclass
+class StepOutcome:
+    output: dict[str, Any]
+    artifact_ids: list[str] = field(default_factory=list)
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _artifact_id(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1]
+
+
+class RunControl:
+    """Pause/stop requests, read from the registry before every step."""
+
+    POLL_S = 0.2
+
+    def __init__(self, registry: RunRegistry, run_id: str) -> None:
+        self.registry = registry
+        self.run_id = run_id
+
+    def checkpoint(self) -> None:
+        announced = False
+        while True:
+            status = self.registry.get_run(self.run_id).status
+            if status == "stopped":
+                raise RunStopped("run stopped by request", context={"run_id": self.run_id})
+            if status != "paused":
+                if announced:
+                    self.registry.log(self.run_id, "info", "resumed")
+                return
+            if not announced:
+                self.registry.log(self.run_id, "info", "paused before the next step")
+                announced = True
+            time.sleep(self.POLL_S)
+
+
+class ProductionRun:
+    """Executes the stages of one MoviePlan through the FunctionTools over HTTP."""
+
+    def __init__(
+        self,
+        run_id: str,
+        plan: MoviePlan,
+        *,
+        settings: Settings,
+        store: ArtifactStore,
+        registry: RunRegistry,
+        qa_mode: str = "full",
+        force_from: str | None = None,
+        client_factory: Callable[[str], ToolClient] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.plan = plan
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.qa_mode = qa_mode
+        self.force_from = force_from
+        self.control = RunControl(registry, run_id)
+        self._client_factory = client_factory or (lambda tool_id: ToolClient(tool_id, settings=settings))
+        self._clients: dict[str, ToolClient] = {}
+        self._lock = threading.Lock()
+        # Outputs passed between stages (also mirrored into the ADK session state).
+        self.results: dict[str, Any] = {}
+        self.attempts: dict[str, int] = {"base_images": 0, "video_clips": 0}
+        self._done_units = 0
+        self._total_units = self._count_units()
+        video = plan.render_profile.video
+        self.fps = float(video.fps or settings.render.get("fps", 24))
+        self.width = int(video.width or settings.render.get("width", 640))
+        self.height = int(video.height or settings.render.get("height", 360))
+        self.frame_counts = self._frame_counts()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def client(self, tool_id: str) -> ToolClient:
+        with self._lock:
+            if tool_id not in self._clients:
+                self._clients[tool_id] = self._client_factory(tool_id)
+            return self._clients[tool_id]
+
+    def _count_units(self) -> int:
+        plan = self.plan
+        qa = 2 if self.qa_mode == "full" else 1
+        lines = sum(1 for e in plan.dialogue_timeline if e.type == "dialogue")
+        closeups = sum(1 for s in plan.shots if s.is_talking_closeup)
+        return 1 + lines + 1 + qa * len(plan.base_images) + qa * len(plan.shots) + closeups + 1 + 1 + 1
+
+    def _frame_counts(self) -> list[int]:
+        # Cumulative rounding: the film has exactly round(runtime * fps) frames and
+        # every cut lands on the frame nearest its planned time.
+        counts, start = [], 0.0
+        for shot in self.plan.shots:
+            end = start + shot.duration_sec
+            counts.append(round(end * self.fps) - round(start * self.fps))
+            start = end
+        return counts
+
+    def _forced(self, stage: str) -> bool:
+        return self.force_from is not None and STAGES.index(stage) >= STAGES.index(self.force_from)
+
+    def _tool_identity(self, tool_id: str | None) -> dict[str, str]:
+        if tool_id is None:
+            return {}
+        profile = self.settings.tool_profile(tool_id)
+        return {"tool": tool_id, "backend": profile.backend, "model": profile.model}
+
+    def begin_stage(self, stage: str) -> None:
+        self.registry.update_run(self.run_id, current_stage=stage)
+        self.registry.log(self.run_id, "info", f"stage {stage} started", stage=stage)
+        log.info("stage_started", run_id=self.run_id, stage=stage)
+
+    def _advance(self) -> None:
+        self._done_units += 1
+        progress = min(0.99, self._done_units / max(1, self._total_units))
+        self.registry.update_run(self.run_id, progress=progress)
+
+    def step(self, stage: str, item: str | None, tool_id: str | None, inputs: dict[str, Any],
+             work: Callable[[], StepOutcome], *, attempt: int = 1) -> dict[str, Any]:
+        """Run one cached, recorded unit of work and return its output."""
+        self.control.checkpoint()
+        key = {"stage": stage, "item": item, **self._tool_identity(tool_id), "inputs": inputs}
+        input_hash = hashlib.sha256(_canonical(key).encode()).hexdigest()
+        if not self._forced(stage):
+            cached = self.registry.find_cached_step(stage, item, input_hash)
+            if cached is not None and self._artifacts_present(cached.artifact_ids):
+                rec = self.registry.start_step(self.run_id, stage, shot_id=item, attempt=attempt, input_hash=input_hash)
+                self.registry.finish_step(rec.step_id, "cached", artifact_ids=cached.artifact_ids, output=cached.output)
+                self._advance()
+                return dict(cached.output or {})
+        rec = self.registry.start_step(self.run_id, stage, shot_id=item, attempt=attempt, input_hash=input_hash)
+        try:
+            outcome = work()
+        except Exception as exc:
+            error = exc.to_dict() if isinstance(exc, SparkleError) else {"code": "internal_error", "message": repr(exc)}
+            self.registry.finish_step(rec.step_id, "failed", error=error)
+            raise
+        self.registry.finish_step(rec.step_id, "succeeded", artifact_ids=outcome.artifact_ids, output=outcome.output)
+        self._advance()
+        return outcome.output
+
+    def _artifacts_present(self, artifact_ids: list[str]) -> bool:
+        for artifact_id in artifact_ids:
+            try:
+                if not self.store.path_for(artifact_id).is_file():
+                    return False
+            except SparkleError:
+                return False
+        return True
+
+    def invoke(self, tool_id: str, payload: dict[str, Any], *, stage: str) -> dict[str, Any]:
+        payload = {**payload, "run_id": self.run_id, "stage": stage}
+        try:
+            return self.client(tool_id).invoke(payload)
+        except ToolCallError as exc:
+            remote = exc.remote_error or {}
+            detail = remote.get("message") or exc.message
+            where = f" ({remote['field']})" if remote.get("field") else ""
+            raise StageFailed(f"{tool_id} failed in stage {stage}: {detail}{where}",
+                              context={"stage": stage, "tool_id": tool_id, "status": exc.status,
+                                       "remote_error": remote}) from exc
+
+    # -- stages ---------------------------------------------------------------------
+
+    def plan_intake(self) -> dict[str, Any]:
+        self.begin_stage("plan_intake")
+        plan_json = self.plan.model_dump(mode="json")
+
+        def work() -> StepOutcome:
+            manifest = self.store.put_json(self.run_id, "plan_intake", "movie_plan", plan_json,
+                                           metadata={"tool": "production_agent", "plan_id": self.plan.metadata.plan_id})
+            return StepOutcome({"plan_uri": manifest.uri}, [manifest.artifact_id])
+
+        out = self.step("plan_intake", None, None, {"plan": plan_json}, work)
+        self.results["plan_intake"] = {**out, "frame_counts": self.frame_counts, "fps": self.fps}
+        return self.results["plan_intake"]
+
+    def dialogue_audio(self) -> dict[str, Any]:
+        self.begin_stage("dialogue_audio")
+        characters = {c.id: c for c in self.plan.characters}
+        seed = int(self.plan.metadata.seed or 0)
+        lines = []
+        for index, entry in enumerate(self.plan.dialogue_timeline):
+            if entry.type != "dialogue":
+                continue
+            character = characters[entry.character_id]
+            voice = {"character_id": character.id, "character_name": character.name,
+                     **character.voice_profile.model_dump(mode="json", exclude_none=True)}
+            payload = {"text": entry.text, "voice": voice, "seed": seed + index, "sample_rate": TIMELINE_SAMPLE_RATE}
+
+            def work(payload: dict[str, Any] = payload) -> StepOutcome:
+                response = self.invoke("tts_chatterbox", payload, stage="dialogue_audio")
+                audio = response["artifacts"][0]
+                meta = audio.get("metadata") or {}
+                return StepOutcome({"uri": audio["uri"], "duration_s": audio.get("duration_s") or meta.get("duration_s"),
+                                    "word_timings": meta.get("word_timings") or []}, [audio["artifact_id"]])
+
+            out = self.step("dialogue_audio", f"line_{index:03d}", "tts_chatterbox", payload, work)
+            lines.append({"index": index, "character_id": character.id, "character_name": character.name,
+                          "text": entry.text, "start_s": entry.start_time_sec, "slot_s": entry.duration_sec, **out})
+        stitch_inputs = {"lines": [(ln["index"], ln["uri"], ln["start_s"]) for ln in lines], "runtime": self.plan.runtime_s}
+        out = self.step("dialogue_audio", "timeline", None, stitch_inputs, lambda: self._stitch_timeline(lines))
+        self.results["dialogue_audio"] = out
+        return out
+
+    def _stitch_timeline(self, lines: list[dict[str, Any]]) -> StepOutcome:
+        sr = TIMELINE_SAMPLE_RATE
+        total = round(self.plan.runtime_s * sr)
+        track = np.zeros(total, dtype=np.float32)
+        report = []
+        starts = [round(ln["start_s"] * sr) for ln in lines]
+        for i, line in enumerate(lines):
+            samples, line_sr = read_wav(self.store.path_for(line["uri"]))
+            if line_sr != sr:
+                raise StageFailed(f"dialogue_timeline[{line['index']}]: TTS returned {line_sr} Hz, expected {sr} Hz",
+                                  context={"stage": "dialogue_audio"})
+            start = starts[i]
+            limit = starts[i + 1] if i + 1 < len(lines) else total
+            end = start + len(samples)
+            if end > limit:
+                what = "the next line starts" if i + 1 < len(lines) else "the film ends"
+                raise StageFailed(
+                    f"dialogue_timeline[{line['index']}] ({line['character_name']}: {line['text'][:40]!r}) needs "
+                    f"{len(samples) / sr:.2f} s of speech but {what} {(limit - start) / sr:.2f} s after it starts; "
+                    f"shorten the line or lengthen its shot",
+                    context={"stage": "dialogue_audio", "line": line["index"]},
+                )
+            track[start:end] = samples
+            slot_end = start + round(line["slot_s"] * sr)
+            report.append({
+                "index": line["index"], "character_id": line["character_id"], "text": line["text"],
+                "start_planned_s": line["start_s"], "slot_s": line["slot_s"],
+                "start_actual_s": start / sr, "end_actual_s": end / sr, "raw_duration_s": len(samples) / sr,
+                "padding_s": max(0, slot_end - end) / sr, "overrun_s": max(0, end - slot_end) / sr, "trimmed_s": 0.0,
+                "audio_uri": line["uri"],
+                "word_timings": [{**w, "start_s": w["start_s"] + start / sr, "end_s": w["end_s"] + start / sr}
+                                 for w in line.get("word_timings") or [] if "start_s" in w and "end_s" in w],
+            })
+        staging = self.store.staging_dir() / f"{self.run_id}_tts_timeline.wav"
+        write_wav(staging, track, sr)
+        wav = self.store.put(self.run_id, "dialogue_audio", "tts_timeline", staging, "audio/wav",
+                             metadata={"tool": "production_agent", "lines": len(lines)},
+                             media={"duration_s": total / sr, "sample_rate": sr}, move=True)
+        report_manifest = self.store.put_json(self.run_id, "dialogue_audio", "dialogue_timeline_audio",
+                                              {"sample_rate": sr, "runtime_s": total / sr, "lines": report},
+                                              metadata={"tool": "production_agent"})
+        return StepOutcome({"timeline_uri": wav.uri, "report_uri": report_manifest.uri, "lines": report},
+                           [wav.artifact_id, report_manifest.artifact_id])
+
+    def _characters_in(self, text: str) -> list[str]:
+        lowered = text.lower()
+        return [c.name for c in self.plan.characters if c.name.lower() in lowered][:8]
+
+    def base_images(self) -> str:
+        """Render every keyframe once; returns the route: 'retry' (QA failed, budget left) or 'done'."""
+        self.begin_stage("base_images")
+        attempt = self.attempts["base_images"] = self.attempts["base_images"] + 1
+        state = self.results.setdefault("base_images", {"images": {}, "qa": {}})
+        base_seed = int(self.plan.metadata.seed or 0)
+        for index, base in enumerate(self.plan.base_images):
+            if state["qa"].get(base.id) == "passed" or (attempt > 1 and base.id not in state["failed"]):
+                continue
+            seed = (base.seed if base.seed is not None else base_seed + 1000 * index) + SEED_STRIDE * (attempt - 1)
+            payload = {"prompt": base.prompt, "negative_prompt": base.negative_prompt, "seed": seed,
+                       "width": self.width, "height": self.height, "count": 1,
+                       "characters": self._characters_in(base.prompt)}
+            payload = {k: v for k, v in payload.items() if v is not None}
+
+            def work(payload: dict[str, Any] = payload) -> StepOutcome:
+                response = self.invoke("images_sdxl", payload, stage="base_images")
+                image = response["artifacts"][0]
+                return StepOutcome({"uri": image["uri"], "seed": payload["seed"]}, [image["artifact_id"]])
+
+            out = self.step("base_images", base.id, "images_sdxl", payload, work, attempt=attempt)
+            state["images"][base.id] = out["uri"]
+            if self.qa_mode == "full":
+                verdict = self._qa("base_images", f"{base.id}:qa",
+                                   {"media": [{"uri": out["uri"], "kind": "image"}],
+                                    "checks": ["degenerate_image", "text_policy"],
+                                    "expectations": {"prompt": base.prompt}}, attempt)
+                state["qa"][base.id] = "passed" if verdict != "fail" else "failed"
+        return self._route_after_qa("base_images", state)
+
+    def _qa(self, stage: str, item: str, payload: dict[str, Any], attempt: int) -> str:
+        def work() -> StepOutcome:
+            response = self.invoke("qa_qwen2vl", payload, stage=stage)
+            report = response.get("report") or {}
+            ids = [a["artifact_id"] for a in response.get("artifacts", [])]
+            return StepOutcome({"verdict": report.get("verdict"), "reasons": report.get("reasons", []),
+                                "report_uri": response["artifacts"][0]["uri"] if response.get("artifacts") else None}, ids)
+
+        out = self.step(stage, item, "qa_qwen2vl", payload, work, attempt=attempt)
+        if out["verdict"] == "fail":
+            self.registry.log(self.run_id, "warning", f"QA failed for {item}", reasons=out["reasons"])
+        return out["verdict"]
+
+    def _route_after_qa(self, stage: str, state: dict[str, Any]) -> str:
+        failed = sorted(k for k, v in state["qa"].items() if v == "failed")
+        state["failed"] = failed
+        if not failed:
+            return "done"
+        if self.attempts[stage] <= QA_RETRY_BUDGET:
+            self.registry.log(self.run_id, "info", f"{stage}: regenerating {', '.join(failed)} with new seeds")
+            return "retry"
+        raise StageFailed(f"{stage}: QA still fails for {', '.join(failed)} after {QA_RETRY_BUDGET} regenerations",
+                          context={"stage": stage, "failed": failed})
+
+    def video_clips(self) -> str:
+        self.begin_stage("video_clips")
+        attempt = self.attempts["video_clips"] = self.attempts["video_clips"] + 1
+        images = self.results["base_images"]["images"]
+        state = self.results.setdefault("video_clips", {"clips": {}, "qa": {}})
+        base_seed = int(self.plan.metadata.seed or 0)
+        for index, shot in enumerate(self.plan.shots):
+            if state["qa"].get(shot.id) == "passed" or (attempt > 1 and shot.id not in state["failed"]):
+                continue
+            payload = {
+                "start_frame_uri": images[shot.start_base_image_id], "end_frame_uri": images[shot.end_base_image_id],
+                "motion_prompt": shot.motion_prompt, "prompt": shot.visual_description, "fps": self.fps,
+                "num_frames": self.frame_counts[index], "width": self.width, "height": self.height,
+                "seed": base_seed + 100 * index + SEED_STRIDE * (attempt - 1),
+            }
+
+            def work(payload: dict[str, Any] = payload) -> StepOutcome:
+                response = self.invoke("videos_wan", payload, stage="video_clips")
+                clip = response["artifacts"][0]
+                return StepOutcome({"uri": clip["uri"]}, [clip["artifact_id"]])
+
+            out = self.step("video_clips", shot.id, "videos_wan", payload, work, attempt=attempt)
+            state["clips"][shot.id] = out["uri"]
+            if self.qa_mode == "full":
+                duration = self.frame_counts[index] / self.fps
+                expectations: dict[str, Any] = {"duration_s": duration, "prompt": shot.visual_description}
+                if images[shot.start_base_image_id] == images[shot.end_base_image_id] or "static" in shot.motion_prompt.lower():
+                    expectations["allow_holds"] = [{"start_s": 0.0, "end_s": duration}]
+                verdict = self._qa("video_clips", f"{shot.id}:qa",
+                                   {"media": [{"uri": out["uri"], "kind": "video"}],
+                                    "checks": ["black_frames", "frozen_frames", "duration", "text_policy"],
+                                    "expectations": expectations}, attempt)
+                state["qa"][shot.id] = "passed" if verdict != "fail" else "failed"
+        return self._route_after_qa("video_clips", state)
+
+    def _shot_bounds(self) -> list[tuple[float, float]]:
+        bounds, frame = [], 0
+        for count in self.frame_counts:
+            bounds.append((frame / self.fps, (frame + count) / self.fps))
+            frame += count
+        return bounds
+
+    def lipsync(self) -> dict[str, Any]:
+        self.begin_stage("lipsync")
+        clips = dict(self.results["video_clips"]["clips"])
+        audio = self.results["dialogue_audio"]
+        synced = {}
+        for shot, (start, end) in zip(self.plan.shots, self._shot_bounds()):
+            if not shot.is_talking_closeup:
+                continue
+            inputs = {"clip": clips[shot.id], "timeline": audio["timeline_uri"], "start": start, "end": end}
+            words = [{**w, "start_s": w["start_s"] - start, "end_s": w["end_s"] - start}
+                     for line in audio["lines"] for w in line["word_timings"] if start <= w["start_s"] < end]
+
+            def work(shot_id: str = shot.id, start: float = start, end: float = end,
+                     words: list[dict[str, Any]] = words) -> StepOutcome:
+                samples, sr = read_wav(self.store.path_for(audio["timeline_uri"]))
+                segment = samples[round(start * sr):round(end * sr)]
+                staging = self.store.staging_dir() / f"{self.run_id}_{shot_id}_audio.wav"
+                write_wav(staging, segment, sr)
+                shot_audio = self.store.put(self.run_id, "lipsync", "shot_audio", staging, "audio/wav",
+                                            metadata={"tool": "production_agent", "shot_id": shot_id},
+                                            media={"duration_s": len(segment) / sr, "sample_rate": sr}, move=True)
+                response = self.invoke("lipsync_wav2lip", {
+                    "video_uri": clips[shot_id], "audio_uri": shot_audio.uri,
+                    "options": {"fit": "pad_or_trim", "word_timings": words},
+                }, stage="lipsync")
+                ids = [shot_audio.artifact_id] + [a["artifact_id"] for a in response["artifacts"]]
+                video = next(a for a in response["artifacts"] if a["media_type"].startswith("video/"))
+                return StepOutcome({"uri": video["uri"]}, ids)
+
+            out = self.step("lipsync", shot.id, "lipsync_wav2lip", inputs, work)
+            synced[shot.id] = out["uri"]
+        clips.update(synced)
+        self.results["lipsync"] = {"clips": clips, "synced": synced}
+        return self.results["lipsync"]
+
+    def assemble(self) -> dict[str, Any]:
+        self.begin_stage("assemble")
+        clips = self.results["lipsync"]["clips"]
+        audio = self.results["dialogue_audio"]
+        subtitles = [{"start_s": round(line["start_actual_s"], 3), "end_s": round(line["end_actual_s"], 3),
+                      "text": f"{self._name(line['character_id'])}: {line['text']}"}
+                     for line in audio["lines"]]
+        payload = {"clips": [{"uri": clips[shot.id]} for shot in self.plan.shots], "audio_uri": audio["timeline_uri"],
+                   "subtitles": subtitles, "options": {"loudness_lufs": -16.0}}
+
+        def work() -> StepOutcome:
+            response = self.invoke("assemble_ffmpeg", payload, stage="assemble")
+            video = next(a for a in response["artifacts"] if a["media_type"] == "video/mp4")
+            srt = next((a for a in response["artifacts"] if a["uri"] != video["uri"]), None)
+            return StepOutcome({"video_uri": video["uri"], "srt_uri": srt["uri"] if srt else None,
+                                "metadata": video.get("metadata", {})},
+                               [a["artifact_id"] for a in response["artifacts"]])
+
+        out = self.step("assemble", None, "assemble_ffmpeg", payload, work)
+        self.results["assemble"] = out
+        return out
+
+    def _name(self, character_id: str) -> str:
+        return next((c.name for c in self.plan.characters if c.id == character_id), character_id)
+
+    def qa_publish(self) -> dict[str, Any]:
+        self.begin_stage("qa_publish")
+        if self.qa_mode == "skip":
+            self.registry.log(self.run_id, "warning", "QA skipped (qa_mode=skip)")
+            self.results["qa_publish"] = {"verdict": "skipped", "reasons": ["qa_mode=skip"]}
+            return self.results["qa_publish"]
+        audio = self.results["dialogue_audio"]
+        holds = [{"start_s": s, "end_s": e} for shot, (s, e) in zip(self.plan.shots, self._shot_bounds())
+                 if "static" in shot.motion_prompt.lower() or shot.start_base_image_id == shot.end_base_image_id]
+        payload = {
+            "media": [{"uri": self.results["assemble"]["video_uri"], "kind": "video"}],
+            "checks": ["black_frames", "frozen_frames", "duration", "speech_presence", "clipping", "loudness"],
+            "expectations": {
+                "duration_s": sum(self.frame_counts) / self.fps,
+                "speech_intervals": [{"start_s": ln["start_actual_s"], "end_s": ln["end_actual_s"]} for ln in audio["lines"]],
+                "loudness_lufs": -16.0, "allow_holds": holds,
+            },
+        }
+        verdict = self._qa("qa_publish", "final:qa", payload, 1)
+        out = self.registry_last_output("qa_publish", "final:qa")
+        self.results["qa_publish"] = out
+        if verdict == "fail":
+            raise StageFailed(f"final QA failed: {'; '.join(map(str, out.get('reasons', [])))}",
+                              context={"stage": "qa_publish", "report_uri": out.get("report_uri")})
+        return out
+
+    def registry_last_output(self, stage: str, item: str) -> dict[str, Any]:
+        steps = [s for s in self.registry.list_steps(self.run_id, stage=stage)
+                 if s.shot_id == item and s.status in ("succeeded", "cached")]
+        return dict(steps[-1].output or {}) if steps else {}
+
+    def finalize(self) -> dict[str, Any]:
+        self.begin_stage("finalize")
+        film_uri = self.results["assemble"]["video_uri"]
+        qa = self.results.get("qa_publish", {})
+        inputs = {"film": film_uri, "qa": qa.get("verdict")}
+
+        def work() -> StepOutcome:
+            film = self.store.get(film_uri)
+            with self.store.open(film_uri) as stream:
+                final = self.store.put(self.run_id, "finalize", "video_final", stream, "video/mp4",
+                                       metadata={"tool": "production_agent", "source_uri": film_uri,
+                                                 "plan_id": self.plan.metadata.plan_id, "qa_verdict": qa.get("verdict")},
+                                       media={"duration_s": film.duration_s, "fps": film.fps,
+                                              "width": film.width, "height": film.height})
+            summary = {
+                "run_id": self.run_id, "title": self.plan.title, "plan_id": self.plan.metadata.plan_id,
+                "runtime_s": sum(self.frame_counts) / self.fps, "shots": len(self.plan.shots),
+                "dialogue_lines": len(self.results["dialogue_audio"]["lines"]),
+                "qa_verdict": qa.get("verdict"), "qa_reasons": qa.get("reasons", []),
+                "video_final_uri": final.uri, "srt_uri": self.results["assemble"].get("srt_uri"),
+            }
+            summary_manifest = self.store.put_json(self.run_id, "finalize", "run_summary", summary,
+                                                   metadata={"tool": "production_agent"})
+            return StepOutcome({**summary, "local_path": final.local_path, "checksum": final.sha256},
+                               [final.artifact_id, summary_manifest.artifact_id])
+
+        out = self.step("finalize", None, None, inputs, work)
+        self.results["finalize"] = out
+        return out
+
+
+def estimate(plan: MoviePlan, settings: Settings, qa_mode: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The invocation graph and a resource estimate for a dry run (no tool is called)."""
+    video = plan.render_profile.video
+    fps = float(video.fps or settings.render.get("fps", 24))
+    width, height = int(video.width or settings.render.get("width", 640)), int(video.height or settings.render.get("height", 360))
+    lines = [e for e in plan.dialogue_timeline if e.type == "dialogue"]
+    closeups = [s.id for s in plan.shots if s.is_talking_closeup]
+    frames = round(plan.runtime_s * fps)
+    qa = qa_mode == "full"
+    graph = [
+        {"stage": "plan_intake", "tool": None, "calls": 0, "items": [plan.metadata.plan_id]},
+        {"stage": "dialogue_audio", "tool": "tts_chatterbox", "calls": len(lines),
+         "items": [f"line_{plan.dialogue_timeline.index(e):03d}" for e in lines]},
+        {"stage": "base_images", "tool": "images_sdxl", "calls": len(plan.base_images),
+         "items": [b.id for b in plan.base_images], "qa_calls": len(plan.base_images) if qa else 0},
+        {"stage": "video_clips", "tool": "videos_wan", "calls": len(plan.shots), "items": [s.id for s in plan.shots],
+         "qa_calls": len(plan.shots) if qa else 0},
+        {"stage": "lipsync", "tool": "lipsync_wav2lip", "calls": len(closeups), "items": closeups},
+        {"stage": "assemble", "tool": "assemble_ffmpeg", "calls": 1, "items": ["film"]},
+        {"stage": "qa_publish", "tool": "qa_qwen2vl", "calls": 1 if qa else 0, "items": ["film"] if qa else []},
+        {"stage": "finalize", "tool": None, "calls": 0, "items": ["video_final"]},
+    ]
+    backends = {t: settings.tool_profile(t).backend for t in settings.profile}
+    # Bytes: PNG keyframes ~1.5 B/pixel, H.264 at crf 18-20 ~0.1 B/pixel/frame (clip + lipsync + film copies).
+    pixels = width * height
+    estimate_ = {
+        "runtime_s": plan.runtime_s, "frames": frames, "fps": fps, "width": width, "height": height,
+        "audio_s": plan.runtime_s, "dialogue_lines": len(lines), "tool_calls": sum(g["calls"] + g.get("qa_calls", 0) for g in graph),
+        "disk_bytes": int(len(plan.base_images) * pixels * 1.5 + 3 * frames * pixels * 0.1 + plan.runtime_s * 24_000 * 2 * 2),
+        "backends": backends,
+        "gpu_required": any(b in {"sdxl", "wan2.1-flf2v", "chatterbox", "wav2lip", "qwen2-vl"} for b in backends.values()),
+        "peak_vram_gb": max([{"sdxl": 10, "wan2.1-flf2v": 24, "chatterbox": 4, "wav2lip": 2, "qwen2-vl": 18}.get(b, 0)
+                             for b in backends.values()] or [0]),
+    }
+    if not math.isfinite(estimate_["runtime_s"]):
+        raise InvalidInputError("plan runtime is not finite", field="shots")
+    return graph, estimate_

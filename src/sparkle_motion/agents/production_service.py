@@ -1,0 +1,353 @@
+"""production_agent's HTTP service (port 5008): start, watch, steer and resume runs.
+
+POST /invoke answers 202 at once; the run continues on a worker thread that
+drives the ADK Runner (SqliteSessionService + the project's artifact store as
+ADK artifact service). Run state lives in the run registry, so a restarted
+service shows runs its crashed predecessor left as ``interrupted`` and resumes
+them without redoing finished steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Query
+from fastapi.responses import JSONResponse
+
+from sparkle_motion.agents.production_models import (
+    SCHEMA_MODELS,
+    STAGES,
+    ArtifactsView,
+    ControlRequest,
+    ProductionAccepted,
+    ProductionRequest,
+    RunStatus,
+    StageArtifacts,
+    StepView,
+)
+from sparkle_motion.agents.production_run import ProductionRun, RunStopped, estimate
+from sparkle_motion.artifacts import ArtifactStore
+from sparkle_motion.config import Settings, get_settings
+from sparkle_motion.errors import InvalidInputError, NotFoundError, SparkleError
+from sparkle_motion.ids import new_id
+from sparkle_motion.logs import get_logger
+from sparkle_motion.plan import MoviePlan, validate_plan
+from sparkle_motion.runs import RunRegistry
+from sparkle_motion.runs.registry import RunStateError
+from sparkle_motion.services import install_common
+from sparkle_motion.services.app import current_request_id
+
+__all__ = ["SCHEMA_MODELS", "ProductionService", "adhoc_run", "create_app"]
+
+VERSION = "0.1.0"
+HEARTBEAT_S = 2.0
+# A run whose owner has not written a heartbeat for this long is taken as dead.
+STALE_AFTER_S = 15.0
+MAX_PLAN_BYTES = 5 << 20
+
+log = get_logger("sparkle_motion.production_service")
+
+
+class ProductionService:
+    """Owns the store, the registry and the worker threads of one production_agent process."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.store = ArtifactStore(self.settings.home)
+        self.registry = RunRegistry(self.settings.db_path)
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, name="run-heartbeat", daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        interrupted = self.registry.mark_interrupted(stale_after_s=STALE_AFTER_S)
+        for run_id in interrupted:
+            log.warning("run_interrupted", run_id=run_id)
+        self._heartbeat.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with self._lock:
+                active = [rid for rid, t in self._threads.items() if t.is_alive()]
+            for run_id in active:
+                try:
+                    self.registry.heartbeat(run_id)
+                except RunStateError:
+                    pass  # paused or finished: only running runs carry a heartbeat
+
+    # -- plans ---------------------------------------------------------------------
+
+    def load_plan(self, request: ProductionRequest) -> MoviePlan:
+        if request.plan is not None:
+            return validate_plan(request.plan)
+        uri = request.plan_uri
+        if uri is None:
+            run = self.registry.get_run(request.run_id)  # type: ignore[arg-type]
+            uri = run.plan_uri
+            if not uri:
+                raise InvalidInputError(f"run {run.run_id} has no recorded plan; send plan or plan_uri", field="plan")
+        try:
+            manifest = self.store.get(uri)
+        except NotFoundError as exc:
+            raise InvalidInputError(f"no such plan artifact: {exc.message}", field="plan_uri") from None
+        except InvalidInputError as exc:
+            raise InvalidInputError(exc.message, field="plan_uri") from None
+        if manifest.size_bytes > MAX_PLAN_BYTES:
+            raise InvalidInputError(f"plan artifact is {manifest.size_bytes} bytes; the limit is {MAX_PLAN_BYTES}",
+                                    field="plan_uri")
+        with self.store.open(uri) as stream:
+            try:
+                data = json.load(stream)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InvalidInputError(f"plan artifact is not JSON: {exc}", field="plan_uri") from None
+        if isinstance(data, dict) and "validated_plan" in data:
+            data = data["validated_plan"]
+        return validate_plan(data)
+
+    # -- runs ---------------------------------------------------------------------
+
+    def submit(self, request: ProductionRequest) -> ProductionAccepted:
+        plan = self.load_plan(request)
+        existing = None
+        if request.run_id:
+            try:
+                existing = self.registry.get_run(request.run_id)
+            except NotFoundError:
+                existing = None
+        if existing is not None and self._alive(existing.run_id):
+            raise InvalidInputError(f"run {existing.run_id} is {existing.status} in this process; "
+                                    "pause/stop it through /control instead", field="run_id", http_status=409,
+                                    code="run_active")
+        if existing is not None and existing.status in ("succeeded", "stopped"):
+            # Finished runs stay as they were; the resume becomes a new run of the same
+            # plan, and the step cache makes everything before resume_from free.
+            options = {"resume_from": request.resume_from, "resumed_from_run": existing.run_id}
+            existing = None
+            request = request.model_copy(update={"run_id": None, "plan_uri": request.plan_uri or
+                                                  self.registry.get_run(options["resumed_from_run"]).plan_uri})
+        else:
+            options = {"resume_from": request.resume_from}
+        if request.mode == "dry":
+            graph, resources = estimate(plan, self.settings, request.qa_mode)
+            run_id = request.run_id or new_id("dry")
+            if existing is None:
+                self.registry.create_run(run_id=run_id, plan_id=plan.metadata.plan_id, plan_uri=request.plan_uri,
+                                         mode="dry", qa_mode=request.qa_mode, options={"graph": graph})
+                self.registry.set_status(run_id, "running")
+                self.registry.set_status(run_id, "succeeded")
+            return ProductionAccepted(request_id=current_request_id(), run_id=run_id, status="succeeded", mode="dry",
+                                      qa_mode=request.qa_mode, invocation_graph=graph, resource_estimate=resources)
+        if existing is None:
+            run_id = request.run_id or new_id("run")
+            plan_uri = request.plan_uri
+            if plan_uri is None:
+                plan_uri = self.store.put_json(run_id, "plan_intake", "movie_plan_request", plan.model_dump(mode="json"),
+                                               metadata={"tool": "production_agent"}).uri
+            self.registry.create_run(run_id=run_id, plan_id=plan.metadata.plan_id, plan_uri=plan_uri, mode="run",
+                                     qa_mode=request.qa_mode, options=options)
+        else:
+            run_id = existing.run_id
+        self.registry.set_status(run_id, "running")
+        self.registry.update_run(run_id, progress=0.0)
+        run = ProductionRun(run_id, plan, settings=self.settings, store=self.store, registry=self.registry,
+                            qa_mode=request.qa_mode, force_from=request.resume_from)
+        thread = threading.Thread(target=self._execute, args=(run,), name=f"run-{run_id}", daemon=True)
+        with self._lock:
+            self._threads[run_id] = thread
+        thread.start()
+        return ProductionAccepted(request_id=current_request_id(), run_id=run_id, status="running", mode="run",
+                                  qa_mode=request.qa_mode, resume_from=request.resume_from)
+
+    def _execute(self, run: ProductionRun) -> None:
+        from sparkle_motion.agents.production_workflow import register_run, unregister_run
+
+        register_run(run)
+        started = time.perf_counter()
+        self.registry.log(run.run_id, "info", "run started", qa_mode=run.qa_mode, resume_from=run.force_from)
+        try:
+            asyncio.run(self._drive(run))
+        except RunStopped:
+            # /control/stop already moved the run to 'stopped'.
+            self.registry.log(run.run_id, "warning", "run stopped; artifacts kept")
+        except Exception as exc:  # every failure is recorded on the run, with its stage
+            error = exc.to_dict() if isinstance(exc, SparkleError) else {"code": "internal_error", "message": repr(exc)}
+            stage = (exc.context.get("stage") if isinstance(exc, SparkleError) else None) or \
+                self.registry.get_run(run.run_id).current_stage
+            error["stage"] = stage
+            self.registry.log(run.run_id, "error", f"run failed in {stage}: {error.get('message')}")
+            log.error("run_failed", run_id=run.run_id, stage=stage, error=error)
+            self.registry.set_status(run.run_id, "failed", error=error)
+        else:
+            self.registry.set_status(run.run_id, "succeeded")
+            self.registry.log(run.run_id, "info", f"run succeeded in {time.perf_counter() - started:.1f} s")
+        finally:
+            unregister_run(run.run_id)
+
+    async def _drive(self, run: ProductionRun) -> None:
+        from google.adk.runners import Runner
+        from google.adk.sessions.sqlite_session_service import SqliteSessionService
+        from google.genai import types
+
+        from sparkle_motion.agents.production_workflow import APP_NAME, production_workflow
+        from sparkle_motion.artifacts import SparkleArtifactService
+
+        sessions = SqliteSessionService(str(self.settings.home / "adk_sessions.db"))
+        runner = Runner(app_name=APP_NAME, node=production_workflow, session_service=sessions,
+                        artifact_service=SparkleArtifactService(self.store))
+        session = await sessions.create_session(app_name=APP_NAME, user_id="sparkle",
+                                                session_id=f"{run.run_id}-{uuid.uuid4().hex[:8]}",
+                                                state={"run_id": run.run_id})
+        message = types.Content(role="user", parts=[types.Part(text=json.dumps({"run_id": run.run_id}))])
+        async for _event in runner.run_async(user_id="sparkle", session_id=session.id, new_message=message):
+            pass
+
+    def control(self, action: str, run_id: str) -> RunStatus:
+        run = self.registry.get_run(run_id)
+        allowed = {"pause": {"running"}, "resume": {"paused"}, "stop": {"running", "paused", "pending"}}[action]
+        if run.status not in allowed:
+            raise InvalidInputError(f"cannot {action} a run that is {run.status}", field="run_id",
+                                    http_status=409, code="invalid_state")
+        self.registry.log(run_id, "info", f"{action} requested")
+        if action == "resume" and not self._alive(run_id):
+            # Paused by a production_agent that has since exited: continue the run here.
+            self.submit(ProductionRequest(run_id=run_id, qa_mode=run.qa_mode,
+                                          resume_from=run.options.get("resume_from")))
+        else:
+            target = {"pause": "paused", "resume": "running", "stop": "stopped"}[action]
+            self.registry.set_status(run_id, target)
+        return self.status(run_id)
+
+    def _alive(self, run_id: str) -> bool:
+        with self._lock:
+            thread = self._threads.get(run_id)
+        return thread is not None and thread.is_alive()
+
+    def status(self, run_id: str) -> RunStatus:
+        run = self.registry.get_run(run_id)
+        steps = [StepView(**s.model_dump(include=set(StepView.model_fields))) for s in self.registry.list_steps(run_id)]
+        tail = [e.model_dump(mode="json") if hasattr(e, "model_dump") else dict(e) for e in self.registry.log_tail(run_id, 50)]
+        data = run.model_dump(mode="json")
+        return RunStatus(request_id=current_request_id(), steps=steps, log_tail=tail,
+                         **{k: v for k, v in data.items() if k in RunStatus.model_fields and k not in ("steps", "log_tail")})
+
+    def artifacts(self, run_id: str, stage: str | None) -> ArtifactsView:
+        self.registry.get_run(run_id)
+        seen: dict[str, tuple[str, Any]] = {}
+        for step in self.registry.list_steps(run_id):
+            if step.status not in ("succeeded", "cached"):
+                continue
+            for artifact_id in step.artifact_ids:
+                try:
+                    seen.setdefault(artifact_id, (step.stage, self.store.get(artifact_id)))
+                except SparkleError:
+                    continue  # deleted by a retention prune; the step record outlives it
+        for manifest in self.store.list(run_id):
+            seen.setdefault(manifest.artifact_id, (manifest.stage, manifest))
+        by_stage: dict[str, list[dict[str, Any]]] = {}
+        for step_stage, manifest in seen.values():
+            if stage and step_stage != stage:
+                continue
+            entry = manifest.model_dump(mode="json")
+            entry["stage"] = step_stage
+            entry["checksum"] = f"sha256:{manifest.sha256}"
+            by_stage.setdefault(step_stage, []).append(entry)
+        stages = []
+        for name, entries in by_stage.items():
+            entries.sort(key=lambda e: (e["created_at"], e["artifact_id"]))
+            preview = next((e for e in entries if e["artifact_type"] == "video_final"), None) or \
+                next((e for e in entries if e["media_type"].startswith(("video/", "image/", "audio/"))), None)
+            stages.append(StageArtifacts(
+                stage=name, count=len(entries), artifact_types=sorted({e["artifact_type"] for e in entries}),
+                media_types=sorted({e["media_type"] for e in entries}),
+                preview={k: preview[k] for k in ("uri", "local_path", "media_type", "artifact_type")} if preview else None,
+                artifacts=entries,
+            ))
+        flat = [e for s in stages for e in s.artifacts]
+        return ArtifactsView(request_id=current_request_id(), run_id=run_id, stages=stages, artifacts=flat)
+
+
+_SERVICE: ProductionService | None = None
+
+
+def adhoc_run(message: Any) -> ProductionRun:
+    """A run started by a message that carries a plan (e.g. typed into `adk web`)."""
+    if not isinstance(message, dict) or not message:
+        raise InvalidInputError("send a MoviePlan JSON object (or {'plan': {...}})", field="message")
+    service = _SERVICE or ProductionService()
+    plan = validate_plan(message.get("plan", message))
+    run_id = new_id("run")
+    plan_uri = service.store.put_json(run_id, "plan_intake", "movie_plan_request", plan.model_dump(mode="json"),
+                                      metadata={"tool": "production_agent", "source": "adk"}).uri
+    service.registry.create_run(run_id=run_id, plan_id=plan.metadata.plan_id, plan_uri=plan_uri, mode="run",
+                                qa_mode=message.get("qa_mode", "full"))
+    service.registry.set_status(run_id, "running")
+    from sparkle_motion.agents.production_workflow import register_run
+
+    run = ProductionRun(run_id, plan, settings=service.settings, store=service.store, registry=service.registry,
+                        qa_mode=message.get("qa_mode", "full"))
+    register_run(run)
+    return run
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    global _SERVICE
+    settings = settings or get_settings()
+    service = ProductionService(settings)
+    _SERVICE = service
+    app = FastAPI(title="production_agent", version=VERSION,
+                  description="Executes MoviePlans through the Sparkle Motion FunctionTools.")
+    install_common(app, "production_agent", VERSION, settings)
+    service.start()
+    app.state.production = service
+
+    @app.get("/metadata")
+    def metadata() -> dict[str, Any]:
+        return {"tool_id": "production_agent", "version": VERSION, "stages": list(STAGES),
+                "profile": settings.profile_name, "request_id": current_request_id(),
+                "backends": {t: p.backend for t, p in settings.profile.items()},
+                "request_schema": ProductionRequest.model_json_schema()}
+
+    @app.post("/invoke", status_code=202, response_model=ProductionAccepted)
+    def invoke(request: ProductionRequest) -> Any:
+        accepted = service.submit(request)
+        if accepted.mode == "dry":
+            return JSONResponse(accepted.model_dump(mode="json"), status_code=200)
+        return accepted
+
+    @app.get("/status", response_model=RunStatus)
+    def status(run_id: str = Query(..., max_length=128)) -> RunStatus:
+        return service.status(run_id)
+
+    @app.get("/artifacts", response_model=ArtifactsView)
+    def artifacts(run_id: str = Query(..., max_length=128),
+                  stage: str | None = Query(None, max_length=64)) -> ArtifactsView:
+        if stage is not None and stage not in STAGES:
+            raise InvalidInputError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}", field="stage")
+        return service.artifacts(run_id, stage)
+
+    @app.get("/runs")
+    def runs(limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+        return {"request_id": current_request_id(),
+                "runs": [r.model_dump(mode="json") for r in service.registry.list_runs(limit=limit)]}
+
+    def control_route(action: str) -> Any:
+        def control(request: ControlRequest) -> RunStatus:
+            return service.control(action, request.run_id)
+
+        return control
+
+    for action in ("pause", "resume", "stop"):
+        app.post(f"/control/{action}", response_model=RunStatus, name=f"control_{action}")(control_route(action))
+
+    return app

@@ -1,0 +1,436 @@
+"""`sparkle-motion` — the command line.
+
+Exit codes: 0 success, 2 bad input (invalid plan, bad arguments), 1 failure.
+Heavy modules are imported inside the commands so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from sparkle_motion.errors import InvalidInputError, PlanValidationError, SparkleError
+
+app = typer.Typer(
+    name="sparkle-motion",
+    help="Turn a one-line idea into a short film.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+schemas_app = typer.Typer(help="JSON Schema of the MoviePlan and every request/response envelope.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _fail(exc: SparkleError) -> "typer.Exit":
+    """Print a typed error (and every violation it carries) and pick the exit code."""
+    bad_input = isinstance(exc, InvalidInputError)
+    err_console.print(f"[bold red]error[/]: {exc}")
+    for detail in exc.details:
+        path = detail.get("path") or detail.get("field") or "$"
+        err_console.print(f"  [yellow]{path}[/]: {detail.get('message')}")
+    return typer.Exit(EXIT_BAD_INPUT if bad_input else EXIT_FAILURE)
+
+
+@app.command()
+def validate(plan_file: Path = typer.Argument(..., help="MoviePlan JSON file (or a plan artifact wrapping one).")) -> None:
+    """Validate a MoviePlan: prints OK or every violation with its JSON path (exit 0 / 2)."""
+    from sparkle_motion.plan import load_plan_file
+
+    try:
+        plan = load_plan_file(plan_file)
+    except PlanValidationError as exc:
+        err_console.print(f"[bold red]INVALID[/] {plan_file}: {len(exc.details) or 1} violation(s)")
+        for detail in exc.details:
+            err_console.print(f"  [yellow]{detail.get('path', '$')}[/]: {detail.get('message')}")
+        if not exc.details:
+            err_console.print(f"  {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except SparkleError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"[bold green]OK[/] {plan_file}: '{plan.title}' — {len(plan.shots)} shots, "
+        f"{len(plan.base_images)} base images, {sum(1 for e in plan.dialogue_timeline if e.type == 'dialogue')} "
+        f"dialogue lines, {plan.runtime_s:.2f} s"
+    )
+
+
+@schemas_app.command("export")
+def schemas_export(out_dir: Path = typer.Option(Path("schemas"), "--out", help="Folder to write *.schema.json into.")) -> None:
+    """Write JSON Schema for MoviePlan and every request/response envelope."""
+    from sparkle_motion.schemas_export import export_schemas
+
+    written = export_schemas(out_dir)
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(f"[green]{len(written)} schemas[/] in {out_dir}")
+
+
+@schemas_app.command("check")
+def schemas_check(out_dir: Path = typer.Option(Path("schemas"), "--out")) -> None:
+    """Exit 1 when the committed schemas differ from what the models export."""
+    from sparkle_motion.schemas_export import check_schemas
+
+    stale = check_schemas(out_dir)
+    if stale:
+        err_console.print(f"[red]schemas out of date[/]: {', '.join(stale)} — run `sparkle-motion schemas export`")
+        raise typer.Exit(EXIT_FAILURE)
+    console.print("[green]schemas up to date[/]")
+
+
+@app.command()
+def serve(
+    tool_id: str = typer.Argument(..., help="A tool id from configs/tool_registry.yaml, e.g. images_sdxl."),
+    host: Optional[str] = typer.Option(None, help="Bind address (default: the registry's, 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port (default: the registry's)."),
+) -> None:
+    """Run one service in the foreground."""
+    from sparkle_motion.services import serve as serve_tool
+
+    try:
+        serve_tool(tool_id, host=host, port=port)
+    except SparkleError as exc:
+        raise _fail(exc) from None
+
+
+# -- the mesh -----------------------------------------------------------------------
+
+ProfileOption = typer.Option(None, "--profile", help="cpu, gpu, or a path to a profile YAML (default: $SPARKLE_PROFILE or cpu).")
+
+
+def _settings(profile: Optional[str]):
+    """Settings for this command; --profile wins over SPARKLE_PROFILE."""
+    import os
+
+    from sparkle_motion.config import get_settings, load_settings
+
+    if profile:
+        os.environ["SPARKLE_PROFILE"] = profile
+        return load_settings(profile=profile)
+    return get_settings()
+
+
+def _ensure_mesh(settings) -> None:
+    from sparkle_motion import mesh
+
+    if mesh.is_up(settings):
+        return
+    with console.status(f"starting the mesh (profile {settings.profile_name}) …"):
+        started = time.perf_counter()
+        mesh.up(settings)
+    console.print(f"mesh up in {time.perf_counter() - started:.1f} s (profile [bold]{settings.profile_name}[/])")
+
+
+@app.command()
+def up(profile: Optional[str] = ProfileOption) -> None:
+    """Start all eight services (detached) and wait until each is ready."""
+    from sparkle_motion import mesh
+
+    settings = _settings(profile)
+    try:
+        _ensure_mesh(settings)
+    except SparkleError as exc:
+        raise _fail(exc) from None
+    status()
+
+
+@app.command()
+def down() -> None:
+    """Stop the mesh started by `up`."""
+    from sparkle_motion import mesh
+
+    stopped = mesh.down(_settings(None))
+    console.print("mesh stopped" if stopped else "no mesh running")
+
+
+@app.command()
+def status() -> None:
+    """Show every service: pid, port, readiness, backend, restarts."""
+    from rich.table import Table
+
+    from sparkle_motion import mesh
+
+    settings = _settings(None)
+    state, rows = mesh.status(settings)
+    table = Table(title=f"mesh — profile {state.get('profile') if state else settings.profile_name} — {settings.home}")
+    for column in ("service", "url", "pid", "ready", "backend", "restarts"):
+        table.add_column(column)
+    for row in rows:
+        ready = "[green]ready[/]" if row.ready else ("[yellow]starting[/]" if row.alive else "[red]down[/]")
+        table.add_row(row.tool_id, row.url, str(row.pid or "-"), ready, row.backend, str(row.restarts))
+    console.print(table)
+
+
+# -- planning and production ----------------------------------------------------------------
+
+def _client(tool_id: str, settings, timeout: float = 600.0):
+    from sparkle_motion.services import ToolClient
+
+    return ToolClient(tool_id, settings=settings, timeout=timeout)
+
+
+def _request_plan(settings, idea: str, *, title, shots, duration, seed, style) -> dict:
+    payload = {"prompt": idea, "title": title, "shots": shots, "duration_s": duration, "seed": seed, "style": style}
+    with _client("script_agent", settings) as client:
+        return client.invoke({k: v for k, v in payload.items() if v is not None})
+
+
+def _watch(settings, run_id: str, graph: list[dict]) -> dict:
+    """Poll /status and draw a progress bar per stage until the run ends."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    totals = {g["stage"]: max(1, g.get("calls", 0) + g.get("qa_calls", 0)) for g in graph}
+    totals["dialogue_audio"] = totals.get("dialogue_audio", 0) + 1  # the stitched timeline
+    with _client("production_agent", settings, timeout=30) as client, Progress(
+        TextColumn("{task.description:<15}"), BarColumn(), TextColumn("{task.completed:>3.0f}/{task.total:<3.0f}"),
+        TimeElapsedColumn(), console=console, transient=False,
+    ) as progress:
+        tasks = {stage: progress.add_task(stage, total=totals.get(stage, 1)) for stage in totals}
+        while True:
+            state = client.get("/status", params={"run_id": run_id})
+            done: dict[str, int] = {}
+            for step in state["steps"]:
+                if step["status"] in ("succeeded", "cached"):
+                    done[step["stage"]] = done.get(step["stage"], 0) + 1
+            for stage, task in tasks.items():
+                progress.update(task, completed=min(totals[stage], done.get(stage, 0)))
+            if state["status"] in ("succeeded", "failed", "stopped", "interrupted"):
+                if state["status"] == "succeeded":
+                    for stage, task in tasks.items():
+                        progress.update(task, completed=totals[stage])
+                return state
+            time.sleep(0.5)
+
+
+def _produce(settings, *, plan: dict | None = None, plan_uri: str | None = None, run_id: str | None = None,
+             resume_from: str | None = None, qa: str = "full", output: Optional[Path] = None,
+             started: float | None = None) -> None:
+    started = started or time.perf_counter()
+    body = {"plan": plan, "plan_uri": plan_uri, "run_id": run_id, "resume_from": resume_from, "qa_mode": qa}
+    body = {k: v for k, v in body.items() if v is not None}
+    with _client("production_agent", settings, timeout=120) as client:
+        # The dry run's invocation graph sizes the progress bars; a resume reuses the recorded plan.
+        dry = client.invoke({**body, "mode": "dry"}) if run_id is None else {}
+        accepted = client.invoke({**body, "mode": "run"})
+    run_id = accepted["run_id"]
+    console.print(f"run [bold]{run_id}[/] started (qa {qa}){' — QA SKIPPED' if qa == 'skip' else ''}")
+    graph = dry.get("invocation_graph") or []
+    if not graph:
+        from sparkle_motion.agents.production_models import STAGES
+
+        graph = [{"stage": s, "calls": 1} for s in STAGES]
+    final = _watch(settings, run_id, graph)
+    if final["status"] != "succeeded":
+        error = final.get("error") or {}
+        err_console.print(f"[bold red]run {run_id} {final['status']}[/] in stage "
+                          f"[bold]{error.get('stage') or final.get('current_stage')}[/]: {error.get('message', '')}")
+        err_console.print(f"resume with: sparkle-motion resume {run_id}")
+        raise typer.Exit(EXIT_FAILURE)
+    with _client("production_agent", settings, timeout=30) as client:
+        arts = client.get("/artifacts", params={"run_id": run_id, "stage": "finalize"})
+    final_entry = next(a for a in arts["artifacts"] if a["artifact_type"] == "video_final")
+    summary_entry = next((a for a in arts["artifacts"] if a["artifact_type"] == "run_summary"), None)
+    summary = json.loads(Path(summary_entry["local_path"]).read_text()) if summary_entry else {}
+    film = Path(final_entry["local_path"])
+    if output is not None:
+        import shutil
+
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(film, output)
+        film = output
+    from rich.table import Table
+
+    table = Table(show_header=False, title=f"[bold green]{summary.get('title', 'film')}[/]")
+    table.add_row("film", str(film.resolve()))
+    table.add_row("runtime", f"{summary.get('runtime_s', 0):.2f} s")
+    table.add_row("shots", str(summary.get("shots")))
+    table.add_row("dialogue lines", str(summary.get("dialogue_lines")))
+    table.add_row("QA verdict", str(summary.get("qa_verdict")))
+    table.add_row("run", run_id)
+    table.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
+    console.print(table)
+
+
+@app.command()
+def plan(
+    idea: str = typer.Argument(..., help="The one-line idea."),
+    output: Path = typer.Option(Path("plan.json"), "-o", "--output"),
+    title: Optional[str] = typer.Option(None), shots: Optional[int] = typer.Option(None, min=1, max=12),
+    duration: Optional[float] = typer.Option(None, min=2, max=300), seed: Optional[int] = typer.Option(None, min=0),
+    style: Optional[str] = typer.Option(None), profile: Optional[str] = ProfileOption,
+) -> None:
+    """Write a validated MoviePlan for an idea (script_agent)."""
+    settings = _settings(profile)
+    try:
+        _ensure_mesh(settings)
+        result = _request_plan(settings, idea, title=title, shots=shots, duration=duration, seed=seed, style=style)
+    except SparkleError as exc:
+        raise _remote_fail(exc) from None
+    from sparkle_motion.artifacts import ArtifactStore
+
+    record = json.loads(ArtifactStore(settings.home).path_for(result["artifact_uri"]).read_text())
+    output.write_text(json.dumps(record["validated_plan"], indent=2) + "\n")
+    meta = record["validated_plan"].get("metadata", {})
+    console.print(f"wrote {output} — planner: {meta.get('source')} — {result['artifact_uri']}")
+
+
+@app.command()
+def produce(
+    plan_file: Path = typer.Argument(..., help="MoviePlan JSON."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output"),
+    qa: str = typer.Option("full", "--qa", help="full or skip"), profile: Optional[str] = ProfileOption,
+) -> None:
+    """Produce a film from a plan file."""
+    from sparkle_motion.plan import load_plan_file
+
+    _check_qa(qa)
+    try:
+        movie_plan = load_plan_file(plan_file)
+    except PlanValidationError:
+        validate(plan_file)
+        return
+    settings = _settings(profile)
+    try:
+        _ensure_mesh(settings)
+        _produce(settings, plan=movie_plan.model_dump(mode="json"), qa=qa, output=output)
+    except SparkleError as exc:
+        raise _remote_fail(exc) from None
+
+
+@app.command()
+def resume(run_id: str = typer.Argument(...), from_stage: Optional[str] = typer.Option(None, "--from"),
+           output: Optional[Path] = typer.Option(None, "-o", "--output")) -> None:
+    """Resume a run; finished steps are not redone (--from STAGE recomputes that stage onwards)."""
+    settings = _settings(None)
+    try:
+        _ensure_mesh(settings)
+        with _client("production_agent", settings, timeout=30) as client:
+            run = client.get("/status", params={"run_id": run_id})
+        _produce(settings, run_id=run_id, resume_from=from_stage, qa=run.get("qa_mode") or "full", output=output)
+    except SparkleError as exc:
+        raise _remote_fail(exc) from None
+
+
+@app.command()
+def runs(limit: int = typer.Option(20, min=1, max=500)) -> None:
+    """List recent production runs."""
+    from rich.table import Table
+
+    settings = _settings(None)
+    try:
+        _ensure_mesh(settings)
+        with _client("production_agent", settings, timeout=30) as client:
+            listing = client.get("/runs", params={"limit": limit})
+    except SparkleError as exc:
+        raise _remote_fail(exc) from None
+    table = Table()
+    for column in ("run", "status", "stage", "progress", "qa", "created"):
+        table.add_column(column)
+    for run in listing["runs"]:
+        table.add_row(run["run_id"], run["status"], str(run.get("current_stage") or "-"),
+                      f"{100 * run.get('progress', 0):.0f}%", run.get("qa_mode", "-"), run.get("created_at", ""))
+    console.print(table)
+
+
+@app.command()
+def make(
+    idea: str = typer.Argument(..., help="The one-line idea."),
+    output: Path = typer.Option(Path("film.mp4"), "-o", "--output"),
+    shots: Optional[int] = typer.Option(None, min=1, max=12), duration: Optional[float] = typer.Option(None, min=2, max=300),
+    seed: Optional[int] = typer.Option(None, min=0), title: Optional[str] = typer.Option(None),
+    style: Optional[str] = typer.Option(None), qa: str = typer.Option("full", "--qa", help="full or skip"),
+    profile: Optional[str] = ProfileOption,
+) -> None:
+    """Idea → plan → film: brings the mesh up if needed and shows progress per stage."""
+    _check_qa(qa)
+    if not idea.strip():
+        err_console.print("[bold red]error[/]: idea: must not be empty")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    started = time.perf_counter()
+    settings = _settings(profile)
+    try:
+        _ensure_mesh(settings)
+        result = _request_plan(settings, idea, title=title, shots=shots, duration=duration, seed=seed, style=style)
+        summary = result.get("plan_summary") or {}
+        planner = settings.tool_profile("script_agent").model
+        console.print(f"plan [bold]{summary.get('title', '')}[/] by {planner}"
+                      f"{' (offline planner: deterministic, no LLM)' if planner == 'sparkle-offline-planner' else ''}: "
+                      f"{summary.get('shots', '?')} shots, {summary.get('dialogue_lines', '?')} lines, "
+                      f"{summary.get('runtime_s', 0):.1f} s — {result['artifact_uri']}")
+        _produce(settings, plan_uri=result["artifact_uri"], qa=qa, output=output, started=started)
+    except SparkleError as exc:
+        raise _remote_fail(exc) from None
+
+
+@app.command()
+def prune(
+    older_than_days: Optional[float] = typer.Option(None, min=0, help="Remove runs whose newest artifact is older."),
+    max_bytes: Optional[int] = typer.Option(None, min=0, help="Keep the newest runs within this many bytes."),
+    apply: bool = typer.Option(False, "--apply", help="Delete for real (default: dry run, only report)."),
+) -> None:
+    """Retention: remove old runs' artifacts by age or byte budget (dry run by default)."""
+    from datetime import datetime, timezone
+
+    from sparkle_motion.artifacts import ArtifactStore
+
+    if older_than_days is None and max_bytes is None:
+        err_console.print("[bold red]error[/]: give --older-than-days and/or --max-bytes")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    store = ArtifactStore(_settings(None).home)
+    usage = sorted(store.runs_usage(), key=lambda u: u[2], reverse=True)  # newest first
+    now = datetime.now(timezone.utc)
+    doomed, kept_bytes = [], 0
+    for run_id, size, newest in usage:
+        age_days = (now - datetime.fromisoformat(newest)).total_seconds() / 86400
+        too_old = older_than_days is not None and age_days > older_than_days
+        over_budget = max_bytes is not None and kept_bytes + size > max_bytes
+        if too_old or over_budget:
+            doomed.append((run_id, size, age_days))
+        else:
+            kept_bytes += size
+    for run_id, size, age_days in doomed:
+        if apply:
+            store.delete_run(run_id)
+        console.print(f"{'deleted' if apply else 'would delete'} {run_id}: {size / 1e6:.1f} MB, {age_days:.1f} days old")
+    freed = sum(size for _, size, _ in doomed)
+    console.print(f"{len(doomed)} run(s), {freed / 1e6:.1f} MB {'freed' if apply else 'would be freed (dry run; --apply to delete)'}")
+
+
+def _check_qa(qa: str) -> None:
+    if qa not in ("full", "skip"):
+        err_console.print(f"[bold red]error[/]: --qa: must be full or skip (got {qa!r})")
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _remote_fail(exc: SparkleError) -> "typer.Exit":
+    """A ToolCallError's 4xx is the user's input; anything else is a failure."""
+    from sparkle_motion.errors import ToolCallError
+
+    if isinstance(exc, ToolCallError) and exc.status is not None and 400 <= exc.status < 500:
+        remote = exc.remote_error or {}
+        err_console.print(f"[bold red]error[/] from {exc.tool_id}: "
+                          f"{(remote.get('field') + ': ') if remote.get('field') else ''}{remote.get('message', exc.message)}")
+        for detail in remote.get("details") or []:
+            path = detail.get("path") or detail.get("field") or "$"
+            err_console.print(f"  [yellow]{path}[/]: {detail.get('message')}")
+        return typer.Exit(EXIT_BAD_INPUT)
+    return _fail(exc)
+
+
+def main() -> None:  # pragma: no cover - console entry point wrapper
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

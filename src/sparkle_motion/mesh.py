@@ -1,0 +1,278 @@
+"""The mesh: eight service processes under one supervisor.
+
+``sparkle-motion up`` starts a detached supervisor (``python -m sparkle_motion.mesh``)
+that launches every service of the registry as its own process, restarts one
+that crashes (at most ``MAX_RESTARTS`` times each) and records pids and ports
+in ``SPARKLE_HOME/mesh.json``. ``down`` asks the supervisor to stop everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sparkle_motion.config import Settings, get_settings
+from sparkle_motion.errors import ConfigError, SparkleError
+from sparkle_motion.logs import configure_logging, get_logger
+
+MAX_RESTARTS = 3
+POLL_S = 0.5
+STOP_GRACE_S = 10.0
+
+log = get_logger("sparkle_motion.mesh")
+
+
+class MeshError(SparkleError):
+    code = "mesh_error"
+    http_status = 500
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.home / "mesh.json"
+
+
+def logs_dir(settings: Settings) -> Path:
+    return settings.home / "logs"
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); check its state where /proc exists.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    path = state_path(settings)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        raise MeshError(f"{path} is corrupt ({exc}); remove it and run `sparkle-motion up` again") from exc
+
+
+def _write_state(settings: Settings, state: dict[str, Any]) -> None:
+    path = state_path(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _ready(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(f"{url}/ready", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class ServiceRow:
+    tool_id: str
+    url: str
+    pid: int | None
+    alive: bool
+    ready: bool
+    restarts: int
+    backend: str
+
+
+def status(settings: Settings | None = None) -> tuple[dict[str, Any] | None, list[ServiceRow]]:
+    settings = settings or get_settings()
+    state = read_state(settings)
+    services = (state or {}).get("services", {})
+    rows = []
+    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+    with httpx.Client(headers=headers) as client:
+        for tool_id in settings.tools:
+            info = services.get(tool_id, {})
+            url = info.get("url") or settings.url_for(tool_id)
+            pid = info.get("pid")
+            rows.append(ServiceRow(tool_id, url, pid, _pid_alive(pid), _ready(client, url), info.get("restarts", 0),
+                                   settings.tool_profile(tool_id).backend if tool_id in settings.profile else "?"))
+    return state, rows
+
+
+def is_up(settings: Settings | None = None) -> bool:
+    settings = settings or get_settings()
+    state = read_state(settings)
+    if not state or not _pid_alive(state.get("supervisor_pid")):
+        return False
+    _, rows = status(settings)
+    return all(r.ready for r in rows)
+
+
+def up(settings: Settings | None = None, *, timeout: float = 180.0) -> dict[str, Any]:
+    """Start the mesh (if it is not running) and wait until every service is ready."""
+    settings = settings or get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    state = read_state(settings)
+    if state and _pid_alive(state.get("supervisor_pid")):
+        if state.get("profile_path") != str(settings.profile_path):
+            raise MeshError(f"the mesh in {settings.home} runs profile {state.get('profile')!r}; "
+                            f"run `sparkle-motion down` before starting profile {settings.profile_name!r}")
+    else:
+        logs_dir(settings).mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "SPARKLE_HOME": str(settings.home), "SPARKLE_PROFILE": str(settings.profile_path)}
+        with open(logs_dir(settings) / "supervisor.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "sparkle_motion.mesh"], env=env, stdout=out, stderr=out,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        log.info("supervisor_started", pid=proc.pid, home=str(settings.home))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(settings)
+        if state and not _pid_alive(state.get("supervisor_pid")):
+            raise MeshError(f"the mesh supervisor exited; see {logs_dir(settings) / 'supervisor.log'}")
+        if state and state.get("services"):
+            _, rows = status(settings)
+            if all(r.ready for r in rows):
+                return state
+            given_up = [r.tool_id for r in rows if not r.alive and state["services"].get(r.tool_id, {}).get("gave_up")]
+            if given_up:
+                raise MeshError(f"services failed to start: {', '.join(given_up)}; see {logs_dir(settings)}/<tool>.log",
+                                context={"logs": {t: _tail(logs_dir(settings) / f"{t}.log") for t in given_up}})
+        time.sleep(POLL_S)
+    _, rows = status(settings)
+    missing = [r.tool_id for r in rows if not r.ready]
+    raise MeshError(f"services not ready after {timeout:.0f} s: {', '.join(missing)}; see {logs_dir(settings)}",
+                    context={"logs": {t: _tail(logs_dir(settings) / f"{t}.log") for t in missing}})
+
+
+def _tail(path: Path, chars: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def down(settings: Settings | None = None, *, timeout: float = 30.0) -> bool:
+    """Stop the mesh; returns False when nothing was running."""
+    settings = settings or get_settings()
+    state = read_state(settings)
+    if not state:
+        return False
+    supervisor = state.get("supervisor_pid")
+    if _pid_alive(supervisor):
+        os.kill(supervisor, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    # Whatever survived the supervisor (or an orphaned mesh) is killed directly.
+    for info in state.get("services", {}).values():
+        if _pid_alive(info.get("pid")):
+            os.kill(info["pid"], signal.SIGKILL)
+    if _pid_alive(supervisor):
+        os.kill(supervisor, signal.SIGKILL)
+    state_path(settings).unlink(missing_ok=True)
+    return True
+
+
+class Supervisor:
+    """Runs in its own process: starts, watches and restarts the services."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, int] = {t: 0 for t in settings.tools}
+        self.gave_up: set[str] = set()
+        self.stopping = False
+
+    def _spawn(self, tool_id: str) -> subprocess.Popen[bytes]:
+        entry = self.settings.tool(tool_id)
+        python = entry.python or sys.executable
+        env = {**os.environ, "SPARKLE_HOME": str(self.settings.home), "SPARKLE_PROFILE": str(self.settings.profile_path)}
+        out = open(logs_dir(self.settings) / f"{tool_id}.log", "ab")  # noqa: SIM115 - owned by the child
+        try:
+            return subprocess.Popen([python, "-m", "sparkle_motion.services", tool_id], env=env, stdout=out,
+                                    stderr=out, stdin=subprocess.DEVNULL)
+        finally:
+            out.close()
+
+    def _record(self) -> None:
+        _write_state(self.settings, {
+            "supervisor_pid": os.getpid(), "profile": self.settings.profile_name,
+            "profile_path": str(self.settings.profile_path), "home": str(self.settings.home),
+            "started_at": self.started_at,
+            "services": {t: {"pid": p.pid, "port": self.settings.tool(t).port, "url": self.settings.url_for(t),
+                             "restarts": self.restarts[t], "gave_up": t in self.gave_up,
+                             "log": str(logs_dir(self.settings) / f"{t}.log")}
+                         for t, p in self.procs.items()},
+        })
+
+    def run(self) -> None:
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for tool_id in self.settings.tools:
+            self.procs[tool_id] = self._spawn(tool_id)
+            log.info("service_started", tool_id=tool_id, pid=self.procs[tool_id].pid)
+        self._record()
+        while not self.stopping:
+            changed = False
+            for tool_id, proc in list(self.procs.items()):
+                code = proc.poll()
+                if code is None or tool_id in self.gave_up:
+                    continue
+                if self.restarts[tool_id] >= MAX_RESTARTS:
+                    log.error("service_gave_up", tool_id=tool_id, exit_code=code, restarts=self.restarts[tool_id])
+                    self.gave_up.add(tool_id)
+                else:
+                    self.restarts[tool_id] += 1
+                    log.warning("service_restarted", tool_id=tool_id, exit_code=code, restarts=self.restarts[tool_id])
+                    time.sleep(min(5.0, 0.5 * 2 ** self.restarts[tool_id]))
+                    self.procs[tool_id] = self._spawn(tool_id)
+                changed = True
+            if changed:
+                self._record()
+            time.sleep(POLL_S)
+        self._shutdown()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _shutdown(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        state_path(self.settings).unlink(missing_ok=True)
+        log.info("mesh_stopped")
+
+
+def main() -> None:
+    configure_logging()
+    settings = get_settings()
+    try:
+        Supervisor(settings).run()
+    except ConfigError as exc:
+        log.error("supervisor_failed", error=exc.to_dict())
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
