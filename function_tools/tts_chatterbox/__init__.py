@@ -1,0 +1,1 @@
+"""tts_chatterbox FunctionTool: text → speech (CPU backend ``espeak``; Chatterbox on GPU)."""
