@@ -67,7 +67,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     for path in sorted(directory.iterdir()):
         if path.suffix != ".sql":
             continue
-        match = _MIGRATION_NAME_RE.match(path.name)
+        match = _MIGRATION_NAME_RE.fullmatch(path.name)
         if not match:
             raise SchemaError(f"migration file name {path.name!r} must look like 001_name.sql",
                               context={"path": str(path)})

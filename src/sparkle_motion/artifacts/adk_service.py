@@ -57,7 +57,7 @@ def _artifact_type_and_ext(filename: str) -> tuple[str, str | None]:
     """A readable, safe artifact_type (and extension) from an arbitrary ADK filename."""
     base = filename.removeprefix(USER_PREFIX).replace("\\", "/").rsplit("/", 1)[-1]
     stem, dot, suffix = base.rpartition(".")
-    ext = f".{suffix}" if dot and stem and _SIMPLE_EXT.match(f".{suffix}") else None
+    ext = f".{suffix}" if dot and stem and _SIMPLE_EXT.fullmatch(f".{suffix}") else None
     cleaned = _UNSAFE_CHARS.sub("_", stem if ext else base)
     cleaned = re.sub(r"\.{2,}", ".", cleaned).lstrip("._-")[:64].rstrip(".")
     return (cleaned if is_valid_id(cleaned) else "artifact"), ext

@@ -91,15 +91,15 @@ def _fsync_dir(path: Path) -> None:
 
 
 def normalise_media_type(media_type: object) -> str:
-    if not isinstance(media_type, str) or not _MEDIA_TYPE_RE.match(media_type.strip().lower()):
+    if not isinstance(media_type, str) or not _MEDIA_TYPE_RE.fullmatch(media_type.lower()):
         raise InvalidInputError(f"must be a MIME type such as 'image/png' (got {media_type!r:.80})",
                                 field="media_type")
-    return media_type.strip().lower()
+    return media_type.lower()
 
 
 def extension_for(media_type: str, ext: str | None) -> str:
     if ext is not None:
-        if not isinstance(ext, str) or not _EXT_RE.match(ext):
+        if not isinstance(ext, str) or not _EXT_RE.fullmatch(ext):
             raise InvalidInputError(f"must look like '.png' or '.tar.gz' (got {ext!r:.40})", field="ext")
         return ext.lower()
     return MEDIA_TYPE_EXTENSIONS.get(media_type.split(";", 1)[0].strip(), ".bin")
