@@ -1,0 +1,1 @@
+"""assemble_ffmpeg: cut clips into a film with one audio track and subtitles."""
