@@ -189,6 +189,7 @@ def test_ids_must_be_safe_path_components(plan: dict, bad_id: str, where: str) -
     assert found, plan_violations(plan)
     assert found[0]["rule"] == "invalid_id"
     assert "safe id" in found[0]["message"] and "'..'" in found[0]["message"]
+    assert found[0]["message"].endswith(f"(got {bad_id[:80]!r})")
 
 
 def test_unknown_keys_are_refused_with_a_hint(plan: dict) -> None:

@@ -60,8 +60,8 @@ def _check_id(value: str) -> str:
         raise PydanticCustomError(
             "invalid_id",
             "must be a safe id: 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit, "
-            "without '..' (got {value!r})",
-            {"value": value[:80]},
+            "without '..' (got {value})",
+            {"value": repr(value[:80])},
         )
     return value
 
