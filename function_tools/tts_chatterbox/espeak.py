@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,27 +54,55 @@ class Speech:
         return len(self.samples) / self.sample_rate
 
 
+_WORD_RE = re.compile(r"\w[\w'’]*", re.UNICODE)
+
+
 def _word_timings(raw: RawSynthesis, chunk: TextChunk, offset_s: float, lead_s: float, kept_s: float) -> list[WordTiming]:
-    """Word events of one chunk → timings in the output; ends refined by where the sound stops."""
+    """Timings for every word of a chunk, placed in the output.
+
+    eSpeak reports a WORD event per pronounced word group; it folds some function
+    words into their neighbour ("in the car" gives events for "in" and "car"
+    only).  Each event anchors the text word at its position, the words it
+    swallowed share its interval in proportion to their length and are marked
+    ``estimated``.  Interval ends are refined to where the sound stops before
+    the next event, so pauses are not counted as speech.
+    """
+    tokens = [(m.start(), m.end()) for m in _WORD_RE.finditer(chunk.text)]
+    if not tokens or not raw.words:
+        return []
     frame = max(1, int(_WORD_FRAME_S * raw.sample_rate))
     rms = frame_rms(raw.samples.astype(np.float32) / 32768.0, frame)
     threshold = activity_threshold(rms)
     raw_len_s = len(raw.samples) / raw.sample_rate
+
+    anchors: dict[int, float] = {}  # token index -> event start (s)
+    for ev in raw.words:
+        index = next((i for i, (a, b) in enumerate(tokens) if ev.text_start < b), None)
+        if index is not None and index not in anchors:
+            anchors[index] = ev.start_ms / 1000.0
+    ordered = sorted(anchors)
+    if not ordered:
+        return []
     timings: list[WordTiming] = []
-    events = [w for w in raw.words if w.text_length > 0]
-    for i, ev in enumerate(events):
-        start = ev.start_ms / 1000.0
-        limit = events[i + 1].start_ms / 1000.0 if i + 1 < len(events) else raw_len_s
+    for n, first in enumerate(ordered):
+        start = anchors[first]
+        # words before the first event belong to it; words after an event up to the next anchor too
+        group_from = 0 if n == 0 else first
+        group_to = ordered[n + 1] if n + 1 < len(ordered) else len(tokens)
+        limit = anchors[ordered[n + 1]] if n + 1 < len(ordered) else raw_len_s
         f0, f1 = int(start / _WORD_FRAME_S), max(int(start / _WORD_FRAME_S) + 1, int(limit / _WORD_FRAME_S))
         loud = np.nonzero(rms[f0:f1] > threshold)[0]
         end = (f0 + loud[-1] + 1) * _WORD_FRAME_S if loud.size else limit
-        end = min(max(end, start + _MIN_WORD_S), limit if limit > start else start + _MIN_WORD_S)
-        # shift into the trimmed chunk, then to the chunk's place in the output
-        s = min(max(start - lead_s, 0.0), kept_s)
-        e = min(max(end - lead_s, s), kept_s)
-        timings.append(WordTiming(word=chunk.text[ev.text_start:ev.text_start + ev.text_length],
-                                  start_s=round(offset_s + s, 4), end_s=round(offset_s + e, 4),
-                                  char_start=chunk.offset + ev.text_start))
+        end = min(max(end, start + _MIN_WORD_S), max(limit, start + _MIN_WORD_S))
+        group = tokens[group_from:group_to]
+        weights = np.cumsum([0] + [b - a for a, b in group], dtype=np.float64)
+        bounds = start + (end - start) * weights / weights[-1]
+        for k, (a, b) in enumerate(group):
+            # shift into the trimmed chunk, then to the chunk's place in the output
+            s = min(max(bounds[k] - lead_s, 0.0), kept_s)
+            e = min(max(bounds[k + 1] - lead_s, s), kept_s)
+            timings.append(WordTiming(word=chunk.text[a:b], start_s=round(offset_s + s, 4), end_s=round(offset_s + e, 4),
+                                      char_start=chunk.offset + a, estimated=len(group) > 1))
     return timings
 
 

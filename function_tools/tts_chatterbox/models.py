@@ -67,6 +67,8 @@ class WordTiming(BaseModel):
     start_s: float
     end_s: float
     char_start: int = Field(description="Offset of the word in the request text (characters).")
+    estimated: bool = Field(False, description="The engine timed this word together with a neighbour; "
+                                               "its share of the interval is proportional to its length.")
 
 
 class PhonemeTiming(BaseModel):

@@ -7,15 +7,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from function_tools.tts_chatterbox.espeak_engine import MAX_RATE_WPM, MIN_RATE_WPM, EspeakVoice, SynthesisParams
 from function_tools.tts_chatterbox.models import TtsVoice
 from sparkle_motion.errors import InvalidInputError
 
 NORMAL_RATE_WPM = 175  # eSpeak's default speaking rate; VoiceProfile.rate 1.0 means this
-# eSpeak's pitch parameter maps 0..100 onto 2**(-1..1) of the variant's base pitch,
-# so one semitone is 50/12 steps and the reachable shift is ±12 semitones.
-PITCH_STEPS_PER_SEMITONE = 50.0 / 12.0
-MAX_PITCH_SEMITONES = 12.0
+# eSpeak's pitch parameter (0..100, 50 = the variant's own pitch) scales only the base
+# of the intonation contour, so its effect on the median F0 is not the nominal
+# 2**((p-50)/50).  Measured median-F0 shift in semitones (m3, f2 and m7 agree within
+# ~0.7 st) at these parameter values; semitone requests are interpolated on it.
+_PITCH_PARAMS = (0.0, 17.0, 33.0, 50.0, 67.0, 83.0, 100.0)
+_PITCH_SEMITONES = (-6.8, -4.7, -2.6, 0.0, 2.84, 5.76, 8.77)
+MIN_PITCH_SEMITONES, MAX_PITCH_SEMITONES = _PITCH_SEMITONES[0], _PITCH_SEMITONES[-1]
 
 # The classic eSpeak variants: distinct formants and base pitch per speaker.
 CHARACTER_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
@@ -100,15 +105,15 @@ def design_voice(voice: TtsVoice, languages: LanguageIndex, available_variants: 
     decisions: dict[str, Any] = {"identity": voice.identity, "language_matched": matched_tag}
 
     variant = variants[digest[0] % len(variants)]
-    # Derived base pitch: ±5 semitones around the variant's own, in whole steps.
+    # Derived base pitch: about -3..+4 semitones around the variant's own.
     pitch = 29 + digest[1] % 43
     rate_wpm = 155 + digest[2] % 31
     pitch_range = 40 + digest[3] % 31
     decisions.update(variant="derived", pitch="derived", rate="derived", pitch_range="derived")
 
     if voice.pitch is not None:
-        semitones = max(-MAX_PITCH_SEMITONES, min(MAX_PITCH_SEMITONES, voice.pitch))
-        pitch = int(round(50 + semitones * PITCH_STEPS_PER_SEMITONE))
+        semitones = max(MIN_PITCH_SEMITONES, min(MAX_PITCH_SEMITONES, voice.pitch))
+        pitch = int(round(float(np.interp(semitones, _PITCH_SEMITONES, _PITCH_PARAMS))))
         decisions["pitch"] = "explicit" if semitones == voice.pitch else \
             f"explicit, clamped from {voice.pitch:+g} to {semitones:+g} semitones (eSpeak limit)"
     if voice.rate is not None:
