@@ -133,7 +133,7 @@ class SignalBackend:
                       "media": [m.uri for m in request.media], "policy_version": policy.version,
                       "params": request.expectations.model_dump(mode="json", exclude_none=True),
                       "timings": timings},
-            ext="json",
+            ext=".json",
         )
         ctx.log.info("qa.done", verdict=report.verdict, results=len(results),
                      failed=sum(r.status == "failed" for r in results))
@@ -366,6 +366,10 @@ class SignalBackend:
                 # A broken video may or may not have carried audio; only report audio
                 # checks on it when they were asked for by name.
                 if kind == "video" and name in AUDIO_STREAM_CHECKS and not explicit:
+                    continue
+                # By default duration runs only against an expectation or an a/v pair,
+                # and a file that cannot be read shows neither.
+                if name == "duration_mismatch" and not explicit and exp.duration_s is None:
                     continue
                 out.append(inconclusive(name, f"media could not be decoded: {state.error}"))
             return out
