@@ -107,19 +107,19 @@ class SparkleLogger:
         # stacklevel=3 attributes the record to the caller of info()/error(), not to this wrapper.
         self._logger.log(level, event, exc_info=exc_info, extra={_FIELDS_ATTR: merged}, stacklevel=3)
 
-    def debug(self, event: str, **fields: Any) -> None:
+    def debug(self, event: str, /, **fields: Any) -> None:
         self._log(logging.DEBUG, event, fields)
 
-    def info(self, event: str, **fields: Any) -> None:
+    def info(self, event: str, /, **fields: Any) -> None:
         self._log(logging.INFO, event, fields)
 
-    def warning(self, event: str, **fields: Any) -> None:
+    def warning(self, event: str, /, **fields: Any) -> None:
         self._log(logging.WARNING, event, fields)
 
-    def error(self, event: str, **fields: Any) -> None:
+    def error(self, event: str, /, **fields: Any) -> None:
         self._log(logging.ERROR, event, fields)
 
-    def exception(self, event: str, **fields: Any) -> None:
+    def exception(self, event: str, /, **fields: Any) -> None:
         """Log at ERROR with the current exception's type, message and traceback."""
         self._log(logging.ERROR, event, fields, exc_info=True)
 

@@ -392,8 +392,8 @@ class ToolRuntime:
 
     def close(self) -> None:
         self.readiness.mark_stopping()
-        if self._loader is not None:
-            self._loader.join(timeout=5)
+        # A load() still running is not waited for: its daemon thread dies with
+        # the process, and there is no loaded backend to close yet.
         close = getattr(self.backend, "close", None)
         if callable(close):
             try:

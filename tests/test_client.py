@@ -1,0 +1,148 @@
+"""ToolClient against a real echo process: typed results, retry policy, errors."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from function_tools.echo.models import EchoRequest, EchoResponse
+from sparkle_motion.errors import ToolCallError
+from sparkle_motion.services import ToolClient
+from sparkle_motion.testing import RunningTool, free_port, running_tool
+
+ECHO = "function_tools.echo.service"
+
+
+@pytest.fixture(scope="module")
+def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTool]:
+    with running_tool(ECHO, home=tmp_path_factory.mktemp("client-home"),
+                      env={"SPARKLE_TOKEN": None, "SPARKLE_ECHO_BACKEND": None}) as tool:
+        yield tool
+
+
+def client_for(tool: RunningTool, **kw: object) -> ToolClient:
+    return ToolClient("echo", base_url=tool.url, token="", **kw)  # type: ignore[arg-type]
+
+
+def invoke_statuses(tool: RunningTool, request_id: str, expected: int, timeout: float = 10.0) -> list[int]:
+    """Statuses of the /invoke calls the server logged for ``request_id`` (waits for ``expected`` lines)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = [r["status"] for r in tool.log_records()
+                    if r.get("event") == "http.request" and r.get("request_id") == request_id
+                    and r.get("path") == "/invoke"]
+        if len(statuses) >= expected or time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.05)
+
+
+def retry_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
+    return [r.sparkle_fields["delay_s"] for r in caplog.records  # type: ignore[attr-defined]
+            if getattr(r, "sparkle_fields", None) and r.msg == "tool_call.retry"]
+
+
+def test_invoke_typed_and_untyped(echo: RunningTool) -> None:
+    with client_for(echo) as client:
+        data = client.invoke(EchoRequest(text="typed", run_id="client-run"))
+        assert data["text"] == "typed" and data["tool_id"] == "echo"
+        response = client.invoke({"text": "parsed"}, EchoResponse)
+        assert isinstance(response, EchoResponse)
+        assert response.text == "parsed" and response.artifacts[0].run_id == "adhoc"
+        assert client.ready() and client.health()
+        client.wait_ready(timeout=5)
+        assert client.metadata()["tool_id"] == "echo"
+
+
+def test_request_id_travels_with_the_call(echo: RunningTool) -> None:
+    with client_for(echo) as client:
+        assert client.invoke({"text": "x"}, request_id="client-rid-1")["request_id"] == "client-rid-1"
+
+
+def test_retries_503_then_succeeds_honouring_retry_after(echo: RunningTool,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    holder = threading.Thread(target=lambda: httpx.post(f"{echo.url}/invoke", json={"text": "hold", "hold_s": 1.0},
+                                                        timeout=30))
+    holder.start()
+    try:
+        # Make sure the slot is taken before the client calls.
+        deadline = time.monotonic() + 10
+        while echo.client.post("/invoke", json={"text": "probe"}).status_code != 503:
+            assert time.monotonic() < deadline, "the holding call never took the slot"
+        caplog.set_level(logging.INFO, logger="sparkle_motion.services.client")
+        with client_for(echo, retries=20, max_retry_after_s=0.2) as client:
+            result = client.invoke({"text": "patient"}, request_id="retry-503")
+    finally:
+        holder.join()
+    assert result["text"] == "patient"
+    statuses = invoke_statuses(echo, "retry-503", expected=2)
+    assert statuses[-1] == 200 and statuses.count(200) == 1
+    assert 503 in statuses and set(statuses) == {200, 503}
+    # Retry-After (1 s) was honoured but bounded by max_retry_after_s.
+    delays = retry_delays(caplog)
+    assert delays and all(d == 0.2 for d in delays)
+    assert len(delays) == statuses.count(503)
+
+
+def test_no_retry_on_422(echo: RunningTool) -> None:
+    with client_for(echo, retries=5, backoff_s=0.01) as client:
+        with pytest.raises(ToolCallError) as exc_info:
+            client.invoke({"text": ""}, request_id="no-retry-422")
+    err = exc_info.value
+    assert err.status == 422 and err.tool_id == "echo"
+    assert err.remote_error["code"] == "invalid_input" and err.remote_error["field"] == "text"
+    assert err.field == "text"
+    assert err.context["remote_request_id"] == "no-retry-422"
+    assert "422" in str(err)
+    assert invoke_statuses(echo, "no-retry-422", expected=1) == [422]
+
+
+def test_no_retry_on_500(echo: RunningTool) -> None:
+    with client_for(echo, retries=5, backoff_s=0.01) as client:
+        with pytest.raises(ToolCallError) as exc_info:
+            client.invoke({"text": "x", "fail": True}, request_id="no-retry-500")
+    assert exc_info.value.status == 500
+    assert exc_info.value.remote_error["context"]["exception_type"] == "RuntimeError"
+    assert invoke_statuses(echo, "no-retry-500", expected=1) == [500]
+
+
+def test_connection_refused_retries_then_raises(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sparkle_motion.services.client")
+    with ToolClient("echo", base_url=f"http://127.0.0.1:{free_port()}", token="", retries=3,
+                    backoff_s=0.01, max_backoff_s=0.04) as client:
+        with pytest.raises(ToolCallError) as exc_info:
+            client.invoke({"text": "x"})
+        assert not client.ready() and not client.health()
+    err = exc_info.value
+    assert err.code == "tool_unreachable" and err.status is None
+    assert err.context["attempts"] == 4
+    delays = retry_delays(caplog)
+    assert len(delays) == 3
+    # Exponential with jitter: each delay lies in [ceiling/2, ceiling], ceiling = min(max, base * 2^n).
+    for attempt, delay in enumerate(delays):
+        ceiling = min(0.04, 0.01 * 2 ** attempt)
+        assert ceiling / 2 <= delay <= ceiling
+
+
+def test_wait_ready_times_out(tmp_path: Path) -> None:
+    with running_tool(ECHO, home=tmp_path, env={"SPARKLE_ECHO_BACKEND": "slow", "SPARKLE_TOKEN": None},
+                      wait=False) as tool:
+        tool.wait_listening()
+        with client_for(tool) as client:
+            assert client.ready() is False
+            with pytest.raises(ToolCallError) as exc_info:
+                client.wait_ready(timeout=0.5, interval=0.05)
+    assert exc_info.value.code == "not_ready"
+    assert "warming up" in str(exc_info.value)
+
+
+def test_url_comes_from_the_registry() -> None:
+    from sparkle_motion.config import load_settings
+
+    with ToolClient("images_sdxl", settings=load_settings({})) as client:
+        assert client.base_url == "http://127.0.0.1:5002"
