@@ -98,13 +98,14 @@ def _seconds(**bounds: float) -> Any:
     return Field(allow_inf_nan=False, **bounds)
 
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+# Closed (unknown keys refused) and frozen; see the module docstring for why.
+_CLOSED = ConfigDict(extra="forbid", frozen=True)
 
 
 class VoiceProfile(BaseModel):
     """How a character sounds; ``language`` picks the TTS voice's language."""
 
-    model_config = _STRICT
+    model_config = _CLOSED
 
     voice_id: _text(200) | None = None
     style: _text(200) | None = None
@@ -116,7 +117,7 @@ class VoiceProfile(BaseModel):
 
 
 class Character(BaseModel):
-    model_config = _STRICT
+    model_config = _CLOSED
 
     id: SafeId
     name: _text(100)
@@ -129,7 +130,7 @@ class Character(BaseModel):
 class BaseImage(BaseModel):
     """A keyframe: shot i starts on base_images[i] and ends on base_images[i+1]."""
 
-    model_config = _STRICT
+    model_config = _CLOSED
 
     id: SafeId
     prompt: _text(MAX_PROMPT_CHARS)
@@ -138,7 +139,7 @@ class BaseImage(BaseModel):
 
 
 class Shot(BaseModel):
-    model_config = _STRICT
+    model_config = _CLOSED
 
     id: SafeId
     duration_sec: float = _seconds(gt=0, le=MAX_SHOT_DURATION_S)
@@ -188,7 +189,7 @@ class VideoProfile(BaseModel):
     renders at exactly those values on every profile.
     """
 
-    model_config = _STRICT
+    model_config = _CLOSED
 
     model_id: ModelId = Field(description=f"Video model the plan requires, or {AUTO_MODEL!r} for the profile's.")
     fps: int | None = Field(None, ge=1, le=MAX_FPS)
@@ -206,13 +207,13 @@ class VideoProfile(BaseModel):
 
 
 class ImagesProfile(BaseModel):
-    model_config = _STRICT
+    model_config = _CLOSED
 
     model_id: ModelId = AUTO_MODEL
 
 
 class TtsProfile(BaseModel):
-    model_config = _STRICT
+    model_config = _CLOSED
 
     model_id: ModelId = AUTO_MODEL
 
@@ -220,7 +221,7 @@ class TtsProfile(BaseModel):
 class RenderProfile(BaseModel):
     """Which model family each stage must use; ``video.model_id`` must be stated explicitly."""
 
-    model_config = _STRICT
+    model_config = _CLOSED
 
     video: VideoProfile
     images: ImagesProfile = ImagesProfile()
@@ -247,7 +248,7 @@ class MoviePlan(BaseModel):
     (1 ms tolerance); dialogue refers to defined characters; runtime <= 30 min.
     """
 
-    model_config = _STRICT
+    model_config = _CLOSED
 
     title: _text(200)
     characters: list[Character] = Field(default_factory=list, max_length=MAX_CHARACTERS)
