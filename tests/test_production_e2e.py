@@ -103,7 +103,7 @@ def test_plan_becomes_a_film(production, mesh_settings):
     # Keyframes at the shot boundaries: frame 0, the cut and the last frame are the base images.
     by_id = {a["artifact_id"]: a for a in arts["artifacts"]}
     keyframes = {step["shot_id"]: np.asarray(Image.open(by_id[step["artifact_ids"][0]]["local_path"]).convert("RGB"))
-                 for step in status["steps"] if step["stage"] == "base_images" and not step["shot_id"].endswith(":qa")}
+                 for step in status["steps"] if step["stage"] == "base_images" and not step["shot_id"].endswith(".qa")}
     cut = round(plan["shots"][0]["duration_sec"] * FPS)
     assert psnr(frames[0], keyframes["frame_000"]) > 30
     assert psnr(frames[cut], keyframes["frame_001"]) > 30 or psnr(frames[cut - 1], keyframes["frame_001"]) > 30

@@ -174,7 +174,7 @@ class ProductionRun:
         self.registry.update_run(self.run_id, progress=progress)
 
     def step(self, stage: str, item: str | None, tool_id: str | None, inputs: dict[str, Any],
-             work: Callable[[], StepOutcome], *, attempt: int = 1) -> dict[str, Any]:
+             work: Callable[[], StepOutcome]) -> dict[str, Any]:
         """Run one cached, recorded unit of work and return its output."""
         self.control.checkpoint()
         key = {"stage": stage, "item": item, **self._tool_identity(tool_id), "inputs": inputs}
@@ -182,11 +182,11 @@ class ProductionRun:
         if not self._forced(stage):
             cached = self.registry.find_cached_step(stage, item, input_hash)
             if cached is not None and self._artifacts_present(cached.artifact_ids):
-                rec = self.registry.start_step(self.run_id, stage, shot_id=item, attempt=attempt, input_hash=input_hash)
+                rec = self.registry.start_step(self.run_id, stage, shot_id=item, input_hash=input_hash)
                 self.registry.finish_step(rec.step_id, "cached", artifact_ids=cached.artifact_ids, output=cached.output)
                 self._advance()
                 return dict(cached.output or {})
-        rec = self.registry.start_step(self.run_id, stage, shot_id=item, attempt=attempt, input_hash=input_hash)
+        rec = self.registry.start_step(self.run_id, stage, shot_id=item, input_hash=input_hash)
         try:
             outcome = work()
         except Exception as exc:
@@ -329,17 +329,17 @@ class ProductionRun:
                 image = response["artifacts"][0]
                 return StepOutcome({"uri": image["uri"], "seed": payload["seed"]}, [image["artifact_id"]])
 
-            out = self.step("base_images", base.id, "images_sdxl", payload, work, attempt=attempt)
+            out = self.step("base_images", base.id, "images_sdxl", payload, work)
             state["images"][base.id] = out["uri"]
             if self.qa_mode == "full":
-                verdict = self._qa("base_images", f"{base.id}:qa",
+                verdict = self._qa("base_images", f"{base.id}.qa",
                                    {"media": [{"uri": out["uri"], "kind": "image"}],
                                     "checks": ["degenerate_image", "text_policy"],
-                                    "expectations": {"prompt": base.prompt}}, attempt)
+                                    "expectations": {"prompt": base.prompt}})
                 state["qa"][base.id] = "passed" if verdict != "fail" else "failed"
         return self._route_after_qa("base_images", state)
 
-    def _qa(self, stage: str, item: str, payload: dict[str, Any], attempt: int) -> str:
+    def _qa(self, stage: str, item: str, payload: dict[str, Any]) -> str:
         def work() -> StepOutcome:
             response = self.invoke("qa_qwen2vl", payload, stage=stage)
             report = response.get("report") or {}
@@ -347,7 +347,7 @@ class ProductionRun:
             return StepOutcome({"verdict": report.get("verdict"), "reasons": report.get("reasons", []),
                                 "report_uri": response["artifacts"][0]["uri"] if response.get("artifacts") else None}, ids)
 
-        out = self.step(stage, item, "qa_qwen2vl", payload, work, attempt=attempt)
+        out = self.step(stage, item, "qa_qwen2vl", payload, work)
         if out["verdict"] == "fail":
             self.registry.log(self.run_id, "warning", f"QA failed for {item}", reasons=out["reasons"])
         return out["verdict"]
@@ -384,17 +384,17 @@ class ProductionRun:
                 clip = response["artifacts"][0]
                 return StepOutcome({"uri": clip["uri"]}, [clip["artifact_id"]])
 
-            out = self.step("video_clips", shot.id, "videos_wan", payload, work, attempt=attempt)
+            out = self.step("video_clips", shot.id, "videos_wan", payload, work)
             state["clips"][shot.id] = out["uri"]
             if self.qa_mode == "full":
                 duration = self.frame_counts[index] / self.fps
                 expectations: dict[str, Any] = {"duration_s": duration, "prompt": shot.visual_description}
                 if images[shot.start_base_image_id] == images[shot.end_base_image_id] or "static" in shot.motion_prompt.lower():
                     expectations["allow_holds"] = [{"start_s": 0.0, "end_s": duration}]
-                verdict = self._qa("video_clips", f"{shot.id}:qa",
+                verdict = self._qa("video_clips", f"{shot.id}.qa",
                                    {"media": [{"uri": out["uri"], "kind": "video"}],
                                     "checks": ["black_frames", "frozen_frames", "duration", "text_policy"],
-                                    "expectations": expectations}, attempt)
+                                    "expectations": expectations})
                 state["qa"][shot.id] = "passed" if verdict != "fail" else "failed"
         return self._route_after_qa("video_clips", state)
 
@@ -483,8 +483,8 @@ class ProductionRun:
                 "loudness_lufs": -16.0, "allow_holds": holds,
             },
         }
-        verdict = self._qa("qa_publish", "final:qa", payload, 1)
-        out = self.registry_last_output("qa_publish", "final:qa")
+        verdict = self._qa("qa_publish", "final.qa", payload)
+        out = self.registry_last_output("qa_publish", "final.qa")
         self.results["qa_publish"] = out
         if verdict == "fail":
             raise StageFailed(f"final QA failed: {'; '.join(map(str, out.get('reasons', [])))}",
