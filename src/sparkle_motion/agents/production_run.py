@@ -226,7 +226,7 @@ class ProductionRun:
 
         def work() -> StepOutcome:
             manifest = self.store.put_json(self.run_id, "plan_intake", "movie_plan", plan_json,
-                                           metadata={"tool": "production_agent", "plan_id": self.plan.metadata.plan_id})
+                                           metadata={"tool": "production_agent", "plan_id": self.plan.plan_id})
             return StepOutcome({"plan_uri": manifest.uri}, [manifest.artifact_id])
 
         out = self.step("plan_intake", None, None, {"plan": plan_json}, work)
@@ -507,11 +507,11 @@ class ProductionRun:
             with self.store.open(film_uri) as stream:
                 final = self.store.put(self.run_id, "finalize", "video_final", stream, "video/mp4",
                                        metadata={"tool": "production_agent", "source_uri": film_uri,
-                                                 "plan_id": self.plan.metadata.plan_id, "qa_verdict": qa.get("verdict")},
+                                                 "plan_id": self.plan.plan_id, "qa_verdict": qa.get("verdict")},
                                        media={"duration_s": film.duration_s, "fps": film.fps,
                                               "width": film.width, "height": film.height})
             summary = {
-                "run_id": self.run_id, "title": self.plan.title, "plan_id": self.plan.metadata.plan_id,
+                "run_id": self.run_id, "title": self.plan.title, "plan_id": self.plan.plan_id,
                 "runtime_s": sum(self.frame_counts) / self.fps, "shots": len(self.plan.shots),
                 "dialogue_lines": len(self.results["dialogue_audio"]["lines"]),
                 "qa_verdict": qa.get("verdict"), "qa_reasons": qa.get("reasons", []),
@@ -537,7 +537,7 @@ def estimate(plan: MoviePlan, settings: Settings, qa_mode: str) -> tuple[list[di
     frames = round(plan.runtime_s * fps)
     qa = qa_mode == "full"
     graph = [
-        {"stage": "plan_intake", "tool": None, "calls": 0, "items": [plan.metadata.plan_id]},
+        {"stage": "plan_intake", "tool": None, "calls": 0, "items": [plan.plan_id]},
         {"stage": "dialogue_audio", "tool": "tts_chatterbox", "calls": len(lines),
          "items": [f"line_{plan.dialogue_timeline.index(e):03d}" for e in lines]},
         {"stage": "base_images", "tool": "images_sdxl", "calls": len(plan.base_images),

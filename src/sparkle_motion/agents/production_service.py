@@ -142,7 +142,7 @@ class ProductionService:
             graph, resources = estimate(plan, self.settings, request.qa_mode)
             run_id = request.run_id or new_id("dry")
             if existing is None:
-                self.registry.create_run(run_id=run_id, plan_id=plan.metadata.plan_id, plan_uri=request.plan_uri,
+                self.registry.create_run(run_id=run_id, plan_id=plan.plan_id, plan_uri=request.plan_uri,
                                          mode="dry", qa_mode=request.qa_mode, options={"graph": graph})
                 self.registry.set_status(run_id, "running")
                 self.registry.set_status(run_id, "succeeded")
@@ -154,7 +154,7 @@ class ProductionService:
             if plan_uri is None:
                 plan_uri = self.store.put_json(run_id, "plan_intake", "movie_plan_request", plan.model_dump(mode="json"),
                                                metadata={"tool": "production_agent"}).uri
-            self.registry.create_run(run_id=run_id, plan_id=plan.metadata.plan_id, plan_uri=plan_uri, mode="run",
+            self.registry.create_run(run_id=run_id, plan_id=plan.plan_id, plan_uri=plan_uri, mode="run",
                                      qa_mode=request.qa_mode, options=options)
         else:
             run_id = existing.run_id
@@ -289,7 +289,7 @@ def adhoc_run(message: Any) -> ProductionRun:
     run_id = new_id("run")
     plan_uri = service.store.put_json(run_id, "plan_intake", "movie_plan_request", plan.model_dump(mode="json"),
                                       metadata={"tool": "production_agent", "source": "adk"}).uri
-    service.registry.create_run(run_id=run_id, plan_id=plan.metadata.plan_id, plan_uri=plan_uri, mode="run",
+    service.registry.create_run(run_id=run_id, plan_id=plan.plan_id, plan_uri=plan_uri, mode="run",
                                 qa_mode=message.get("qa_mode", "full"))
     service.registry.set_status(run_id, "running")
     from sparkle_motion.agents.production_workflow import register_run
