@@ -1,0 +1,711 @@
+"""The ``storyboard`` backend: a deterministic storyboard frame drawn with Pillow.
+
+No model and no GPU: the prompt is read for scene words (time of day, weather,
+place), which pick the palette, light and scenery; a seeded RNG places the
+shapes; the characters present stand as labelled silhouettes; the prompt is
+captioned at the bottom.  Same (prompt, seed, size, style, characters) → the
+same PNG bytes, so a storyboard is reproducible from its manifest.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import io
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+from PIL.PngImagePlugin import PngInfo
+
+from function_tools.images_sdxl.models import (
+    DIFFUSION_OPTIONS,
+    GeneratedImage,
+    ImagesSdxlRequest,
+    ImagesSdxlResponse,
+)
+from sparkle_motion.config import Settings, ToolProfile
+from sparkle_motion.services.context import ToolContext
+
+RGB = tuple[int, int, int]
+DEFAULT_SIZE = (640, 360)
+
+# Scene vocabulary: canonical value → words that select it.  Matching is on whole
+# words (plural 's' allowed); the earliest mention in the prompt wins.
+TIME_WORDS: dict[str, tuple[str, ...]] = {
+    "dawn": ("dawn", "daybreak", "first light", "predawn"),
+    "sunrise": ("sunrise", "morning", "sunup"),
+    "noon": ("noon", "midday", "daytime", "afternoon", "day", "sunlit", "daylight"),
+    "sunset": ("sunset", "golden hour", "sundown"),
+    "dusk": ("dusk", "twilight", "evening", "blue hour"),
+    "night": ("night", "midnight", "nighttime", "moonlit", "moonlight", "moon", "neon"),
+}
+WEATHER_WORDS: dict[str, tuple[str, ...]] = {
+    "storm": ("storm", "stormy", "thunder", "thunderstorm", "lightning", "hurricane"),
+    "rain": ("rain", "rainy", "raining", "drizzle", "downpour", "rainfall", "wet"),
+    "snow": ("snow", "snowy", "snowing", "snowfall", "blizzard", "winter", "frost"),
+    "fog": ("fog", "foggy", "mist", "misty", "haze", "hazy", "smoke"),
+    "cloudy": ("cloudy", "overcast", "cloud", "grey sky", "gray sky"),
+    "clear": ("clear", "sunny", "cloudless", "bright"),
+}
+PLACE_WORDS: dict[str, tuple[str, ...]] = {
+    "rooftop": ("rooftop", "roof", "terrace"),
+    "city": ("city", "street", "downtown", "town", "skyline", "alley", "avenue", "metropolis", "neon", "skyscraper"),
+    "office": ("office", "cubicle", "meeting", "boardroom", "desk", "workplace"),
+    "room": ("room", "bedroom", "kitchen", "apartment", "living room", "cafe", "bar", "classroom", "hallway", "home",
+             "house", "indoors", "interior", "studio"),
+    "forest": ("forest", "woods", "jungle", "tree", "grove", "woodland"),
+    "beach": ("beach", "shore", "coast", "seaside", "boardwalk"),
+    "sea": ("sea", "ocean", "wave", "boat", "ship", "harbor", "harbour", "lake", "sailing", "pier"),
+    "desert": ("desert", "dune", "canyon", "sahara", "cactus"),
+    "mountain": ("mountain", "peak", "cliff", "summit", "alps", "valley", "ridge"),
+    "space": ("space", "galaxy", "planet", "spaceship", "orbit", "nebula", "astronaut", "cosmos", "starship"),
+    "field": ("field", "meadow", "farm", "countryside", "park", "garden", "hill", "prairie"),
+}
+INTERIORS = frozenset({"room", "office"})
+
+STYLE_WORDS: dict[str, tuple[str, ...]] = {
+    "noir": ("noir", "black and white", "black-and-white", "monochrome", "grayscale", "greyscale"),
+    "sepia": ("sepia", "vintage", "old photo", "retro"),
+    "pastel": ("pastel", "watercolor", "watercolour", "soft"),
+    "vivid": ("vivid", "saturated", "comic", "pop art", "cartoon"),
+}
+
+
+@dataclass(frozen=True)
+class Palette:
+    sky_top: RGB
+    sky_bottom: RGB
+    ground: RGB
+    light: RGB       # colour of the key light (sun, moon or lamps)
+    ambient: float   # how lit the scenery is, 0..1
+
+
+PALETTES: dict[str, Palette] = {
+    "dawn": Palette((62, 72, 138), (238, 168, 150), (66, 78, 70), (255, 200, 170), 0.72),
+    "sunrise": Palette((96, 148, 212), (255, 192, 122), (88, 112, 70), (255, 222, 150), 0.85),
+    "noon": Palette((58, 128, 220), (172, 212, 246), (96, 152, 80), (255, 250, 225), 1.0),
+    "sunset": Palette((58, 56, 128), (252, 128, 66), (82, 60, 58), (255, 150, 80), 0.68),
+    "dusk": Palette((28, 30, 78), (140, 92, 132), (44, 44, 60), (210, 130, 150), 0.5),
+    "night": Palette((4, 7, 24), (26, 36, 72), (18, 22, 30), (236, 236, 212), 0.3),
+}
+GROUND_BY_PLACE: dict[str, RGB] = {
+    "city": (70, 70, 78), "rooftop": (84, 80, 82), "forest": (52, 96, 48), "beach": (222, 200, 150),
+    "sea": (30, 80, 130), "desert": (226, 184, 120), "mountain": (96, 112, 92), "space": (60, 60, 70),
+    "field": (100, 156, 76), "room": (120, 92, 70), "office": (110, 112, 120),
+}
+
+
+@dataclass(frozen=True)
+class SceneDescription:
+    """What the storyboard understood from the prompt (recorded in provenance)."""
+
+    time_of_day: str
+    weather: str
+    place: str
+    style: str
+    matched_words: dict[str, str]
+
+
+def _word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(w).replace(r"\ ", r"[\s-]+") for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"\b({alternatives})(?:e?s)?\b", re.IGNORECASE)
+
+
+_PATTERNS = {
+    kind: {value: _word_pattern(words) for value, words in table.items()}
+    for kind, table in (("time", TIME_WORDS), ("weather", WEATHER_WORDS), ("place", PLACE_WORDS),
+                        ("style", STYLE_WORDS))
+}
+
+
+# Words that hint at a value but lose to any explicit one ("a neon rooftop before
+# sunrise" is at sunrise, on a rooftop).
+WEAK_WORDS = frozenset({"neon", "day", "moon", "bright", "wet", "soft", "tree", "wave", "home", "smoke", "cloud",
+                        "hill", "frost", "desk"})
+
+
+def _first_match(kind: str, text: str, excluded: str) -> tuple[str, str] | None:
+    """Earliest explicit mention in ``text`` of a ``kind`` value, skipping words the negative prompt names."""
+    best: tuple[tuple[bool, int], str, str] | None = None
+    for value, pattern in _PATTERNS[kind].items():
+        for match in pattern.finditer(text):
+            word = match.group(1).lower()
+            if excluded and re.search(rf"\b{re.escape(word)}", excluded, re.IGNORECASE):
+                continue
+            rank = (word in WEAK_WORDS, match.start())
+            if best is None or rank < best[0]:
+                best = (rank, value, word)
+            break
+    return (best[1], best[2]) if best else None
+
+
+def describe_scene(prompt: str, *, prompt_2: str | None = None, negative_prompt: str = "",
+                   style: str | None = None) -> SceneDescription:
+    text = prompt if not prompt_2 else f"{prompt}\n{prompt_2}"
+    matched: dict[str, str] = {}
+    found: dict[str, str] = {}
+    for kind in ("time", "weather", "place"):
+        hit = _first_match(kind, text, negative_prompt)
+        if hit:
+            found[kind], matched[kind] = hit
+    place = found.get("place", "field")
+    weather = found.get("weather", "clear")
+    # Interiors default to daylight; an exterior with no time word reads as noon too.
+    time_of_day = found.get("time", "noon")
+    style_hit = _first_match("style", style or "", "") if style else None
+    if style_hit:
+        matched["style"] = style_hit[1]
+    return SceneDescription(time_of_day, weather, place, style_hit[0] if style_hit else "storyboard", matched)
+
+
+# --------------------------------------------------------------------------- colour helpers
+
+def _mix(a: RGB, b: RGB, t: float) -> RGB:
+    return tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b))  # type: ignore[return-value]
+
+
+def _lit(color: RGB, palette: Palette, weather: str) -> RGB:
+    """Scenery colour under the scene's light: darkened by ambient, tinted by the key light."""
+    amb = palette.ambient * {"storm": 0.6, "rain": 0.8, "fog": 0.9, "cloudy": 0.9}.get(weather, 1.0)
+    tinted = _mix(color, tuple(c * v // 255 for c, v in zip(color, palette.light)), 0.35)  # type: ignore[arg-type]
+    return tuple(max(0, min(255, int(c * (0.25 + 0.75 * amb)))) for c in tinted)  # type: ignore[return-value]
+
+
+def _desaturate(color: RGB, amount: float) -> RGB:
+    grey = int(0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2])
+    return _mix(color, (grey, grey, grey), amount)
+
+
+def character_color(name: str) -> RGB:
+    """A stable colour per character name, so a character looks the same in every shot."""
+    digest = hashlib.sha256(name.strip().lower().encode("utf-8")).digest()
+    hue = digest[0] / 255.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.55 + digest[1] / 1020.0, 0.85 + digest[2] / 2550.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+@lru_cache(maxsize=32)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    # Pillow >= 10.1 embeds a scalable TrueType font (Aileron), so no system font is needed.
+    return ImageFont.load_default(size=size)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- drawing
+
+class _Canvas:
+    def __init__(self, width: int, height: int, scene: SceneDescription, rng: np.random.Generator) -> None:
+        self.w, self.h = width, height
+        self.scene = scene
+        self.rng = rng
+        base = PALETTES[scene.time_of_day]
+        sky_top, sky_bottom = base.sky_top, base.sky_bottom
+        if scene.weather in ("rain", "storm", "cloudy", "fog", "snow"):
+            amount = {"storm": 0.7, "rain": 0.5, "fog": 0.6, "cloudy": 0.4, "snow": 0.5}[scene.weather]
+            sky_top, sky_bottom = _desaturate(sky_top, amount), _desaturate(sky_bottom, amount)
+            if scene.weather == "storm":
+                sky_top, sky_bottom = _mix(sky_top, (0, 0, 0), 0.45), _mix(sky_bottom, (0, 0, 0), 0.4)
+        ground = GROUND_BY_PLACE[scene.place]
+        if scene.weather == "snow" and scene.place not in INTERIORS | {"sea", "space"}:
+            ground = (232, 236, 242)
+        self.palette = Palette(sky_top, sky_bottom, ground, base.light, base.ambient)
+        self.horizon = int(height * float(rng.uniform(0.56, 0.68)))
+        self.image = Image.new("RGB", (width, height))
+        self.draw = ImageDraw.Draw(self.image)
+
+    def u(self, fraction: float) -> int:
+        """A length relative to the smaller side, so shapes scale with the frame."""
+        return max(1, int(round(fraction * min(self.w, self.h))))
+
+    def lit(self, color: RGB) -> RGB:
+        return _lit(color, self.palette, self.scene.weather)
+
+    # -- layers
+    def sky(self, top: RGB | None = None, bottom: RGB | None = None, until: int | None = None) -> None:
+        top, bottom = top or self.palette.sky_top, bottom or self.palette.sky_bottom
+        until = self.h if until is None else until
+        t = np.linspace(0.0, 1.0, max(until, 1), dtype=np.float32)[:, None]
+        grad = np.asarray(top, np.float32) * (1 - t) + np.asarray(bottom, np.float32) * t
+        band = np.repeat(grad[:, None, :], self.w, axis=1).reshape(until, self.w, 3)
+        self.image.paste(Image.fromarray(band.round().astype(np.uint8), "RGB"), (0, 0))
+
+    def ground(self) -> None:
+        top = self.lit(self.palette.ground)
+        bottom = _mix(top, (0, 0, 0), 0.35)
+        t = np.linspace(0.0, 1.0, self.h - self.horizon, dtype=np.float32)[:, None]
+        grad = np.asarray(top, np.float32) * (1 - t) + np.asarray(bottom, np.float32) * t
+        band = np.repeat(grad[:, None, :], self.w, axis=1)
+        self.image.paste(Image.fromarray(band.round().astype(np.uint8), "RGB"), (0, self.horizon))
+
+    def celestial(self) -> None:
+        tod, rng = self.scene.time_of_day, self.rng
+        if tod in ("night", "dusk") or self.scene.place == "space":
+            n = int(self.w * self.h / 900) if tod == "night" or self.scene.place == "space" else int(self.w * self.h / 4000)
+            xs = rng.integers(0, self.w, n)
+            ys = rng.integers(0, max(self.horizon, 1), n)
+            for x, y in zip(xs.tolist(), ys.tolist()):
+                v = int(rng.integers(150, 256))
+                self.draw.point((x, y), fill=(v, v, min(255, v + 20)))
+        if self.scene.weather in ("storm", "rain", "fog", "cloudy") and tod != "night":
+            return
+        r = self.u(0.07)
+        if tod == "night":
+            cx, cy = int(self.w * rng.uniform(0.6, 0.88)), int(self.horizon * rng.uniform(0.18, 0.35))
+            self.draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=self.palette.light)
+            off = int(r * 0.55)  # crescent: cut the disc with a sky-coloured one
+            self.draw.ellipse((cx - r + off, cy - r - off // 3, cx + r + off, cy + r - off // 3),
+                              fill=self.palette.sky_top)
+            return
+        height_frac = {"dawn": 0.92, "sunrise": 0.72, "noon": 0.18, "sunset": 0.8, "dusk": 1.02}[tod]
+        cx = int(self.w * (rng.uniform(0.12, 0.3) if tod in ("dawn", "sunrise") else
+                           rng.uniform(0.7, 0.88) if tod in ("sunset", "dusk") else rng.uniform(0.3, 0.7)))
+        cy = int(self.horizon * height_frac)
+        halo = _mix(self.palette.light, self.palette.sky_bottom, 0.55)
+        self.draw.ellipse((cx - 2 * r, cy - 2 * r, cx + 2 * r, cy + 2 * r), fill=halo)
+        self.draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=self.palette.light)
+
+    def clouds(self) -> None:
+        weather = self.scene.weather
+        n = {"storm": 7, "rain": 6, "cloudy": 6, "snow": 5, "fog": 3}.get(weather, int(self.rng.integers(0, 3)))
+        base = {"storm": (60, 62, 70), "rain": (120, 124, 132), "snow": (210, 214, 222)}.get(weather, (236, 238, 244))
+        color = _mix(base, self.palette.sky_top, 0.25 if self.scene.time_of_day != "night" else 0.7)
+        for _ in range(n):
+            cx, cy = self.rng.uniform(-0.05, 1.05) * self.w, self.rng.uniform(0.05, 0.45) * self.horizon
+            size = self.u(float(self.rng.uniform(0.06, 0.12)))
+            for _ in range(5):
+                dx, dy = self.rng.uniform(-2.2, 2.2) * size, self.rng.uniform(-0.5, 0.4) * size
+                rr = size * self.rng.uniform(0.6, 1.1)
+                self.draw.ellipse((cx + dx - rr * 1.4, cy + dy - rr, cx + dx + rr * 1.4, cy + dy + rr), fill=color)
+
+    # -- scenery per place
+    def buildings(self, horizon: int, lit_windows: bool) -> None:
+        x = -self.u(0.05)
+        night = self.scene.time_of_day in ("night", "dusk")
+        while x < self.w:
+            bw = self.u(float(self.rng.uniform(0.1, 0.22)))
+            bh = int(horizon * self.rng.uniform(0.3, 0.85))
+            shade = int(self.rng.integers(55, 110))
+            body = self.lit((shade, shade + 4, shade + 14))
+            top = horizon - bh
+            self.draw.rectangle((x, top, x + bw, horizon), fill=body)
+            win, gap = max(2, self.u(0.018)), max(2, self.u(0.014))
+            window_on = (255, 214, 120) if night or lit_windows else _mix(self.palette.sky_bottom, body, 0.35)
+            window_off = _mix(body, (0, 0, 0), 0.35)
+            for wy in range(top + gap, horizon - win, win + gap):
+                for wx in range(x + gap, x + bw - win, win + gap):
+                    on = self.rng.random() < (0.55 if night else 0.85)
+                    self.draw.rectangle((wx, wy, wx + win - 1, wy + win - 1), fill=window_on if on else window_off)
+            x += bw + self.u(float(self.rng.uniform(0.0, 0.04)))
+
+    def trees(self, count: int) -> None:
+        for _ in range(count):
+            x = int(self.rng.uniform(0, self.w))
+            base_y = int(self.horizon + self.rng.uniform(0.0, 0.25) * (self.h - self.horizon))
+            th = self.u(float(self.rng.uniform(0.2, 0.42)))
+            trunk = self.lit((84, 58, 40))
+            leaf = self.lit(tuple(int(c) for c in (30 + self.rng.integers(0, 40), 100 + self.rng.integers(0, 60), 40)))
+            tw = max(2, th // 12)
+            self.draw.rectangle((x - tw, base_y - th // 3, x + tw, base_y), fill=trunk)
+            for k in range(3):  # stacked triangles: a conifer silhouette reads at any size
+                lvl_top = base_y - th + k * th // 5
+                half = th // 4 + k * th // 10
+                self.draw.polygon([(x, lvl_top), (x - half, lvl_top + th // 2), (x + half, lvl_top + th // 2)],
+                                  fill=leaf)
+
+    def waves(self, top: int) -> None:
+        water = self.lit((36, 96, 150))
+        self.draw.rectangle((0, top, self.w, self.h), fill=water)
+        crest = _mix(water, (255, 255, 255), 0.45)
+        rows = 7
+        for row in range(rows):
+            y = top + (row + 1) * (self.h - top) // (rows + 1)
+            amp = max(1, self.u(0.008) * (row + 1) // 2)
+            period = self.u(float(self.rng.uniform(0.06, 0.1))) * (row + 2) // 2 + 2
+            phase = float(self.rng.uniform(0, 2 * math.pi))
+            pts = [(px, y + amp * math.sin(phase + 2 * math.pi * px / period)) for px in range(0, self.w + 4, 4)]
+            self.draw.line(pts, fill=crest, width=max(1, self.u(0.004)))
+
+    def dunes(self) -> None:
+        for layer in range(3):
+            color = self.lit(_mix((236, 196, 130), (170, 110, 60), layer / 3))
+            y0 = self.horizon + layer * (self.h - self.horizon) // 4
+            amp = self.u(float(self.rng.uniform(0.04, 0.09)))
+            period = self.w * float(self.rng.uniform(0.5, 1.1))
+            phase = float(self.rng.uniform(0, 2 * math.pi))
+            pts = [(px, y0 - amp * (1 + math.sin(phase + 2 * math.pi * px / period))) for px in range(0, self.w + 8, 8)]
+            self.draw.polygon([*pts, (self.w, self.h), (0, self.h)], fill=color)
+        if self.rng.random() < 0.8:  # a cactus gives the dunes a scale
+            x = int(self.rng.uniform(0.1, 0.9) * self.w)
+            hgt, arm = self.u(0.16), self.u(0.02)
+            y = self.h - (self.h - self.horizon) // 3
+            green = self.lit((60, 120, 60))
+            self.draw.rounded_rectangle((x - arm, y - hgt, x + arm, y), radius=arm, fill=green)
+            self.draw.rounded_rectangle((x - 3 * arm, y - hgt * 2 // 3, x - arm, y - hgt // 3), radius=arm, fill=green)
+
+    def mountains(self) -> None:
+        for layer in range(2):
+            color = self.lit(_mix((110, 118, 140), (70, 80, 76), layer))
+            snow = _mix((245, 248, 255), color, 0.2)
+            n = int(self.rng.integers(3, 6))
+            for _ in range(n):
+                cx = float(self.rng.uniform(-0.1, 1.1)) * self.w
+                peak = self.horizon - self.u(float(self.rng.uniform(0.22, 0.5))) // (layer + 1)
+                half = self.u(float(self.rng.uniform(0.25, 0.5)))
+                self.draw.polygon([(cx - half, self.horizon), (cx, peak), (cx + half, self.horizon)], fill=color)
+                cap = (self.horizon - peak) // 4
+                frac = cap / max(self.horizon - peak, 1)
+                self.draw.polygon([(cx - half * frac, peak + cap), (cx, peak), (cx + half * frac, peak + cap)],
+                                  fill=snow)
+
+    def hills(self) -> None:
+        for layer in range(2):
+            color = self.lit(_mix((110, 170, 86), (70, 130, 60), layer))
+            cx = float(self.rng.uniform(0, 1)) * self.w
+            rx, ry = self.w * float(self.rng.uniform(0.4, 0.8)), self.u(float(self.rng.uniform(0.08, 0.16)))
+            self.draw.ellipse((cx - rx, self.horizon - ry, cx + rx, self.horizon + ry), fill=color)
+        self.trees(int(self.rng.integers(1, 4)))
+
+    def planet(self) -> None:
+        r = self.u(float(self.rng.uniform(0.12, 0.22)))
+        cx, cy = int(self.rng.uniform(0.2, 0.8) * self.w), int(self.rng.uniform(0.2, 0.45) * self.h)
+        hue = float(self.rng.uniform(0, 1))
+        body = tuple(int(c * 255) for c in colorsys.hsv_to_rgb(hue, 0.5, 0.85))
+        self.draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=body)
+        self.draw.ellipse((cx - 2 * r, cy - r // 4, cx + 2 * r, cy + r // 4), outline=_mix(body, (255, 255, 255), 0.5),
+                          width=max(1, r // 10))
+
+    def interior(self, office: bool) -> None:
+        wall = self.lit((196, 186, 168) if not office else (190, 196, 204))
+        self.draw.rectangle((0, 0, self.w, self.horizon), fill=wall)
+        # A window shows the time of day and the weather outside.
+        wx0, wy0 = int(self.w * self.rng.uniform(0.08, 0.45)), int(self.horizon * 0.15)
+        wx1, wy1 = wx0 + int(self.w * 0.32), int(self.horizon * 0.7)
+        outside = Image.new("RGB", (wx1 - wx0, wy1 - wy0))
+        t = np.linspace(0, 1, wy1 - wy0, dtype=np.float32)[:, None, None]
+        grad = np.asarray(self.palette.sky_top, np.float32) * (1 - t) + np.asarray(self.palette.sky_bottom,
+                                                                                    np.float32) * t
+        outside.paste(Image.fromarray(np.repeat(grad, wx1 - wx0, axis=1).round().astype(np.uint8), "RGB"))
+        self.image.paste(outside, (wx0, wy0))
+        frame = _mix(wall, (40, 30, 20), 0.5)
+        fw = max(2, self.u(0.012))
+        self.draw.rectangle((wx0, wy0, wx1, wy1), outline=frame, width=fw)
+        self.draw.line(((wx0 + wx1) // 2, wy0, (wx0 + wx1) // 2, wy1), fill=frame, width=fw)
+        self.draw.line((wx0, (wy0 + wy1) // 2, wx1, (wy0 + wy1) // 2), fill=frame, width=fw)
+        if self.scene.weather in ("rain", "storm"):
+            for _ in range(max(4, (wx1 - wx0) // 6)):
+                x = int(self.rng.uniform(wx0, wx1))
+                y = int(self.rng.uniform(wy0, wy1))
+                self.draw.line((x, y, x - 2, y + self.u(0.03)), fill=(180, 190, 210), width=1)
+        floor_line = _mix(self.lit(self.palette.ground), (0, 0, 0), 0.4)
+        self.draw.line((0, self.horizon, self.w, self.horizon), fill=floor_line, width=max(1, self.u(0.006)))
+        # Furniture: a desk (office) or a table and lamp (room).
+        dx = int(self.w * self.rng.uniform(0.55, 0.75))
+        top = self.horizon + (self.h - self.horizon) // 6
+        dw, dh = int(self.w * 0.22), self.u(0.018)
+        wood = self.lit((120, 84, 52) if not office else (150, 152, 160))
+        self.draw.rectangle((dx - dw // 2, top, dx + dw // 2, top + dh), fill=wood)
+        leg = max(2, dh // 2)
+        for lx in (dx - dw // 2 + leg, dx + dw // 2 - 2 * leg):
+            self.draw.rectangle((lx, top + dh, lx + leg, top + dh + self.u(0.14)), fill=_mix(wood, (0, 0, 0), 0.3))
+        if office:
+            mw, mh = self.u(0.12), self.u(0.08)
+            self.draw.rectangle((dx - mw // 2, top - mh - dh, dx + mw // 2, top - dh), fill=(30, 34, 40))
+            self.draw.rectangle((dx - mw // 2 + 2, top - mh - dh + 2, dx + mw // 2 - 2, top - dh - 2),
+                                fill=(90, 150, 210))
+        else:
+            lamp = self.palette.light if self.scene.time_of_day in ("night", "dusk") else (250, 236, 200)
+            lh = self.u(0.1)
+            self.draw.line((dx, top, dx, top - lh), fill=(60, 60, 60), width=max(1, self.u(0.006)))
+            self.draw.polygon([(dx - lh // 3, top - lh), (dx + lh // 3, top - lh), (dx + lh // 5, top - lh - lh // 3),
+                               (dx - lh // 5, top - lh - lh // 3)], fill=lamp)
+
+    def scenery(self) -> None:
+        place = self.scene.place
+        if place in INTERIORS:
+            self.interior(office=place == "office")
+            return
+        if place == "city":
+            self.buildings(self.horizon, lit_windows=False)
+        elif place == "rooftop":
+            self.buildings(int(self.horizon + (self.h - self.horizon) * 0.1), lit_windows=False)
+            ledge = self.lit((96, 90, 92))
+            top = self.horizon + (self.h - self.horizon) // 3
+            self.draw.rectangle((0, top, self.w, self.h), fill=ledge)
+            self.draw.rectangle((0, top, self.w, top + self.u(0.02)), fill=_mix(ledge, (255, 255, 255), 0.15))
+            for k in range(int(self.rng.integers(1, 3))):  # water tank / vent for a rooftop read
+                x = int(self.rng.uniform(0.05, 0.95) * self.w)
+                tw, th = self.u(0.08), self.u(0.12)
+                self.draw.rectangle((x, top - th, x + tw, top), fill=_mix(ledge, (0, 0, 0), 0.3))
+        elif place == "forest":
+            self.trees(int(self.rng.integers(10, 18)))
+        elif place == "beach":
+            self.waves(self.horizon)
+            sand = self.lit((226, 204, 152))
+            shore = self.horizon + (self.h - self.horizon) * 2 // 5
+            amp = self.u(0.02)
+            pts = [(px, shore + amp * math.sin(px / max(self.w, 1) * 6.0 + float(self.rng.uniform(0, 6))))
+                   for px in range(0, self.w + 8, 8)]
+            self.draw.polygon([*pts, (self.w, self.h), (0, self.h)], fill=sand)
+        elif place == "sea":
+            self.waves(self.horizon)
+            if self.rng.random() < 0.7:
+                x, y = int(self.rng.uniform(0.2, 0.8) * self.w), self.horizon + self.u(0.06)
+                hull = self.lit((120, 70, 50))
+                s = self.u(0.06)
+                self.draw.polygon([(x - 2 * s, y), (x + 2 * s, y), (x + s, y + s), (x - s, y + s)], fill=hull)
+                self.draw.polygon([(x, y - 3 * s), (x, y - s // 4), (x + int(1.6 * s), y - s // 4)],
+                                  fill=self.lit((240, 236, 224)))
+        elif place == "desert":
+            self.dunes()
+        elif place == "mountain":
+            self.mountains()
+        elif place == "space":
+            self.planet()
+        else:
+            self.hills()
+
+    def weather_layer(self) -> None:
+        weather, rng = self.scene.weather, self.rng
+        if weather in ("rain", "storm"):
+            streak = _mix((190, 200, 220), self.palette.sky_bottom, 0.3)
+            n = int(self.w * self.h / (1200 if weather == "rain" else 700))
+            length, slant = self.u(0.05), self.u(0.012)
+            xs, ys = rng.uniform(0, self.w, n), rng.uniform(0, self.h, n)
+            for x, y in zip(xs.tolist(), ys.tolist()):
+                self.draw.line((x, y, x - slant, y + length), fill=streak, width=1)
+        if weather == "storm":
+            x = float(rng.uniform(0.2, 0.8)) * self.w
+            y, pts = 0.0, []
+            while y < self.horizon * 0.85:
+                pts.append((x, y))
+                x += float(rng.uniform(-1, 1)) * self.u(0.05)
+                y += self.u(0.06)
+            self.draw.line(pts, fill=(255, 255, 220), width=max(2, self.u(0.008)))
+        if weather == "snow":
+            n = int(self.w * self.h / 500)
+            r = max(1, self.u(0.004))
+            for x, y in zip(rng.uniform(0, self.w, n).tolist(), rng.uniform(0, self.h, n).tolist()):
+                self.draw.ellipse((x - r, y - r, x + r, y + r), fill=(248, 250, 255))
+        if weather == "fog":
+            fog = Image.new("RGB", (self.w, self.h), _mix(self.palette.sky_bottom, (200, 204, 210), 0.6))
+            self.image = Image.blend(self.image, fog, 0.45)
+            self.draw = ImageDraw.Draw(self.image)
+
+    def characters(self, names: list[str], label_px: int) -> None:
+        if not names:
+            return
+        n = len(names)
+        font = _font(label_px)
+        ground_y = self.horizon + (self.h - self.horizon) * 3 // 5
+        for i, name in enumerate(names):
+            color = character_color(name)
+            cx = int(self.w * (i + 1) / (n + 1) + float(self.rng.uniform(-0.3, 0.3)) * self.w / (2 * (n + 1)))
+            height = self.u(float(self.rng.uniform(0.36, 0.44)))
+            foot = ground_y + int(self.rng.integers(0, max(1, (self.h - ground_y) // 5)))
+            head = height // 6
+            body = _mix(color, (16, 16, 24), 0.72)   # a silhouette, tinted so characters stay distinguishable
+            rim = color
+            hx, hy = cx, foot - height + head
+            shoulder, hip = height // 5, height // 8
+            torso_top, torso_bottom = hy + head + head // 4, foot - height * 2 // 5
+            outline = max(1, self.u(0.006))
+            self.draw.polygon([(cx - shoulder, torso_top), (cx + shoulder, torso_top), (cx + hip, torso_bottom),
+                               (cx - hip, torso_bottom)], fill=body, outline=rim, width=outline)
+            leg = max(2, hip * 2 // 3)
+            self.draw.rectangle((cx - hip, torso_bottom, cx - hip + leg, foot), fill=body, outline=rim, width=outline)
+            self.draw.rectangle((cx + hip - leg, torso_bottom, cx + hip, foot), fill=body, outline=rim, width=outline)
+            self.draw.ellipse((hx - head, hy - head, hx + head, hy + head), fill=body, outline=rim, width=outline)
+            # Name tag above the head, clamped inside the frame.
+            tw = int(font.getlength(name))
+            pad = max(2, label_px // 4)
+            lx = min(max(cx - tw // 2, pad), self.w - tw - pad)
+            ly = max(hy - head - label_px - 3 * pad, pad)
+            self.draw.rounded_rectangle((lx - pad, ly - pad, lx + tw + pad, ly + label_px + pad), radius=pad,
+                                        fill=color, outline=(20, 20, 20))
+            text_fill = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
+            self.draw.text((lx, ly), name, font=font, fill=text_fill)
+
+    def apply_style(self) -> None:
+        style = self.scene.style
+        if style == "noir":
+            self.image = ImageOps.autocontrast(ImageOps.grayscale(self.image), cutoff=1).convert("RGB")
+        elif style == "sepia":
+            grey = np.asarray(ImageOps.grayscale(self.image), np.float32) / 255.0
+            tone = np.stack([grey * 255, grey * 214, grey * 160], axis=-1)
+            self.image = Image.fromarray(np.clip(tone + 12, 0, 255).astype(np.uint8), "RGB")
+        elif style == "pastel":
+            self.image = Image.blend(self.image, Image.new("RGB", self.image.size, (250, 246, 240)), 0.3)
+        elif style == "vivid":
+            self.image = ImageEnhance.Color(self.image).enhance(1.5)
+        self.draw = ImageDraw.Draw(self.image)
+
+    def tag(self, text: str, px: int) -> None:
+        font = _font(px)
+        pad = max(2, px // 3)
+        tw = int(font.getlength(text))
+        self.draw.rectangle((0, 0, tw + 2 * pad, px + 2 * pad), fill=(0, 0, 0))
+        self.draw.text((pad, pad), text, font=font, fill=(235, 235, 235))
+
+    def caption(self, text: str, px: int) -> None:
+        font = _font(px)
+        pad = max(3, px // 2)
+        lines = wrap_text(text, font, self.w - 2 * pad, max_lines=3)
+        line_h = int(px * 1.25)
+        band_h = len(lines) * line_h + 2 * pad
+        band = Image.new("RGB", (self.w, band_h), (12, 12, 16))
+        region = (0, self.h - band_h, self.w, self.h)
+        self.image.paste(Image.blend(self.image.crop(region), band, 0.8), region[:2])
+        self.draw = ImageDraw.Draw(self.image)
+        for k, line in enumerate(lines):
+            self.draw.text((pad, self.h - band_h + pad + k * line_h), line, font=font, fill=(250, 250, 250))
+
+
+def wrap_text(text: str, font: ImageFont.FreeTypeFont, max_width: int, *, max_lines: int) -> list[str]:
+    """Greedy word wrap to ``max_width`` pixels; the last kept line ends with an ellipsis if text was cut."""
+    words = " ".join(text.split()).split(" ")
+    lines: list[str] = []
+    current = ""
+    for word in words:
+        while font.getlength(word) > max_width and len(word) > 1:  # a single over-long token: hard-break it
+            cut = len(word)
+            while cut > 1 and font.getlength(word[:cut]) > max_width:
+                cut -= 1
+            if current:
+                lines.append(current)
+                current = ""
+            lines.append(word[:cut])
+            word = word[cut:]
+        candidate = f"{current} {word}".strip()
+        if font.getlength(candidate) <= max_width:
+            current = candidate
+        else:
+            lines.append(current)
+            current = word
+    if current:
+        lines.append(current)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        last = lines[-1]
+        while last and font.getlength(last + "…") > max_width:
+            last = last[:-1]
+        lines[-1] = last.rstrip() + "…"
+    return lines
+
+
+def render_frame(prompt: str, seed: int, width: int, height: int, *, scene: SceneDescription,
+                 characters: list[str] | None = None) -> Image.Image:
+    """Draw one storyboard frame.  Pure function of its arguments."""
+    # The prompt digest joins the seed in the RNG so that two prompts with the same
+    # scene words and seed still get different layouts.
+    prompt_key = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big")
+    rng = np.random.default_rng([seed, prompt_key])
+    canvas = _Canvas(width, height, scene, rng)
+    if scene.place == "space":
+        canvas.sky((2, 2, 10), (12, 10, 30))
+    else:
+        canvas.sky()
+    if scene.place not in INTERIORS:
+        canvas.celestial()
+        if scene.place != "space":
+            canvas.clouds()
+    if scene.place != "space":
+        canvas.ground()
+    canvas.scenery()
+    if scene.place not in INTERIORS:
+        canvas.weather_layer()
+    text_px = max(10, min(96, round(min(height * 0.05, width * 0.032))))
+    canvas.characters(list(characters or []), max(9, text_px * 4 // 5))
+    canvas.apply_style()
+    tag = " · ".join(v.upper() for v in (scene.time_of_day, scene.weather, scene.place))
+    canvas.tag(tag, max(8, text_px * 3 // 4))
+    canvas.caption(prompt, text_px)
+    return limit_chroma_to_420(canvas.image)
+
+
+def limit_chroma_to_420(image: Image.Image) -> Image.Image:
+    """Give the frame chroma that 4:2:0 video can carry: each 2x2 block shares one Cb/Cr.
+
+    Storyboard frames are keyframes of H.264 yuv420p clips.  Hard-edged colour
+    detail (lit windows, coloured outlines) that 4:2:0 cannot represent would make
+    the clip's first/last frames differ from the PNG by more than coding noise;
+    averaging chroma per 2x2 block (box down, nearest up) leaves luma — the
+    detail the eye reads, including the caption — untouched.
+    """
+    width, height = image.size
+    y, cb, cr = image.convert("YCbCr").split()
+    half = (max(1, width // 2), max(1, height // 2))
+    cb, cr = (c.resize(half, Image.Resampling.BOX).resize((width, height), Image.Resampling.NEAREST) for c in (cb, cr))
+    return Image.merge("YCbCr", (y, cb, cr)).convert("RGB")
+
+
+def encode_png(image: Image.Image, text: dict[str, str]) -> bytes:
+    """PNG bytes with ``text`` as text chunks (tEXt; iTXt for values outside Latin-1)."""
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)  # Pillow switches to iTXt when the value is not Latin-1
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info, compress_level=6)
+    return buf.getvalue()
+
+
+class StoryboardBackend:
+    """images_sdxl on CPU: deterministic storyboard frames."""
+
+    def __init__(self, profile: ToolProfile, settings: Settings) -> None:
+        self.profile = profile
+        self.settings = settings
+
+    def load(self) -> None:
+        # Rasterise the caption font once so the first request pays no warm-up.
+        _font(16).getlength("warm-up")
+
+    def _size(self, request: ImagesSdxlRequest) -> tuple[int, int]:
+        render = self.settings.render or {}
+        width = request.width or int(render.get("width", DEFAULT_SIZE[0]))
+        height = request.height or int(render.get("height", DEFAULT_SIZE[1]))
+        return width, height
+
+    def invoke(self, request: ImagesSdxlRequest, ctx: ToolContext) -> ImagesSdxlResponse:
+        width, height = self._size(request)
+        scene = describe_scene(request.prompt, prompt_2=request.prompt_2, negative_prompt=request.negative_prompt,
+                               style=request.style)
+        ignored = [name for name in DIFFUSION_OPTIONS
+                   if getattr(request, name) not in (None, False)]
+        params: dict[str, Any] = request.model_dump(exclude={"run_id", "stage", "seed", "count"})
+        params.update(width=width, height=height)
+        rendered: list[tuple[int, int, bytes, dict[str, float]]] = []
+        t_all = time.perf_counter()
+        # Render everything before storing anything: a failure mid-batch leaves no artifact behind.
+        for index in range(request.count):
+            seed = request.seed_for(index)
+            t0 = time.perf_counter()
+            image = render_frame(request.prompt, seed, width, height, scene=scene, characters=request.characters)
+            t1 = time.perf_counter()
+            png = encode_png(image, {
+                "prompt": request.prompt,
+                "negative_prompt": request.negative_prompt,
+                "seed": str(seed),
+                "parameters": json.dumps({**params, "seed": seed}, sort_keys=True, ensure_ascii=False),
+                "scene": json.dumps(asdict(scene), sort_keys=True),
+                "Software": f"sparkle-motion {ctx.tool_id}/{ctx.backend} {ctx.model}",
+            })
+            rendered.append((index, seed, png, {"render_s": t1 - t0, "encode_png_s": time.perf_counter() - t1}))
+        images = []
+        for index, seed, png, timings in rendered:
+            manifest = ctx.put_output(
+                request, "image", png, "image/png",
+                {"seed": seed, "index": index, "params": params, "scene": asdict(scene),
+                 "ignored_options": ignored, "timings": timings},
+                media={"width": width, "height": height}, ext="png",
+            )
+            images.append(GeneratedImage(index=index, seed=seed, artifact=manifest))
+        return ImagesSdxlResponse(
+            images=images, artifacts=[img.artifact for img in images], width=width, height=height,
+            ignored_options=ignored, timings={"render_total_s": time.perf_counter() - t_all},
+        )

@@ -1,0 +1,382 @@
+"""The ``keyframe_motion`` backend: a camera move over an eased blend between two keyframes.
+
+Design — each keyframe carries its own crop window, identity at its own end
+---------------------------------------------------------------------------
+Frame ``i`` of ``N`` has ``t = i / (N - 1)``.  The output is
+``blend(S_t, E_t, w(t))`` with ``w = smoothstep(t)``, where ``S_t`` is the start
+keyframe seen through a crop window and ``E_t`` the end keyframe through its own.
+A window is (scale >= 1, centre offset), always inside the picture, so no pixel
+is ever invented (no borders, no mirroring).  The start keyframe's window is the
+full frame at t=0 and moves *away* along the camera path; the end keyframe's
+window moves *into* the full frame at t=1.  With w(0)=0 and w(1)=1, frame 0 is
+exactly the start keyframe and the last frame exactly the end keyframe, while
+in between both images travel the same direction:
+
+* pan right   — start: window slides right (content drifts left) as it opens a
+  margin by zooming in; end: window arrives from the left.  Pan left mirrors it.
+* tilt/crane up — the same vertically (content drifts down); down mirrors it.
+* push-in     — carried by the start keyframe (zooms 1 → 1+Z); the end keyframe
+  is at rest, since zooming *in* towards identity would need pixels outside it.
+* pull-out    — carried by the end keyframe (settles from 1+Z to 1); the start
+  is at rest, for the same reason.
+* handheld    — a seeded sum of sinusoids (0.6–2.2 Hz) in a few-percent margin,
+  applied to both windows, with an envelope that is 0 at both ends.
+* static      — the eased cross-blend alone.
+
+Moves combine ("slow push-in, pan left, handheld").  "slow/gentle/subtle"
+scale the amplitude by 0.6, "fast/dramatic/whip" by 1.5.
+
+Frames are resampled with Pillow's C affine transform (bilinear) and blended
+with ``Image.blend``; raw RGB frames are piped to ffmpeg by ``VideoWriter``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from function_tools.videos_wan.models import (
+    DIFFUSION_OPTIONS,
+    MAX_SIDE,
+    MAX_TOTAL_PIXELS,
+    MIN_SIDE,
+    SEED_MAX,
+    CameraMoveInfo,
+    ResizedInput,
+    VideosWanRequest,
+    VideosWanResponse,
+)
+from sparkle_motion.config import Settings, ToolProfile
+from sparkle_motion.errors import InvalidInputError
+from sparkle_motion.media import VideoWriter
+from sparkle_motion.services.context import ToolContext
+
+# Amplitudes at strength 1: the end scale of the window for each move.
+ZOOM_AMOUNT = 0.18
+PAN_AMOUNT = 0.22
+TILT_AMOUNT = 0.22
+SHAKE_AMOUNT = 0.035
+SHAKE_RAMP = 0.12          # fraction of the clip over which handheld shake fades in/out
+MAX_KEYFRAME_PIXELS = 4096 * 4096
+KEYFRAME_FORMATS = ("PNG", "JPEG", "WEBP")
+ENCODER_CRF = 18
+# The first and last frames ARE the keyframes: x264 zones code them at a near-lossless
+# quantiser so they match the PNGs (>= 35 dB PSNR) while the in-betweens use the CRF.
+KEYFRAME_QP = 4
+
+_MOVE_PATTERNS: list[tuple[str, str, re.Pattern[str]]] = [
+    ("zoom", "push_in", re.compile(r"\b(push(?:es|ing)?[\s-]*in|zoom(?:s|ing)?[\s-]*in|dolly(?:ing)?[\s-]*in|"
+                                   r"close[\s-]*in|track(?:s|ing)?[\s-]*in|move(?:s)?[\s-]*in)\b", re.I)),
+    ("zoom", "pull_out", re.compile(r"\b(pull(?:s|ing)?[\s-]*(?:out|back)|zoom(?:s|ing)?[\s-]*out|"
+                                    r"dolly(?:ing)?[\s-]*(?:out|back)|widen(?:s|ing)?|reveal(?:s|ing)?)\b", re.I)),
+    ("pan", "left", re.compile(r"\b((?:pan|truck|track|whip)(?:s|ning|ing)?[\s-]*(?:to[\s-]+the[\s-]+)?left)\b",
+                               re.I)),
+    ("pan", "right", re.compile(r"\b((?:pan|truck|track|whip)(?:s|ning|ing)?[\s-]*(?:to[\s-]+the[\s-]+)?right)\b",
+                                re.I)),
+    ("tilt", "up", re.compile(r"\b((?:tilt|crane|boom|pedestal)(?:s|ing)?[\s-]*up|rises?|rising)\b", re.I)),
+    ("tilt", "down", re.compile(r"\b((?:tilt|crane|boom|pedestal)(?:s|ing)?[\s-]*down|descends?|descending)\b",
+                                re.I)),
+]
+_HANDHELD = re.compile(r"\b(hand[\s-]*held|shak(?:y|e|ing)|jitter(?:y)?|documentary)\b", re.I)
+_STATIC = re.compile(r"\b(static|locked[\s-]*off|still|tripod|no[\s-]+camera[\s-]+move(?:ment)?)\b", re.I)
+_SLOW = re.compile(r"\b(slow(?:ly)?|gentle|gently|subtle|slight(?:ly)?)\b", re.I)
+_FAST = re.compile(r"\b(fast|quick(?:ly)?|dramatic(?:ally)?|rapid(?:ly)?|whip)\b", re.I)
+
+
+def parse_camera_move(motion_prompt: str) -> CameraMoveInfo:
+    """Read the camera move from free text; nothing recognised → static."""
+    found: dict[str, tuple[int, str, str]] = {}
+    for axis, value, pattern in _MOVE_PATTERNS:
+        match = pattern.search(motion_prompt)
+        if match and (axis not in found or match.start() < found[axis][0]):
+            found[axis] = (match.start(), value, match.group(1))
+    handheld = _HANDHELD.search(motion_prompt)
+    static = _STATIC.search(motion_prompt)
+    matched = [phrase for _, _, phrase in sorted(found.values())]
+    if handheld:
+        matched.append(handheld.group(1))
+    if static and not found and not handheld:
+        matched.append(static.group(1))
+    strength = 1.0
+    if _FAST.search(motion_prompt):
+        strength = 1.5
+    elif _SLOW.search(motion_prompt):
+        strength = 0.6
+    parts = []
+    zoom = found.get("zoom", (0, None, ""))[1]
+    pan = found.get("pan", (0, None, ""))[1]
+    tilt = found.get("tilt", (0, None, ""))[1]
+    if zoom:
+        parts.append(zoom)
+    if pan:
+        parts.append(f"pan_{pan}")
+    if tilt:
+        parts.append(f"tilt_{tilt}")
+    if handheld:
+        parts.append("handheld")
+    return CameraMoveInfo(name="+".join(parts) or "static", zoom=zoom, pan=pan, tilt=tilt,
+                          handheld=bool(handheld), strength=strength, matched=matched)
+
+
+def smoothstep(t: float) -> float:
+    t = min(1.0, max(0.0, t))
+    return t * t * (3.0 - 2.0 * t)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A crop of a keyframe: ``scale`` >= 1 and the crop centre, in source pixels."""
+
+    scale: float
+    cx: float
+    cy: float
+
+    def is_identity(self, width: int, height: int) -> bool:
+        return abs(self.scale - 1.0) < 1e-9 and abs(self.cx - width / 2) < 1e-6 and abs(self.cy - height / 2) < 1e-6
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    index: int
+    t: float
+    blend: float       # weight of the end keyframe
+    start: Window
+    end: Window
+
+
+class MotionPlanner:
+    """Per-frame windows and blend weights for a move; a pure function of its inputs."""
+
+    def __init__(self, move: CameraMoveInfo, width: int, height: int, num_frames: int, fps: float, seed: int) -> None:
+        if num_frames < 2:
+            raise ValueError("num_frames must be >= 2")
+        self.move, self.width, self.height = move, width, height
+        self.num_frames, self.fps = num_frames, fps
+        rng = np.random.default_rng(seed)
+        # Three incommensurate sinusoids per axis read as a hand-held wobble, not a loop.
+        self._shake = [(rng.uniform(0.6, 2.2, 3), rng.uniform(0, 2 * math.pi, 3), rng.uniform(0.4, 1.0, 3))
+                       for _ in range(2)]
+
+    def _shake_offsets(self, t: float) -> tuple[float, float, float]:
+        """(extra scale, x, y) of the hand-held wobble at ``t``; x, y in [-1, 1] of the shake margin."""
+        if not self.move.handheld:
+            return 0.0, 0.0, 0.0
+        envelope = smoothstep(min(1.0, t / SHAKE_RAMP, (1.0 - t) / SHAKE_RAMP))
+        seconds = t * (self.num_frames - 1) / self.fps
+        xy = []
+        for freqs, phases, amps in self._shake:
+            value = float(np.sum(amps * np.sin(2 * math.pi * freqs * seconds + phases)) / np.sum(amps))
+            xy.append(value * envelope)
+        return SHAKE_AMOUNT * self.move.strength * envelope, xy[0], xy[1]
+
+    def _window(self, progress: float, *, arriving: bool, shake: tuple[float, float, float]) -> Window:
+        """The window of one keyframe.  ``progress`` is 0 where this keyframe is shown as-is.
+
+        The start keyframe moves away along the camera path (progress = t); the end
+        keyframe arrives along it (progress = 1 - t), so its direction is mirrored.
+        """
+        move, strength = self.move, self.move.strength
+        scale = 1.0
+        ox = oy = 0.0
+        if move.zoom == "push_in" and not arriving:
+            scale *= 1.0 + ZOOM_AMOUNT * strength * progress
+        if move.zoom == "pull_out" and arriving:
+            scale *= 1.0 + ZOOM_AMOUNT * strength * progress
+        if move.pan:
+            scale_pan = 1.0 + PAN_AMOUNT * strength * progress
+            scale *= scale_pan
+            direction = 1.0 if move.pan == "right" else -1.0
+            ox = -direction if arriving else direction
+        if move.tilt:
+            scale *= 1.0 + TILT_AMOUNT * strength * progress
+            direction = -1.0 if move.tilt == "up" else 1.0   # image y grows downwards
+            oy = -direction if arriving else direction
+        move_scale = scale
+        shake_scale, sx, sy = shake
+        scale *= 1.0 + shake_scale
+        half_w, half_h = self.width / 2.0, self.height / 2.0
+        # The move uses the margin its own zoom opened; the shake the extra margin of its zoom.
+        move_margin_x, move_margin_y = half_w * (1 - 1 / move_scale), half_h * (1 - 1 / move_scale)
+        shake_margin_x = half_w * (1 / move_scale - 1 / scale)
+        shake_margin_y = half_h * (1 / move_scale - 1 / scale)
+        cx = half_w + ox * move_margin_x + sx * shake_margin_x
+        cy = half_h + oy * move_margin_y + sy * shake_margin_y
+        return Window(scale, cx, cy)
+
+    def frame(self, index: int) -> FramePlan:
+        t = index / (self.num_frames - 1)
+        shake = self._shake_offsets(t)
+        return FramePlan(index, t, smoothstep(t), self._window(t, arriving=False, shake=shake),
+                         self._window(1.0 - t, arriving=True, shake=shake))
+
+    def __iter__(self) -> Iterator[FramePlan]:
+        return (self.frame(i) for i in range(self.num_frames))
+
+
+def _view(image: Image.Image, window: Window) -> Image.Image:
+    width, height = image.size
+    if window.is_identity(width, height):
+        return image
+    inv = 1.0 / window.scale
+    # Output pixel (x, y) samples the source at (x - W/2) / s + cx: the window fills the frame.
+    coeffs = (inv, 0.0, window.cx - width * inv / 2, 0.0, inv, window.cy - height * inv / 2)
+    return image.transform((width, height), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
+
+
+def render_frames(start: Image.Image, end: Image.Image, planner: MotionPlanner) -> Iterator[np.ndarray]:
+    """RGB uint8 frames (H, W, 3) of the clip; both images must already have the output size."""
+    size = (planner.width, planner.height)
+    if start.size != size or end.size != size or start.mode != "RGB" or end.mode != "RGB":
+        raise ValueError(f"keyframes must be RGB {size}, got {start.mode} {start.size} and {end.mode} {end.size}")
+    for plan in planner:
+        if plan.blend <= 0.0:
+            frame = _view(start, plan.start)
+        elif plan.blend >= 1.0:
+            frame = _view(end, plan.end)
+        else:
+            frame = Image.blend(_view(start, plan.start), _view(end, plan.end), plan.blend)
+        yield np.asarray(frame)
+
+
+def load_keyframe(path: Path, field: str, media_type: str) -> Image.Image:
+    """Decode a keyframe artifact as RGB; anything that is not a readable image is a 422 naming ``field``."""
+    try:
+        with Image.open(path, formats=KEYFRAME_FORMATS) as image:
+            if image.width * image.height > MAX_KEYFRAME_PIXELS:
+                raise InvalidInputError(f"keyframe is {image.width}x{image.height}; at most "
+                                        f"{MAX_KEYFRAME_PIXELS} pixels are accepted", field=field)
+            image.load()
+            return image.convert("RGB")
+    except InvalidInputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidInputError(f"artifact (stored as {media_type}) is not a decodable "
+                                f"{'/'.join(KEYFRAME_FORMATS)} image: {exc}", field=field) from None
+
+
+def fit_keyframe(image: Image.Image, size: tuple[int, int], field: str) -> tuple[Image.Image, ResizedInput | None]:
+    if image.size == size:
+        return image, None
+    # Cover + centre crop keeps the aspect ratio; a stretch would distort faces.
+    fitted = ImageOps.fit(image, size, method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+    return fitted, ResizedInput(field=field, from_size=image.size, to_size=size, mode="cover_crop")
+
+
+def keyframe_zone_args(num_frames: int, qp: int = KEYFRAME_QP) -> tuple[str, ...]:
+    last = num_frames - 1
+    return ("-x264-params", f"zones=0,0,q={qp}/{last},{last},q={qp}")
+
+
+def default_seed(request: VideosWanRequest) -> int:
+    """sha256 of the keyframe URIs and motion prompt, first 4 bytes big-endian: stable per shot."""
+    key = f"{request.start_frame_uri}\n{request.end_frame_uri}\n{request.motion_prompt}".encode("utf-8")
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") % (SEED_MAX + 1)
+
+
+def output_size(request: VideosWanRequest, start: Image.Image) -> tuple[int, int]:
+    if request.width is not None and request.height is not None:
+        return request.width, request.height
+    # Missing sides follow the start frame, rounded down to even (yuv420p).
+    width = request.width if request.width is not None else start.width - start.width % 2
+    height = request.height if request.height is not None else start.height - start.height % 2
+    for name, value in (("width", width), ("height", height)):
+        if not MIN_SIDE <= value <= MAX_SIDE:
+            raise InvalidInputError(f"defaults to the start frame's {name} ({value}), outside {MIN_SIDE}..{MAX_SIDE};"
+                                    f" pass {name} explicitly", field=name)
+    return width, height
+
+
+class KeyframeMotionBackend:
+    """videos_wan on CPU: a parsed camera move over an eased blend of the two keyframes."""
+
+    def __init__(self, profile: ToolProfile, settings: Settings) -> None:
+        self.profile = profile
+        self.settings = settings
+        self.crf = int(profile.options.get("crf", ENCODER_CRF))
+        self.preset = str(profile.options.get("preset", "veryfast"))
+
+    def load(self) -> None:
+        # Fail at start-up, not on the first request, if the ffmpeg binary is missing.
+        from sparkle_motion.media import ffmpeg_exe
+
+        ffmpeg_exe()
+
+    def invoke(self, request: VideosWanRequest, ctx: ToolContext) -> VideosWanResponse:
+        t0 = time.perf_counter()
+        start_manifest, start_path = ctx.resolve_input(request.start_frame_uri, "start_frame_uri")
+        end_manifest, end_path = ctx.resolve_input(request.end_frame_uri, "end_frame_uri")
+        start = load_keyframe(start_path, "start_frame_uri", start_manifest.media_type)
+        end = load_keyframe(end_path, "end_frame_uri", end_manifest.media_type)
+        width, height = output_size(request, start)
+        num_frames = request.frame_count
+        if num_frames * width * height > MAX_TOTAL_PIXELS:
+            raise InvalidInputError(f"{num_frames} frames of {width}x{height} exceed the work cap of "
+                                    f"{MAX_TOTAL_PIXELS} pixels; use fewer frames or a smaller size",
+                                    field="num_frames" if request.num_frames is not None else "duration_s")
+        start, start_resized = fit_keyframe(start, (width, height), "start_frame_uri")
+        end, end_resized = fit_keyframe(end, (width, height), "end_frame_uri")
+        resized = [r for r in (start_resized, end_resized) if r is not None]
+        move = parse_camera_move(request.motion_prompt)
+        seed = request.seed if request.seed is not None else default_seed(request)
+        planner = MotionPlanner(move, width, height, num_frames, request.fps, seed)
+        t_decoded = time.perf_counter()
+
+        out_path = ctx.staging_path(".mp4")
+        synth_s = 0.0
+        writer = VideoWriter(out_path, width, height, request.fps, crf=self.crf, preset=self.preset,
+                             extra_args=keyframe_zone_args(num_frames))
+        try:
+            frames = render_frames(start, end, planner)
+            while True:
+                t_frame = time.perf_counter()
+                frame = next(frames, None)
+                synth_s += time.perf_counter() - t_frame
+                if frame is None:
+                    break
+                writer.write(frame)
+            t_drain = time.perf_counter()
+            encode_total_s = writer.close()
+            drain_s = time.perf_counter() - t_drain
+        except BaseException:
+            writer.abort()
+            raise
+        if writer.frames_written != num_frames:  # an internal invariant; never expected
+            raise RuntimeError(f"wrote {writer.frames_written} frames, planned {num_frames}")
+        duration_s = num_frames / request.fps
+        ignored = [name for name in DIFFUSION_OPTIONS if getattr(request, name) not in (None, "")]
+        timings = {
+            "load_inputs_s": round(t_decoded - t0, 6),
+            "synthesis_s": round(synth_s, 6),
+            "encode_wall_s": round(encode_total_s, 6),
+            "encode_drain_s": round(drain_s, 6),
+            "frames_per_s": round(num_frames / max(encode_total_s, 1e-9), 3),
+        }
+        params: dict[str, Any] = request.model_dump(exclude={"run_id", "stage", "seed"})
+        params.update(width=width, height=height, num_frames=num_frames, crf=self.crf, preset=self.preset)
+        manifest = ctx.put_output(
+            request, "video", out_path, "video/mp4",
+            {"seed": seed, "params": params, "num_frames": num_frames, "fps": request.fps,
+             "duration_s": duration_s, "camera_move": move.model_dump(),
+             "blend": "smoothstep", "inputs": {"start_frame_uri": start_manifest.uri,
+                                                "end_frame_uri": end_manifest.uri},
+             "resized_inputs": [r.model_dump() for r in resized], "ignored_options": ignored,
+             "encoder": {"codec": "libx264", "pix_fmt": "yuv420p", "crf": self.crf, "preset": self.preset,
+                         "keyframe_qp": KEYFRAME_QP},
+             "timings": timings},
+            media={"duration_s": duration_s, "fps": request.fps, "width": width, "height": height},
+            ext="mp4", move=True,
+        )
+        return VideosWanResponse(
+            video=manifest, artifacts=[manifest], num_frames=num_frames, fps=request.fps, duration_s=duration_s,
+            width=width, height=height, seed=seed, camera_move=move, resized_inputs=resized,
+            ignored_options=ignored, timings=timings,
+        )

@@ -1,0 +1,19 @@
+"""videos_wan FunctionTool: two keyframes → a clip (keyframe_motion on CPU, Wan2.1 FLF2V on GPU)."""
+
+from __future__ import annotations
+
+from function_tools.videos_wan.models import VideosWanRequest, VideosWanResponse
+from sparkle_motion.services import ToolSpec
+
+SPEC = ToolSpec(
+    tool_id="videos_wan",
+    version="1.0.0",
+    request_model=VideosWanRequest,
+    response_model=VideosWanResponse,
+    # Import strings: the CPU process never imports the GPU backend's stack.
+    backends={"keyframe_motion": "function_tools.videos_wan.keyframe_motion:KeyframeMotionBackend"},
+    max_body_bytes=64 * 1024,
+    max_concurrency=1,
+    description="A clip between a start and an end keyframe; `keyframe_motion` renders a parsed camera move "
+                "over an eased blend and encodes H.264 yuv420p.",
+)
