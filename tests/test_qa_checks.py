@@ -17,7 +17,8 @@ def policy() -> qc.QAPolicy:
     return qc.load_policy()
 
 
-def series(mean_luma: list[float], diffs: list[float] | None = None, fps: float = 10.0, stride: int = 1) -> qc.FrameSeries:
+def series(mean_luma: list[float], diffs: list[float] | None = None, fps: float = 10.0,
+           stride: int = 1) -> qc.FrameSeries:
     n = len(mean_luma)
     idx = np.arange(n) * stride
     return qc.FrameSeries(times_s=idx / fps, indices=idx, mean_luma=np.asarray(mean_luma, dtype=float),
@@ -91,6 +92,26 @@ def test_frozen_stretch_fails_unless_covered_by_allowed_hold(policy: qc.QAPolicy
 def test_motion_passes_frozen_check(policy: qc.QAPolicy) -> None:
     result = qc.check_frozen_frames(series([100.0] * 30, [5.0] * 29), policy.frozen_frames)
     assert result.status == "passed" and result.score == 0
+
+
+def test_long_video_is_sampled_with_a_stride_and_cut_at_the_time_limit(tmp_path: Path, policy: qc.QAPolicy) -> None:
+    from function_tools.qa_qwen2vl.signal import SignalBackend
+    from sparkle_motion.config import ToolProfile
+    from sparkle_motion.media import VideoWriter
+
+    path = tmp_path / "clip.mp4"
+    with VideoWriter(path, 32, 24, 10) as writer:
+        for i in range(40):  # 20 bright frames, 20 black
+            writer.write(np.full((24, 32, 3), 200 if i < 20 else 0, np.uint8))
+    backend = SignalBackend(ToolProfile("signal", "signal-v1"), settings=None)  # type: ignore[arg-type]
+    sampled = policy.model_copy(update={"limits": policy.limits.model_copy(update={"max_analysed_frames": 10})})
+    video = backend._analyse_video(path, sampled)
+    assert video.series.stride == 4 and video.series.indices.tolist() == list(range(0, 40, 4))
+    assert video.frames_decoded == 40 and not video.truncated and video.duration_s == pytest.approx(4.0)
+    assert qc.check_black_frames(video.series, policy.black_frames).score == 20
+    short = policy.model_copy(update={"limits": policy.limits.model_copy(update={"max_video_seconds": 1.5})})
+    cut = backend._analyse_video(path, short)
+    assert cut.truncated and cut.frames_decoded == 15 and cut.series.mean_luma.min() > 150
 
 
 # ---------------------------------------------------------------- audio

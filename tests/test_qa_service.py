@@ -134,7 +134,8 @@ def qa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Media]:
     add("corrupt_png", work / "corrupt.png", "image/png")
 
     store = ArtifactStore(home)
-    uris = {name: store.put("inputs", "media", name, path, media_type).uri for name, (path, media_type) in files.items()}
+    uris = {name: store.put("inputs", "media", name, path, media_type).uri
+            for name, (path, media_type) in files.items()}
     with running_tool("qa_qwen2vl", home=home) as tool:
         yield Media(uris, store, tool)
     store.close()
@@ -318,6 +319,17 @@ def test_audio_check_on_video_without_audio_is_inconclusive(qa: Media) -> None:
     assert only(body, "black_frames")["status"] == "passed"
     assert body["report"]["verdict"] == "inconclusive"
     assert body["report"]["reasons"] == [f"inconclusive: clipping: {clipping['detail']}"]
+
+
+def test_expectation_without_media_to_check_it_is_inconclusive_by_default(qa: Media) -> None:
+    # No checks named: giving an expectation asks for its check, so it must answer.
+    status, body = invoke(qa, "no-audio-default", [("clean_video", "video")],
+                          expectations={"loudness_lufs": -16.0, "speech_intervals": []})
+    assert status == 200, body
+    assert only(body, "loudness")["status"] == "inconclusive"
+    assert only(body, "unexpected_speech")["status"] == "inconclusive"
+    assert results(body, "missing_speech") == []  # nothing expected, nothing can be missing
+    assert body["report"]["verdict"] == "inconclusive"
 
 
 def test_corrupt_media_makes_its_checks_inconclusive(qa: Media) -> None:

@@ -206,7 +206,8 @@ class FrameSeries:
     stride: int
 
 
-def check_black_frames(series: FrameSeries, policy: BlackFramesPolicy, *, media_uri: str | None = None) -> QACheckResult:
+def check_black_frames(series: FrameSeries, policy: BlackFramesPolicy, *,
+                       media_uri: str | None = None) -> QACheckResult:
     """Runs of frames with mean luma <= luma_max; score = longest run in source frames (fails above max_frames)."""
     runs = true_runs(series.mean_luma <= policy.luma_max)
     run_frames = [(b - a + 1) * series.stride for a, b in runs]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,9 @@ class MediaState:
     has_audio_stream: bool = False
     error: str | None = None           # decode failure: every check on this media is inconclusive
     audio_error: str | None = None     # the audio stream alone could not be read
-    notes: dict[str, str] = field(default_factory=dict)
 
     @property
-    def field(self) -> str:
+    def uri_field(self) -> str:
         return f"media[{self.index}].uri"
 
 
@@ -116,7 +115,8 @@ class SignalBackend:
         states = [self._resolve(i, item, ctx, policy) for i, item in enumerate(request.media)]
         reference = None
         if request.expectations.reference_frame_uri and "continuity" in wanted:
-            _, ref_path = ctx.resolve_input(request.expectations.reference_frame_uri, "expectations.reference_frame_uri")
+            _, ref_path = ctx.resolve_input(request.expectations.reference_frame_uri,
+                                            "expectations.reference_frame_uri")
             self._check_size(ref_path, "expectations.reference_frame_uri", policy)
             reference = ref_path
         resolved_s = time.perf_counter()
@@ -208,15 +208,33 @@ class SignalBackend:
             results += self._media_results(state, enabled, explicit, exp, reference_luma, reference_error, states,
                                            policy)
 
-        if explicit:
-            produced = {r.name for r in results}
-            for name in wanted:
-                if name not in produced:
-                    kinds = " or ".join(sorted(CHECK_MEDIA_KINDS[name])) or "text"
-                    why = "no media with an audio stream" if name in AUDIO_STREAM_CHECKS else f"no {kinds} media"
-                    results.append(QACheckResult(name=name, status="inconclusive", detail=f"cannot run: {why}"))
+        # Checks asked for by name, or by giving the expectation they compare against,
+        # must answer even when no media could run them.
+        driven = self._expectation_driven(exp)
+        requested = wanted if explicit else [n for n in ALL_CHECKS if n in enabled and n in driven]
+        produced = {r.name for r in results}
+        for name in requested:
+            if name not in produced:
+                kinds = " or ".join(sorted(CHECK_MEDIA_KINDS[name])) or "text"
+                why = "no media with an audio stream" if name in AUDIO_STREAM_CHECKS else f"no {kinds} media"
+                results.append(QACheckResult(name=name, status="inconclusive", detail=f"cannot run: {why}"))
         order = {name: i for i, name in enumerate(ALL_CHECKS)}
         return sorted(results, key=lambda r: order[r.name])  # stable: media order kept within a check
+
+    @staticmethod
+    def _expectation_driven(exp: Any) -> set[str]:
+        driven = set()
+        if exp.speech_intervals is not None:
+            driven |= {"missing_speech", "unexpected_speech"}
+        if exp.loudness_lufs is not None:
+            driven.add("loudness")
+        if exp.reference_frame_uri is not None:
+            driven.add("continuity")
+        if exp.prompt is not None:
+            driven.add("text_policy")
+        if exp.duration_s is not None:
+            driven.add("duration_mismatch")
+        return driven
 
     def _decode(self, state: MediaState, enabled: set[str], explicit: bool, policy: qc.QAPolicy) -> None:
         kind = state.item.kind
@@ -227,7 +245,7 @@ class SignalBackend:
             if kind == "image":
                 state.image_rgb = self._read_image(state.path, policy)
                 return
-            info = probe(state.path, field_name=state.field)
+            info = probe(state.path, field_name=state.uri_field)
             audio_stream = info.first("audio")
             state.has_audio_stream = audio_stream is not None
             if kind == "video":
@@ -247,7 +265,7 @@ class SignalBackend:
                                      f"{policy.limits.max_audio_seconds:g} s")
                 return
             try:
-                samples, rate = decode_audio_mono(state.path, field_name=state.field)
+                samples, rate = decode_audio_mono(state.path, field_name=state.uri_field)
             except SparkleError as exc:
                 state.audio_error = _decode_error_text(exc)
                 return
