@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 from pathlib import Path
 
@@ -148,3 +149,47 @@ def test_encode_json_names_the_offending_key_and_bounds_size() -> None:
     with pytest.raises(PayloadTooLargeError):
         encode_json({"blob": "x" * 2000}, field="metadata", max_bytes=1000)
     assert encode_json({"a": [1, "é"]}, field="m", max_bytes=100) == '{"a":[1,"é"]}'
+
+
+def test_database_write_rolls_back_on_error_and_stays_usable(tmp_path: Path) -> None:
+    from sparkle_motion.db import Database
+
+    db = Database(tmp_path / "s.db")
+    insert_run = ("INSERT INTO runs (run_id, mode, qa_mode, status, created_at, updated_at)"
+                  " VALUES ('r', 'run', 'full', 'pending', 't', 't')")
+    with pytest.raises(RuntimeError):
+        with db.write() as conn:
+            conn.execute(insert_run)
+            raise RuntimeError("caller failed mid-transaction")
+    with db.read() as conn:
+        assert not conn.in_transaction
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    with pytest.raises(sqlite3.IntegrityError):  # foreign keys are enforced: no such run
+        with db.write() as conn:
+            conn.execute("INSERT INTO run_events (run_id, ts, level, message) VALUES ('r', 't', 'info', 'm')")
+    with db.write() as conn:
+        conn.execute(insert_run)
+    with db.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+
+
+def _use_inherited_database(db: object) -> None:
+    with db.read() as conn:  # type: ignore[attr-defined]
+        count = conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0]
+    reopened = db._pid == os.getpid()  # type: ignore[attr-defined]  # the parent's handle was not reused
+    os._exit(0 if count == load_migrations()[-1].version and reopened else 3)
+
+
+def test_database_reopens_its_connection_after_fork(tmp_path: Path) -> None:
+    from sparkle_motion.db import Database
+
+    db = Database(tmp_path / "s.db")
+    with db.read() as conn:
+        parent_conn = conn
+    child = multiprocessing.get_context("fork").Process(target=_use_inherited_database, args=(db,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    with db.read() as conn:
+        assert conn is parent_conn
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] > 0

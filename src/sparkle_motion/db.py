@@ -144,14 +144,25 @@ def migrate(conn: sqlite3.Connection, migrations: list[Migration] | None = None)
                          (migration.version, migration.name, migration.checksum, utc_now()))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
+            _rollback(conn, exc)
             raise SchemaError(f"migration {migration.path.name} failed: {exc}",
                               context={"path": str(migration.path)}) from exc
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            _rollback(conn, exc)
             raise
     _check_applied(conn, migrations)
     return migrations[-1].version
+
+
+def _rollback(conn: sqlite3.Connection, cause: BaseException) -> None:
+    # Only when a transaction is still open (a failed COMMIT may have ended it);
+    # a failing ROLLBACK must not replace the error that caused it, so it
+    # travels as a note on that error.
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as rollback_error:
+            cause.add_note(f"ROLLBACK also failed: {rollback_error}")
 
 
 def _check_applied(conn: sqlite3.Connection, migrations: list[Migration]) -> None:
@@ -227,10 +238,10 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(conn, exc)
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
