@@ -12,7 +12,6 @@ import numpy as np
 _ZERO_CROSSINGS = 16
 _KAISER_BETA = 8.6
 _ROLLOFF = 0.95
-_BLOCK = 8192  # outputs per vectorised block: bounds memory for long audio
 
 
 @lru_cache(maxsize=16)
@@ -46,15 +45,19 @@ def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     width = table.shape[1]
     n_out = -(-x.size * up // down)
     pad = width + 1
-    padded = np.concatenate([np.zeros(pad), x, np.zeros(pad)])
+    padded = np.concatenate([np.zeros(pad), x, np.zeros(pad + down)])
+    # y[n] = sum_jj table[p, jj] * x[base - j0 - jj] with t = n*down, p = t % up, base = t // up.
+    # Outputs n0, n0 + up, n0 + 2*up, ... share one phase and their input windows
+    # advance by `down` samples, so each phase is one strided view times one filter.
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+    reversed_taps = table[:, ::-1]
     out = np.empty(n_out, dtype=np.float64)
-    offsets = np.arange(width)
-    for start in range(0, n_out, _BLOCK):
-        n = np.arange(start, min(start + _BLOCK, n_out))
-        t = n * down
-        phase, base = t % up, t // up
-        idx = (base - j0)[:, None] - offsets[None, :] + pad
-        out[n] = np.einsum("ij,ij->i", table[phase], padded[idx])
+    for n0 in range(min(up, n_out)):
+        t0 = n0 * down
+        phase, base = t0 % up, t0 // up
+        count = len(range(n0, n_out, up))
+        first = base - j0 - (width - 1) + pad
+        out[n0::up] = windows[first: first + (count - 1) * down + 1: down] @ reversed_taps[phase]
     return out.astype(np.float32)
 
 

@@ -201,7 +201,7 @@ class EspeakBackend:
     def load(self) -> None:
         self.synth = open_synthesizer()
         self.languages = LanguageIndex(self.synth.voices)
-        self.variants = frozenset(_installed_variants(self.synth))
+        self.variants = frozenset(installed_variants(self.synth))
         # A real utterance proves the whole path works before /ready says so.
         design = design_voice(TtsVoice(), self.languages, self.variants)
         synthesize_speech(self.synth, "Ready.", design, seed=0, sample_rate=22050)
@@ -266,7 +266,7 @@ class EspeakBackend:
         )
 
 
-def _installed_variants(synth: Synthesizer) -> list[str]:
+def installed_variants(synth: Synthesizer) -> list[str]:
     """Variant names under the data path's voices/!v (the CLI fallback assumes the classic set)."""
     data_path = getattr(synth, "data_path", None)
     if data_path is not None:

@@ -81,7 +81,7 @@ class LanguageIndex:
             f"no installed eSpeak NG voice speaks {language!r}; supported language tags include: "
             f"{', '.join(self.tags[:60])}{' …' if len(self.tags) > 60 else ''}",
             field=field_name,
-            context={"language": language, "supported_count": len(self.tags)},
+            context={"language": language, "supported": self.tags},
         )
 
 
