@@ -30,11 +30,11 @@ from sparkle_motion.services.serve import build_app
 ECHO_BACKEND = "function_tools.echo.backend:EchoBackend"
 
 
-def wait_state(client: TestClient, status: int, timeout: float = 20.0) -> dict:
+def wait_state(client: TestClient, status: int, code: str | None = None, timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         response = client.get("/ready")
-        if response.status_code == status:
+        if response.status_code == status and (code is None or response.json()["error"]["code"] == code):
             return response.json()
         assert time.monotonic() < deadline, response.text
         time.sleep(0.02)
@@ -90,9 +90,18 @@ def test_only_the_active_backend_is_imported(tmp_path: Path) -> None:
         body = client.post("/invoke", json={"text": "lazy"}).json()
         assert (body["tool_id"], body["backend"], body["model"]) == ("lazy", "echo", "m1")
     with TestClient(create_app(spec, settings, profile=ToolProfile("ghost", "m1"))) as client:
-        error = wait_state(client, 503)["error"]
-        assert error["code"] == "load_failed"
+        error = wait_state(client, 503, "load_failed")["error"]
         assert "cannot import backend 'ghost' module 'function_tools.echo.no_such_module'" in error["message"]
+
+
+def test_ready_is_503_after_shutdown(tmp_path: Path) -> None:
+    settings = load_settings({"SPARKLE_HOME": str(tmp_path)})
+    app = create_app(ToolSpec("stopping", "1", EchoRequest, EchoResponse, {"echo": ECHO_BACKEND}), settings)
+    with TestClient(app) as client:
+        wait_state(client, 200)
+    after = TestClient(app).get("/ready")  # lifespan has ended: the service is going away
+    assert after.status_code == 503 and after.json()["error"]["code"] == "shutting_down"
+    assert "Retry-After" in after.headers
 
 
 def test_unknown_backend_is_refused_at_create(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

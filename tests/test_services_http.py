@@ -228,10 +228,9 @@ def test_busy_when_concurrency_is_exhausted(echo: RunningTool) -> None:
     holder.start()
     try:
         # Wait until the slow call holds the only slot (it shows as a 503 for others).
-        for _ in range(100):
-            busy = echo.client.post("/invoke", json={"text": "x"})
-            if busy.status_code == 503:
-                break
+        deadline = time.monotonic() + 10
+        while (busy := echo.client.post("/invoke", json={"text": "x"})).status_code != 503:
+            assert time.monotonic() < deadline, "the holding call never took the slot"
         body = assert_error(busy, 503, "busy")
         assert int(busy.headers["Retry-After"]) >= 1
         assert body["error"]["context"]["max_concurrency"] == 1

@@ -24,6 +24,7 @@ from typing import IO, Any
 import httpx
 
 from sparkle_motion.errors import SparkleError
+from sparkle_motion.services.serve import LISTENING_EVENT
 
 STDERR_TAIL_CHARS = 4000
 
@@ -92,7 +93,7 @@ class RunningTool:
                                      context={"stderr_tail": self.output_tail(), "url": self.url})
             try:
                 response = self.client.get("/ready", timeout=2.0)
-                if response.status_code == 200:
+                if response.status_code == 200 and self._listening():
                     return
                 last = f"{response.status_code} {response.text[:300]}"
             except httpx.TransportError as exc:
@@ -102,6 +103,11 @@ class RunningTool:
                                      context={"stderr_tail": self.output_tail(), "url": self.url})
             time.sleep(0.05)
 
+    def _listening(self) -> bool:
+        """True once this process logged that it bound our port (not some other process on it)."""
+        return any(r.get("event") == LISTENING_EVENT and r.get("port") == self.port and r.get("pid") == self.proc.pid
+                   for r in self.log_records())
+
     def wait_listening(self, timeout: float = 30.0) -> None:
         """Poll /health until the process answers (for tests that watch warm-up)."""
         deadline = time.monotonic() + timeout
@@ -110,7 +116,7 @@ class RunningTool:
                 raise ToolStartError(f"{self.target} exited with code {self.proc.returncode}",
                                      context={"stderr_tail": self.output_tail()})
             try:
-                if self.client.get("/health", timeout=2.0).status_code == 200:
+                if self.client.get("/health", timeout=2.0).status_code == 200 and self._listening():
                     return
             except httpx.TransportError:
                 pass
@@ -186,14 +192,33 @@ def running_tool(
     and on exit terminates the process, killing it if it does not stop.
     ``client`` sends ``SPARKLE_TOKEN`` from ``env`` when one is set.
     """
-    tool = start_tool(tool_id_or_module, home=home, env=env, port=port)
+    attempts = 1 if port is not None else 3
+    for attempt in range(1, attempts + 1):
+        tool = start_tool(tool_id_or_module, home=home, env=env, port=port)
+        try:
+            if wait:
+                tool.wait_ready(ready_timeout)
+        except ToolStartError:
+            # free_port() cannot reserve the port: another process may grab it
+            # before the tool binds.  Only that case is worth another try.
+            lost_port = "address already in use" in tool.output().lower()
+            _discard(tool)
+            if lost_port and attempt < attempts:
+                continue
+            raise
+        except BaseException:
+            _discard(tool)
+            raise
+        break
     try:
-        if wait:
-            tool.wait_ready(ready_timeout)
         yield tool
     finally:
-        tool.stop()
-        try:
-            tool.log_path.unlink()
-        except OSError:
-            pass
+        _discard(tool)
+
+
+def _discard(tool: RunningTool) -> None:
+    tool.stop()
+    try:
+        tool.log_path.unlink()
+    except OSError:
+        pass

@@ -484,14 +484,16 @@ class ToolRuntime:
         model = self.spec.response_model
         if isinstance(result, model):
             return result
-        try:
-            return model.model_validate(result if isinstance(result, Mapping) else dict(result or {}))
-        except (ValidationError, TypeError, ValueError) as exc:
-            raise BackendError(
-                f"{self.spec.tool_id} backend {self.profile.backend!r} returned {type(result).__name__}, "
-                f"not a valid {model.__name__}: {exc}",
-                code="invalid_backend_response", context={"backend": self.profile.backend},
-            ) from exc
+        problem: Exception | str = f"got {type(result).__name__}"
+        if isinstance(result, Mapping):
+            try:
+                return model.model_validate(result)
+            except ValidationError as exc:
+                problem = exc
+        raise BackendError(
+            f"{self.spec.tool_id} backend {self.profile.backend!r} did not return a valid {model.__name__}: {problem}",
+            code="invalid_backend_response", context={"backend": self.profile.backend},
+        )
 
     def _log_failure(self, ctx: ToolContext, started: float) -> None:
         self.log.exception("invoke.failed", backend=self.profile.backend,

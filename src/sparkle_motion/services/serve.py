@@ -6,6 +6,7 @@ import argparse
 import importlib
 import inspect
 import ipaddress
+import os
 import sys
 from types import ModuleType
 from typing import Any
@@ -17,6 +18,8 @@ from sparkle_motion.errors import ConfigError, SparkleError
 from sparkle_motion.logs import configure_logging, get_logger, tool_id_var
 from sparkle_motion.services.app import Readiness, create_app
 from sparkle_motion.services.spec import ToolSpec
+
+LISTENING_EVENT = "service.listening"
 
 
 def is_loopback(host: str) -> bool:
@@ -103,6 +106,13 @@ def serve(tool_id_or_module: str, host: str | None = None, port: int | None = No
             if isinstance(readiness, Readiness):
                 readiness.mark_stopping()
             super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                # The socket is bound now; running_tool() waits for this line so it
+                # never mistakes another process on a reused port for this one.
+                log.info(LISTENING_EVENT, host=host, port=port, pid=os.getpid())
 
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
                             server_header=False, timeout_graceful_shutdown=30)
