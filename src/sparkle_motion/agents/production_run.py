@@ -388,12 +388,15 @@ class ProductionRun:
             state["clips"][shot.id] = out["uri"]
             if self.qa_mode == "full":
                 duration = self.frame_counts[index] / self.fps
-                expectations: dict[str, Any] = {"duration_s": duration, "prompt": shot.visual_description}
+                # Continuity: the clip must open on its start keyframe (the previous shot's end keyframe).
+                expectations: dict[str, Any] = {"duration_s": duration, "prompt": shot.visual_description,
+                                                "reference_frame_uri": images[shot.start_base_image_id]}
                 if images[shot.start_base_image_id] == images[shot.end_base_image_id] or "static" in shot.motion_prompt.lower():
                     expectations["allow_holds"] = [{"start_s": 0.0, "end_s": duration}]
                 verdict = self._qa("video_clips", f"{shot.id}.qa",
                                    {"media": [{"uri": out["uri"], "kind": "video"}],
-                                    "checks": ["black_frames", "frozen_frames", "duration", "text_policy"],
+                                    "checks": ["black_frames", "frozen_frames", "duration_mismatch", "continuity",
+                                               "text_policy"],
                                     "expectations": expectations})
                 state["qa"][shot.id] = "passed" if verdict != "fail" else "failed"
         return self._route_after_qa("video_clips", state)
@@ -476,7 +479,8 @@ class ProductionRun:
                  if "static" in shot.motion_prompt.lower() or shot.start_base_image_id == shot.end_base_image_id]
         payload = {
             "media": [{"uri": self.results["assemble"]["video_uri"], "kind": "video"}],
-            "checks": ["black_frames", "frozen_frames", "duration", "speech_presence", "clipping", "loudness"],
+            "checks": ["black_frames", "frozen_frames", "duration_mismatch", "missing_speech", "unexpected_speech",
+                       "clipping", "loudness"],
             "expectations": {
                 "duration_s": sum(self.frame_counts) / self.fps,
                 "speech_intervals": [{"start_s": ln["start_actual_s"], "end_s": ln["end_actual_s"]} for ln in audio["lines"]],
