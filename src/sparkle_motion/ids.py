@@ -16,7 +16,7 @@ _ID_RE = re.compile(ID_PATTERN)
 
 
 def is_valid_id(value: object) -> bool:
-    return isinstance(value, str) and bool(_ID_RE.match(value)) and ".." not in value
+    return isinstance(value, str) and bool(_ID_RE.fullmatch(value)) and ".." not in value
 
 
 def validate_id(value: object, field: str) -> str:
