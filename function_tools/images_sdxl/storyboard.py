@@ -702,7 +702,7 @@ class StoryboardBackend:
                 request, "image", png, "image/png",
                 {"seed": seed, "index": index, "params": params, "scene": asdict(scene),
                  "ignored_options": ignored, "timings": timings},
-                media={"width": width, "height": height}, ext="png",
+                media={"width": width, "height": height}, ext=".png",
             )
             images.append(GeneratedImage(index=index, seed=seed, artifact=manifest))
         return ImagesSdxlResponse(

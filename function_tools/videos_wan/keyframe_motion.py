@@ -373,7 +373,7 @@ class KeyframeMotionBackend:
                          "keyframe_qp": KEYFRAME_QP},
              "timings": timings},
             media={"duration_s": duration_s, "fps": request.fps, "width": width, "height": height},
-            ext="mp4", move=True,
+            ext=".mp4", move=True,
         )
         return VideosWanResponse(
             video=manifest, artifacts=[manifest], num_frames=num_frames, fps=request.fps, duration_s=duration_s,
