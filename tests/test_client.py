@@ -59,6 +59,15 @@ def test_invoke_typed_and_untyped(echo: RunningTool) -> None:
         assert client.metadata()["tool_id"] == "echo"
 
 
+def test_generic_get_and_post(echo: RunningTool) -> None:
+    with client_for(echo) as client:
+        assert client.get("/health", params={"verbose": 1})["status"] == "ok"
+        assert client.post("/invoke", json={"text": "generic"})["text"] == "generic"
+        with pytest.raises(ToolCallError) as exc_info:
+            client.get("/no-such-route")
+    assert exc_info.value.status == 404 and exc_info.value.remote_error["code"] == "not_found"
+
+
 def test_request_id_travels_with_the_call(echo: RunningTool) -> None:
     with client_for(echo) as client:
         assert client.invoke({"text": "x"}, request_id="client-rid-1")["request_id"] == "client-rid-1"

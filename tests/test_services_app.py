@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 import types
+import warnings
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from function_tools.echo.models import EchoRequest, EchoResponse
@@ -26,6 +26,11 @@ from sparkle_motion.services import (
 )
 from sparkle_motion.services.app import json_path
 from sparkle_motion.services.serve import build_app
+
+with warnings.catch_warnings():
+    # starlette now prefers httpx2 for its TestClient; with httpx it still works.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
 
 ECHO_BACKEND = "function_tools.echo.backend:EchoBackend"
 

@@ -86,6 +86,14 @@ class ToolClient:
     def metadata(self) -> dict[str, Any]:
         return self._call("GET", "/metadata")
 
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """GET another route of the service (e.g. an agent's ``/status``), same retry and error policy."""
+        return self._call("GET", path, params=params)
+
+    def post(self, path: str, json: Any = None) -> dict[str, Any]:
+        """POST to another route of the service; 503 answers (nothing was done) are retried like /invoke."""
+        return self._call("POST", path, json=json)
+
     def health(self) -> bool:
         """True when the process answers /health (no retries)."""
         try:
@@ -151,12 +159,14 @@ class ToolClient:
         ceiling = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    def _call(self, method: str, path: str, *, json: Any = None, request_id: str | None = None) -> dict[str, Any]:
+    def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+              request_id: str | None = None) -> dict[str, Any]:
         headers = self._request_headers(request_id)
         attempt = 0
         while True:
             try:
-                response = self._http.request(method, path, json=json, headers=headers)
+                response = self._http.request(method, path, json=json, params=dict(params) if params else None,
+                                              headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt >= self.retries:
                     raise ToolCallError(
