@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
+import sys
 import wave
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from function_tools.tts_chatterbox.espeak_engine import (
 )
 from function_tools.tts_chatterbox.models import TtsChatterboxRequest, TtsVoice
 from function_tools.tts_chatterbox.text import split_text
-from function_tools.tts_chatterbox.voices import LanguageIndex, design_voice
+from function_tools.tts_chatterbox.voices import design_voice
 from sparkle_motion.config import ToolProfile
 from sparkle_motion.errors import BackendError, InvalidInputError
 from sparkle_motion.plan.models import VoiceProfile
@@ -116,7 +116,7 @@ def test_cli_fallback_drives_the_binary_and_reports_no_timings(tmp_path: Path) -
     # --version / --voices like espeak-ng and writes a WAV of the requested rate to stdout.
     fake = tmp_path / "espeak-ng"
     log = tmp_path / "args.txt"
-    fake.write_text(f"""#!{os.sys.executable}
+    fake.write_text(f"""#!{sys.executable}
 import sys, wave, io, math, struct
 args = sys.argv[1:]
 open({str(log)!r}, "a").write(" ".join(args) + "\\n")

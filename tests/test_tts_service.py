@@ -215,6 +215,7 @@ def test_other_languages_and_ignored_chatterbox_fields(tool: RunningTool, store:
     ({"text": ""}, "text"),
     ({"text": "   \n "}, "text"),
     ({"text": "x" * 5001}, "text"),
+    ({"text": "?! ..."}, "text"),
     ({"text": "Hello.", "sample_rate": 4000}, "sample_rate"),
     ({"text": "Hello.", "sample_rate": 96000}, "sample_rate"),
     ({"text": "Hello.", "voice": {"pitch": 40}}, "voice.pitch"),

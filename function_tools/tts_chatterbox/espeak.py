@@ -22,7 +22,7 @@ from function_tools.tts_chatterbox.models import (
 from function_tools.tts_chatterbox.text import DEFAULT_MAX_CHUNK_CHARS, TextChunk, split_text
 from function_tools.tts_chatterbox.voices import CHARACTER_VARIANTS, LanguageIndex, VoiceDesign, design_voice
 from sparkle_motion.config import Settings, ToolProfile
-from sparkle_motion.errors import BackendError, ConfigError
+from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
 from sparkle_motion.media import write_wav
 from sparkle_motion.services import ToolContext
 
@@ -165,7 +165,9 @@ def synthesize_speech(synth: Synthesizer, text: str, design: VoiceDesign, *, see
             offset_s += pause_n / raw.sample_rate
     joined = np.concatenate(pieces)
     if not np.any(joined):
-        raise BackendError("eSpeak NG produced only silence", context={"voice": params.voice, "text_chars": len(text)})
+        # punctuation-only or invisible text: nothing to pronounce is the caller's problem
+        raise InvalidInputError("has nothing eSpeak NG can pronounce (the synthesized audio is silent)",
+                                field="text", context={"voice": params.voice, "text_chars": len(text)})
     t0 = time.perf_counter()
     out = resample(joined, native_rate, sample_rate)
     resample_s = time.perf_counter() - t0

@@ -67,7 +67,7 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> list[Text
         raise ValueError("max_chars must be >= 1")
     if len(text.strip()) <= max_chars:
         stripped = text.strip()
-        return [TextChunk(stripped, text.index(stripped[0]) if stripped else 0, True)] if stripped else []
+        return [TextChunk(stripped, len(text) - len(text.lstrip()), True)] if stripped else []
 
     units: list[tuple[int, int, bool]] = []  # (start, end, ends_sentence)
     for s_start, s_end in _pieces(text, 0, len(text), _SENTENCE_END_RE):
