@@ -248,10 +248,10 @@ class ProductionRun:
 
             def work(payload: dict[str, Any] = payload) -> StepOutcome:
                 response = self.invoke("tts_chatterbox", payload, stage="dialogue_audio")
-                audio = response["artifacts"][0]
-                meta = audio.get("metadata") or {}
-                return StepOutcome({"uri": audio["uri"], "duration_s": audio.get("duration_s") or meta.get("duration_s"),
-                                    "word_timings": meta.get("word_timings") or []}, [audio["artifact_id"]])
+                words = [{k: w[k] for k in ("word", "start_s", "end_s")} for w in response.get("words") or []]
+                return StepOutcome({"uri": response["audio_uri"], "duration_s": response["duration_s"],
+                                    "voice_id": response.get("voice_id"), "word_timings": words},
+                                   [a["artifact_id"] for a in response["artifacts"]])
 
             out = self.step("dialogue_audio", f"line_{index:03d}", "tts_chatterbox", payload, work)
             lines.append({"index": index, "character_id": character.id, "character_name": character.name,
