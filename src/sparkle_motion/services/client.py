@@ -46,14 +46,20 @@ class ToolClient:
         token: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        settings = settings if settings is not None else (get_settings() if base_url is None or token is None else None)
+        # Settings are only needed for what the caller did not pass: the URL and the token.
+        if settings is None and (base_url is None or token is None):
+            settings = get_settings()
         self.tool_id = tool_id
-        self.base_url = (base_url or settings.url_for(tool_id)).rstrip("/")  # type: ignore[union-attr]
+        if base_url is None:
+            assert settings is not None
+            base_url = settings.url_for(tool_id)
+        self.base_url = base_url.rstrip("/")
         self.retries = max(0, retries)
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_retry_after_s = max_retry_after_s
-        token = token if token is not None else (settings.token if settings is not None else None)
+        if token is None and settings is not None:
+            token = settings.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, transport=transport,
                                   timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)))
