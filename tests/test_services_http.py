@@ -112,7 +112,7 @@ def test_validation_error_lists_every_problem(echo: RunningTool) -> None:
                       "run_id": "value_error"}
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b""])
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b"", b"[" * 200_000])
 def test_invalid_json_body(echo: RunningTool, raw: bytes) -> None:
     assert_error(echo.client.post("/invoke", content=raw, headers={"Content-Type": "application/json"}),
                  422, "invalid_json", field="body")

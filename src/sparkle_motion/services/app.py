@@ -425,6 +425,8 @@ class ToolRuntime:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"request body is not valid JSON: {exc}", code="invalid_json",
                                     field="body") from None
+        except RecursionError:  # 1 MiB of '[' fits under the size limit
+            raise InvalidInputError("request body nests too deeply", code="invalid_json", field="body") from None
         if not isinstance(data, dict):
             raise InvalidInputError(f"request body must be a JSON object (got {type(data).__name__})",
                                     field="body")
