@@ -258,9 +258,13 @@ def load_keyframe(path: Path, field: str, media_type: str) -> Image.Image:
             return image.convert("RGB")
     except InvalidInputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidInputError(f"artifact (stored as {media_type}) is not a decodable "
-                                f"{'/'.join(KEYFRAME_FORMATS)} image: {exc}", field=field) from None
+    except UnidentifiedImageError:
+        # Pillow's own message names the blob's path; the caller only needs the reason.
+        raise InvalidInputError(f"artifact (stored as {media_type}) is not a {'/'.join(KEYFRAME_FORMATS)} image: "
+                                "unrecognised data", field=field, context={"media_type": media_type}) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidInputError(f"artifact (stored as {media_type}) is a damaged image: {exc}", field=field,
+                                context={"media_type": media_type, "exception_type": type(exc).__name__}) from None
 
 
 def fit_keyframe(image: Image.Image, size: tuple[int, int], field: str) -> tuple[Image.Image, ResizedInput | None]:
