@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
 from sparkle_motion.artifacts import ArtifactStore
-from sparkle_motion.testing import RunningTool, running_tool
+from sparkle_motion.testing import RunningTool, free_port, running_tool
 from test_images_sdxl_storyboard import hamming, phash  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.xdist_group("images_sdxl")
@@ -173,3 +178,31 @@ def test_malformed_json_body_is_422_and_service_keeps_serving(tool: RunningTool)
     assert reply.status_code == 422 and reply.json()["error"]["field"] == "body"
     assert tool.client.get("/health").status_code == 200
     assert invoke(tool, prompt="still alive at noon")["images"]
+
+
+def assert_entry_point_serves(tool_id: str, home: Path) -> None:
+    """`python -m function_tools.<tool_id> --port P` starts the tool and answers /ready and /metadata."""
+    port = free_port()
+    env = {**os.environ, "SPARKLE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("SPARKLE_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", f"function_tools.{tool_id}", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "not ready in 60 s"
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=5).json()["tool_id"] == tool_id
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_python_dash_m_entry_point_serves(tmp_path: Path) -> None:
+    assert_entry_point_serves("images_sdxl", tmp_path)

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 from function_tools.images_sdxl.storyboard import describe_scene, encode_png, render_frame
 from sparkle_motion.artifacts import ArtifactManifest, ArtifactStore
 from sparkle_motion.testing import RunningTool, running_tool
+from test_images_sdxl_service import assert_entry_point_serves  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.xdist_group("videos_wan")
 
@@ -243,3 +244,7 @@ def test_service_still_renders_after_bad_requests(tool: RunningTool, store: Arti
     assert len(frames) == 2
     assert psnr(frames[0], np.asarray(keyframes["start"])) >= 35
     assert psnr(frames[1], np.asarray(keyframes["end"])) >= 35
+
+
+def test_python_dash_m_entry_point_serves(tmp_path: Path) -> None:
+    assert_entry_point_serves("videos_wan", tmp_path)
