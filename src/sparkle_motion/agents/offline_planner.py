@@ -400,7 +400,7 @@ NEGATIVE_BASE = "blurry, low quality, distorted faces, extra fingers, deformed h
 
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z'’\-]*|\d+")
 _SENTENCE_END = frozenset(".!?:;\"“”")
-_LOCATION_PREPS = frozenset("in at to from into across over near through above around toward towards outside "
+_LOCATION_PREPS = frozenset("in on at to from into across over near through above around toward towards outside "
                             "inside within beyond".split())
 
 
@@ -491,6 +491,8 @@ def _looks_like_name(token: _Token, tokens: list[_Token], index: int) -> bool:
         return False
     if lower in TIMES_OF_DAY or lower in WEATHER or lower in SETTINGS or lower in STYLE_LOOKS:
         return False
+    if index and tokens[index - 1].lower in ("a", "an", "the") and not token.sentence_initial:
+        return False  # "the End", "a Stranger": a capitalised noun, not somebody's name
     if token.sentence_initial:
         # A sentence may open with an ordinary word ("Rain", "Lonely", "Running"):
         # accept it only when it reads as a name elsewhere too, or joins another name.
@@ -957,9 +959,14 @@ class OfflinePlanner:
         remaining: dict[str, list[str]] = {}
         for stage, options in bank.items():
             # Nobody resolves a story by agreeing to keep fighting.
-            usable = [t for t in options if not (conflict and stage == "resolution" and "{vp}" in t)]
+            usable = [t for t in options if not (conflict and stage == "resolution" and "{vp}" in t)
+                      # Lines about an object or action the idea never mentioned would invent a plot.
+                      and not ("{obj" in t and not self.analysis.obj)
+                      and not ("{vp}" in t and not self.analysis.verb)]
             remaining[stage] = usable or list(options)
             self.rng.shuffle(remaining[stage])
+            # Lines that name the idea's place, object or action come first (pop() takes from the end).
+            remaining[stage].sort(key=lambda t: any(k in t for k in ("{obj", "{vp}", "{place", "{moment}", "{other}")))
         # One speaker per shot (a talking close-up shows one face), alternating shot by shot.
         shot_order = list(dict.fromkeys(slots))
         speaker_of = {shot: characters[k % len(characters)] for k, shot in enumerate(shot_order)}

@@ -15,10 +15,12 @@ cannot work here fails with a ``ConfigError`` before anything is called.
 ADK's ``output_schema`` is set to ``MoviePlan``: hosted models get it as their
 response schema, and ADK parses the final answer with it before storing it under
 ``output_key``.  Because ``MoviePlan`` runs its cross-field rules in its model
-validator, an answer that breaks a rule makes ADK raise ``pydantic.ValidationError``
-from inside the run instead of storing it; the raw answer is captured by an
+validator, an answer that breaks a rule makes ADK fail that parse
+(``pydantic.ValidationError``) instead of storing it; the raw answer is captured by an
 ``after_model_callback`` first, so the loop below still has it to report and to
-send back.
+send back.  (ADK 2.13 runs the agent as a workflow node: it logs that exception,
+emits an error event with ``error_code="ValidationError"`` and re-raises it when
+the run ends.)
 """
 
 from __future__ import annotations
@@ -320,19 +322,25 @@ async def agenerate_plan_result(request: PlanRequest, *, model: str | BaseLlm | 
     for attempt in range(1, MAX_ATTEMPTS + 1):
         answers_before = len(recorder.answers)
         schema_rejected = False
+        failure: tuple[str, str] | None = None
         try:
             async for event in runner.run_async(
                 user_id=AGENT_NAME, session_id=session.id,
                 new_message=types.Content(role="user", parts=[types.Part(text=message)]),
             ):
-                if event.error_code:
-                    raise BackendError(
-                        f"script_agent model {name!r} failed: {event.error_message or event.error_code}",
-                        context={"model": name, "error_code": event.error_code, "attempt": attempt})
-        except ValidationError:
-            # ADK parsed the answer with output_schema=MoviePlan and it broke a rule;
-            # the answer never reached the session, so the feedback carries it back.
+                if event.error_code and event.error_code != "ValidationError":
+                    failure = (event.error_code, event.error_message or "")
+        except ValidationError as exc:
+            # ADK parsed the answer with output_schema=MoviePlan and it broke a rule (ADK
+            # 2.13 reports it as an error event, then re-raises it at the end of the run).
+            # The answer never reached the session, so the feedback below carries it back.
+            if len(recorder.answers) == answers_before:
+                raise BackendError(f"script_agent run failed before the model answered: {exc}",
+                                   context={"model": name, "attempt": attempt}) from exc
             schema_rejected = True
+        if failure is not None:
+            raise BackendError(f"script_agent model {name!r} failed: {failure[0]}: {failure[1][:500]}",
+                               context={"model": name, "error_code": failure[0], "attempt": attempt})
         if len(recorder.answers) == answers_before:
             raise BackendError(f"script_agent model {name!r} returned no answer",
                                context={"model": name, "attempt": attempt})
@@ -357,6 +365,10 @@ def _run_sync(coro: Any) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_loop = False
+    else:
+        in_loop = True
+    if not in_loop:
         return asyncio.run(coro)
     # Called from inside an event loop (a notebook, an async server): run in a worker thread.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
