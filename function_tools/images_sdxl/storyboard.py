@@ -508,7 +508,7 @@ class _Canvas:
             cx = int(self.w * (i + 1) / (n + 1) + float(self.rng.uniform(-0.3, 0.3)) * self.w / (2 * (n + 1)))
             height = self.u(float(self.rng.uniform(0.36, 0.44)))
             foot = ground_y + int(self.rng.integers(0, max(1, (self.h - ground_y) // 5)))
-            head = height // 6
+            head = height // 10  # head radius: about 1/5 of the figure, a readable adult proportion
             body = _mix(color, (16, 16, 24), 0.72)   # a silhouette, tinted so characters stay distinguishable
             rim = color
             hx, hy = cx, foot - height + head
@@ -555,8 +555,10 @@ class _Canvas:
     def caption(self, text: str, px: int) -> None:
         font = _font(px)
         pad = max(3, px // 2)
-        lines = wrap_text(text, font, self.w - 2 * pad, max_lines=3)
         line_h = int(px * 1.25)
+        # At most 3 lines, and never more than ~30% of the frame on small sizes.
+        max_lines = max(1, min(3, int(self.h * 0.3 - 2 * pad) // line_h))
+        lines = wrap_text(text, font, self.w - 2 * pad, max_lines=max_lines)
         band_h = len(lines) * line_h + 2 * pad
         band = Image.new("RGB", (self.w, band_h), (12, 12, 16))
         region = (0, self.h - band_h, self.w, self.h)
