@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -109,6 +108,15 @@ def qa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Media]:
     add("clean_video", _video(work / "clean.mp4", [("motion", 36)]), "video/mp4")
     add("black_video", _video(work / "black.mp4", [("motion", 12), ("black", 12), ("motion", 12)]), "video/mp4")
     add("frozen_video", _video(work / "frozen.mp4", [("motion", 12), ("frozen", 24), ("motion", 12)]), "video/mp4")
+    # A slow cross-fade: every frame changes by far less than diff_max from the one before,
+    # but the picture keeps moving — slow motion, not a still.
+    a_img = _moving(_texture(1), 0).astype(np.float32)
+    b_img = a_img * 0.8 + 20  # a gentle change of light over 8 s
+    with VideoWriter(work / "fade.mp4", W, H, FPS, crf=20) as writer:
+        for i in range(96):
+            w = i / 95
+            writer.write(np.clip((1 - w) * a_img + w * b_img, 0, 255).astype(np.uint8))
+    add("fade_video", work / "fade.mp4", "video/mp4")
     add("speech_wav", _wav(work / "speech.wav", [("silence", 1.0), ("burst", 1.0), ("silence", 1.0)]), "audio/wav")
     t = np.arange(2 * SR) / SR
     clipped = np.clip(2.0 * np.sin(2 * np.pi * 440 * t), -1, 1)
@@ -198,6 +206,14 @@ def test_frozen_segment_is_flagged_unless_it_is_an_intended_hold(qa: Media) -> N
                           expectations={"allow_holds": [{"start_s": 0.9, "end_s": 3.1}]})
     assert status == 200 and only(body, "frozen_frames")["status"] == "passed"
     assert body["report"]["verdict"] == "pass"
+
+
+def test_slow_fade_is_not_a_frozen_frame(qa: Media) -> None:
+    status, body = invoke(qa, "fade", [("fade_video", "video")], checks=["frozen_frames"])
+    assert status == 200
+    frozen = only(body, "frozen_frames")
+    assert frozen["status"] == "passed", frozen["detail"]
+    assert frozen["score"] < 1.0
 
 
 def test_speech_where_expected_passes_and_misplaced_speech_fails_both_ways(qa: Media) -> None:
@@ -417,14 +433,14 @@ def test_metadata_describes_the_signal_backend(qa: Media) -> None:
 
 
 def test_module_entry_point_serves_on_the_registry_port(tmp_path: Path) -> None:
-    settings = load_settings({"SPARKLE_HOME": str(tmp_path)})
-    port = settings.tool("qa_qwen2vl").port
-    deadline = time.monotonic() + 30
-    while not _port_free(port):  # another suite may hold the registry port for a moment
-        assert time.monotonic() < deadline, f"registry port {port} stayed busy"
-        time.sleep(0.5)
-    env = {**os.environ, "SPARKLE_HOME": str(tmp_path)}
+    # The profile moves the tool to a free port, so this never collides with a running mesh;
+    # the entry point still has to find its port through the registry + profile.
+    from mesh_harness import write_test_profile
+
+    profile = write_test_profile(tmp_path)
+    env = {**os.environ, "SPARKLE_HOME": str(tmp_path), "SPARKLE_PROFILE": str(profile)}
     env.pop("SPARKLE_TOKEN", None)
+    port = load_settings(env).tool("qa_qwen2vl").port
     proc = subprocess.Popen([sys.executable, "-m", "function_tools.qa_qwen2vl"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -444,10 +460,6 @@ def test_module_entry_point_serves_on_the_registry_port(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=15)
 
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_inputs_are_real_media(qa: Media) -> None:

@@ -201,7 +201,7 @@ class FrameSeries:
     times_s: np.ndarray        # presentation time of each analysed frame
     indices: np.ndarray        # source frame index of each analysed frame
     mean_luma: np.ndarray      # mean luma (0-255) of each analysed frame
-    diffs: np.ndarray          # mean |luma delta| to the previous analysed frame (len n-1)
+    diffs: np.ndarray          # mean |luma delta| to the first frame of the current still (len n-1)
     step_s: float
     stride: int
 
@@ -235,7 +235,9 @@ def check_frozen_frames(series: FrameSeries, policy: FrozenFramesPolicy, allow_h
     # means frames a..b+1 show the same picture.
     runs = true_runs(series.diffs < policy.diff_max)
     stills = [(float(series.times_s[a]), float(series.times_s[b + 1]) + series.step_s) for a, b in runs]
-    unintended = subtract_intervals(stills, allow_holds)
+    # Each still is excused separately: two stills that touch are separated by a visible
+    # change, so merging them would report one long freeze that never happened.
+    unintended = [piece for still in stills for piece in subtract_intervals([still], allow_holds)]
     longest = max((e - s for s, e in unintended), default=0.0)
     too_long = [(s, e) for s, e in unintended if e - s > policy.max_seconds + 1e-9]
     metrics = {"still_segments": len(stills), "held_seconds_excused": round(

@@ -334,7 +334,11 @@ class SignalBackend:
                 ah = max(2, round(height * aw / width))
 
                 times, indices, means, diffs = [], [], [], []
-                previous: np.ndarray | None = None
+                # Stills are measured against the frame that opened them, not the previous
+                # frame: slow real motion (a gentle ease-in) drifts past the threshold within
+                # the window, while a held picture never does.
+                anchor: np.ndarray | None = None
+                still_max = policy.frozen_frames.diff_max
                 first_luma: np.ndarray | None = None
                 decoded = 0
                 truncated = False
@@ -354,9 +358,13 @@ class SignalBackend:
                     times.append(index / fps)
                     indices.append(index)
                     means.append(float(luma.mean()))
-                    if previous is not None:
-                        diffs.append(float(np.abs(luma - previous).mean()))
-                    previous = luma
+                    if anchor is None:
+                        anchor = luma
+                    else:
+                        drift = float(np.abs(luma - anchor).mean())
+                        diffs.append(drift)
+                        if drift >= still_max:
+                            anchor = luma
         except av.error.FFmpegError as exc:
             raise MediaDecodeError(f"video could not be decoded: {type(exc).__name__}: {exc}") from exc
         if first_luma is None:
