@@ -14,6 +14,7 @@ from function_tools.videos_wan.keyframe_motion import (
     fit_keyframe,
     parse_camera_move,
     render_frames,
+    blend_weight,
     smoothstep,
 )
 from function_tools.videos_wan.models import VideosWanRequest
@@ -89,6 +90,15 @@ def test_windows_are_identity_at_own_end_and_stay_inside_the_frame(prompt: str) 
 def test_smoothstep_shape() -> None:
     assert smoothstep(0) == 0 and smoothstep(1) == 1 and smoothstep(0.5) == 0.5
     assert smoothstep(-1) == 0 and smoothstep(2) == 1
+
+
+def test_blend_weight_is_eased_but_never_flat_at_the_ends() -> None:
+    assert blend_weight(0) == 0 and blend_weight(1) == 1 and blend_weight(0.5) == 0.5
+    step = 1e-3
+    assert blend_weight(step) / step >= 0.5 and (1 - blend_weight(1 - step)) / step >= 0.5
+    assert smoothstep(0.1) < blend_weight(0.1) < 0.1  # between smoothstep and linear
+    weights = [blend_weight(i / 100) for i in range(101)]
+    assert all(b > a for a, b in zip(weights, weights[1:]))
 
 
 @pytest.mark.parametrize(("prompt", "sign_x", "sign_y"), [

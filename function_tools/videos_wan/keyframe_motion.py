@@ -3,7 +3,8 @@
 Design — each keyframe carries its own crop window, identity at its own end
 ---------------------------------------------------------------------------
 Frame ``i`` of ``N`` has ``t = i / (N - 1)``.  The output is
-``blend(S_t, E_t, w(t))`` with ``w = smoothstep(t)``, where ``S_t`` is the start
+``blend(S_t, E_t, w(t))`` with ``w = blend_weight(t)`` (half linear, half smoothstep:
+eased, yet never flat at the ends), where ``S_t`` is the start
 keyframe seen through a crop window and ``E_t`` the end keyframe through its own.
 A window is (scale >= 1, centre offset), always inside the picture, so no pixel
 is ever invented (no borders, no mirroring).  The start keyframe's window is the
@@ -132,6 +133,18 @@ def smoothstep(t: float) -> float:
     return t * t * (3.0 - 2.0 * t)
 
 
+# A pure smoothstep has zero slope at both ends: with a keyframe at rest (pull-out,
+# static) the first and last second of a long shot would barely change — a visible
+# freeze that QA rightly flags. Mixing in a linear part keeps the ease and the motion.
+BLEND_LINEAR_SHARE = 0.5
+
+
+def blend_weight(t: float) -> float:
+    """Weight of the end keyframe at ``t``: 0 at t=0, 1 at t=1, slope >= 0.5 everywhere."""
+    t = min(1.0, max(0.0, t))
+    return BLEND_LINEAR_SHARE * t + (1.0 - BLEND_LINEAR_SHARE) * smoothstep(t)
+
+
 @dataclass(frozen=True)
 class Window:
     """A crop of a keyframe: ``scale`` >= 1 and the crop centre, in source pixels."""
@@ -215,7 +228,7 @@ class MotionPlanner:
     def frame(self, index: int) -> FramePlan:
         t = index / (self.num_frames - 1)
         shake = self._shake_offsets(t)
-        return FramePlan(index, t, smoothstep(t), self._window(t, arriving=False, shake=shake),
+        return FramePlan(index, t, blend_weight(t), self._window(t, arriving=False, shake=shake),
                          self._window(1.0 - t, arriving=True, shake=shake))
 
     def __iter__(self) -> Iterator[FramePlan]:
@@ -373,7 +386,7 @@ class KeyframeMotionBackend:
             request, "video", out_path, "video/mp4",
             {"seed": seed, "params": params, "num_frames": num_frames, "fps": request.fps,
              "duration_s": duration_s, "camera_move": move.model_dump(),
-             "blend": "smoothstep", "inputs": {"start_frame_uri": start_manifest.uri,
+             "blend": "0.5*linear+0.5*smoothstep", "inputs": {"start_frame_uri": start_manifest.uri,
                                                 "end_frame_uri": end_manifest.uri},
              "resized_inputs": [r.model_dump() for r in resized], "ignored_options": ignored,
              "encoder": {"codec": "libx264", "pix_fmt": "yuv420p", "crf": self.crf, "preset": self.preset,
