@@ -1,30 +1,37 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   — create the venv, install everything, make a film on the cpu profile
-#   make test   — create the venv, install everything, run the test suite
+#   make demo   — create the venv, install the cpu profile, make a film (film.mp4)
+#   make test   — create the venv, install everything the tests need, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+CORE   := $(VENV)/.installed-core
+FULL   := $(VENV)/.installed-full
 IDEA   ?= Two friends on a neon rooftop reconcile before sunrise.
+FILM   ?= film.mp4
 
-.PHONY: setup test demo schemas clean bench
+.PHONY: setup test demo schemas bench clean
 
-$(STAMP): pyproject.toml scripts/setup.sh
-	bash scripts/setup.sh "$(PYTHON)" "$(VENV)"
-	touch $(STAMP)
+$(CORE): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh "$(PYTHON)" "$(VENV)" core
+	touch $(CORE)
 
-setup: $(STAMP)
+$(FULL): pyproject.toml scripts/setup.sh $(wildcard scripts/install_chatterbox.sh)
+	bash scripts/setup.sh "$(PYTHON)" "$(VENV)" full
+	touch $(FULL) $(CORE)
 
-test: $(STAMP)
+setup: $(FULL)
+
+test: $(FULL)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
-demo: $(STAMP)
-	$(BIN)/sparkle-motion make "$(IDEA)" -o film.mp4
+# The mesh is stopped afterwards whatever happened; `sparkle-motion up` keeps one running.
+demo: $(CORE)
+	$(BIN)/sparkle-motion make "$(IDEA)" -o "$(FILM)"; status=$$?; $(BIN)/sparkle-motion down; exit $$status
 
-schemas: $(STAMP)
+schemas: $(CORE)
 	$(BIN)/sparkle-motion schemas export
 
-bench: $(STAMP)
+bench: $(FULL)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -1,11 +1,31 @@
 #!/usr/bin/env bash
-# Creates the virtualenv and installs the project with everything the CPU profile,
-# the notebook and the tests need. Idempotent; called by `make setup|test|demo`.
+# Creates the virtualenv and installs the project. Idempotent; called by the Makefile.
+#   scripts/setup.sh PYTHON VENV core   — what `make demo` needs: the cpu profile (no torch)
+#   scripts/setup.sh PYTHON VENV full   — plus dev tools, notebook, and the [gpu] extra whose real
+#                                         loading/inference code the tests run on CPU with tiny models
 set -euo pipefail
 PYTHON="${1:-python3}"
 VENV="${2:-.venv}"
+LEVEL="${3:-full}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[dev,notebook]'
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" --upgrade pip
+case "$LEVEL" in
+  core)
+    "${PIP[@]}" -e .
+    ;;
+  full)
+    # torch first, pinned: an unpinned resolution would pull a different multi-GB build.
+    "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
+    "${PIP[@]}" -e '.[dev,notebook,gpu]'
+    if [ -f scripts/install_chatterbox.sh ]; then
+      bash scripts/install_chatterbox.sh "$VENV"
+    fi
+    ;;
+  *)
+    echo "usage: $0 PYTHON VENV core|full" >&2
+    exit 2
+    ;;
+esac
