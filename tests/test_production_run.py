@@ -132,3 +132,24 @@ def test_stop_request_ends_the_run_before_the_next_step(engine_parts):
     with pytest.raises(RunStopped):
         run.plan_intake()
     assert run.registry.list_steps("run_test") == []
+
+
+def test_a_line_too_long_for_its_window_is_re_voiced_faster_then_fits(engine_parts, tmp_path):
+    from sparkle_motion.testing import running_tool
+
+    settings, store, registry, plan = engine_parts
+    data = plan.model_dump(mode="json")
+    data["dialogue_timeline"][1]["text"] = "I was scared of losing us, and of losing myself too."
+    plan = validate_plan(data)
+    with running_tool("tts_chatterbox", home=settings.home) as tts:
+        run = ProductionRun("run_test", plan, settings=settings, store=store, registry=registry,
+                            client_factory=lambda tool_id: ToolClient(tool_id, base_url=tts.url, token=""))
+        out = run.dialogue_audio()
+    first = out["lines"][0]
+    room = 3.3 - 0.4  # until the next line starts
+    assert first["rate"] is not None and first["rate"] > 1.0
+    assert first["end_actual_s"] <= 0.4 + room + 1e-3
+    items = [s.shot_id for s in registry.list_steps("run_test") if s.status == "succeeded"]
+    assert "line_001" in items and "line_001.fit1" in items
+    samples, sr = read_wav(store.path_for(out["timeline_uri"]))
+    assert len(samples) == round(plan.runtime_s * sr)

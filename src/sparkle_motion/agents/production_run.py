@@ -38,6 +38,9 @@ log = get_logger("sparkle_motion.production")
 
 TIMELINE_SAMPLE_RATE = 24_000
 QA_RETRY_BUDGET = 2  # regenerations with a new seed after a failed QA, per item
+MAX_RATE_GAIN = 1.35  # how much faster a line may be re-voiced to fit before the next line
+MAX_VOICE_RATE = 4.0  # the plan's VoiceProfile bound
+FIT_ATTEMPTS = 3
 SEED_STRIDE = 7919  # a prime: retry seeds never collide with neighbouring items' seeds
 
 
@@ -237,28 +240,55 @@ class ProductionRun:
         self.begin_stage("dialogue_audio")
         characters = {c.id: c for c in self.plan.characters}
         seed = int(self.plan.metadata.seed or 0)
+        dialogue = [(i, e) for i, e in enumerate(self.plan.dialogue_timeline) if e.type == "dialogue"]
         lines = []
-        for index, entry in enumerate(self.plan.dialogue_timeline):
-            if entry.type != "dialogue":
-                continue
+        for position, (index, entry) in enumerate(dialogue):
             character = characters[entry.character_id]
             voice = {"character_id": character.id, "character_name": character.name,
                      **character.voice_profile.model_dump(mode="json", exclude_none=True)}
             payload = {"text": entry.text, "voice": voice, "seed": seed + index, "sample_rate": TIMELINE_SAMPLE_RATE}
-
-            def work(payload: dict[str, Any] = payload) -> StepOutcome:
-                response = self.invoke("tts_chatterbox", payload, stage="dialogue_audio")
-                words = [{k: w[k] for k in ("word", "start_s", "end_s")} for w in response.get("words") or []]
-                return StepOutcome({"uri": response["audio_uri"], "duration_s": response["duration_s"],
-                                    "voice_id": response.get("voice_id"), "word_timings": words},
-                                   [a["artifact_id"] for a in response["artifacts"]])
-
-            out = self.step("dialogue_audio", f"line_{index:03d}", "tts_chatterbox", payload, work)
+            # Speech may run into the following silence, up to the next line (or the end).
+            next_start = dialogue[position + 1][1].start_time_sec if position + 1 < len(dialogue) else self.plan.runtime_s
+            room_s = next_start - entry.start_time_sec
+            out = self.step("dialogue_audio", f"line_{index:03d}", "tts_chatterbox", payload,
+                            lambda payload=payload: self._speak(payload))
+            if out["duration_s"] > room_s:
+                out = self._speak_faster(index, payload, out["duration_s"], room_s)
             lines.append({"index": index, "character_id": character.id, "character_name": character.name,
                           "text": entry.text, "start_s": entry.start_time_sec, "slot_s": entry.duration_sec, **out})
         stitch_inputs = {"lines": [(ln["index"], ln["uri"], ln["start_s"]) for ln in lines], "runtime": self.plan.runtime_s}
         out = self.step("dialogue_audio", "timeline", None, stitch_inputs, lambda: self._stitch_timeline(lines))
         self.results["dialogue_audio"] = out
+        return out
+
+    def _speak(self, payload: dict[str, Any]) -> StepOutcome:
+        response = self.invoke("tts_chatterbox", payload, stage="dialogue_audio")
+        words = [{k: w[k] for k in ("word", "start_s", "end_s")} for w in response.get("words") or []]
+        return StepOutcome({"uri": response["audio_uri"], "duration_s": response["duration_s"],
+                            "voice_id": response.get("voice_id"), "word_timings": words,
+                            "rate": payload["voice"].get("rate")},
+                           [a["artifact_id"] for a in response["artifacts"]])
+
+    def _speak_faster(self, index: int, payload: dict[str, Any], duration_s: float, room_s: float) -> dict[str, Any]:
+        """Re-voice a line that would overlap the next one at a faster rate, within MAX_RATE_GAIN.
+
+        A plan's slots are estimates; a voice that speaks a little slower than the
+        planner assumed should not fail the film. eSpeak's pauses do not scale with
+        the rate, so the gain is refined over a few tries. Beyond the gain the
+        stitch fails with the line named, as before.
+        """
+        base_rate = float(payload["voice"].get("rate") or 1.0)
+        gain, out = 1.0, {"duration_s": duration_s}
+        for attempt in range(1, FIT_ATTEMPTS + 1):
+            gain = min(MAX_RATE_GAIN, gain * out["duration_s"] / room_s * 1.05)
+            voice = {**payload["voice"], "rate": round(min(MAX_VOICE_RATE, base_rate * gain), 3)}
+            faster = {**payload, "voice": voice}
+            self.registry.log(self.run_id, "info", f"dialogue_timeline[{index}] speaks {out['duration_s']:.2f} s in a "
+                              f"{room_s:.2f} s window; re-voicing at rate {voice['rate']}")
+            out = self.step("dialogue_audio", f"line_{index:03d}.fit{attempt}", "tts_chatterbox", faster,
+                            lambda faster=faster: self._speak(faster))
+            if out["duration_s"] <= room_s or gain >= MAX_RATE_GAIN:
+                break
         return out
 
     def _stitch_timeline(self, lines: list[dict[str, Any]]) -> StepOutcome:
@@ -290,7 +320,7 @@ class ProductionRun:
                 "start_planned_s": line["start_s"], "slot_s": line["slot_s"],
                 "start_actual_s": start / sr, "end_actual_s": end / sr, "raw_duration_s": len(samples) / sr,
                 "padding_s": max(0, slot_end - end) / sr, "overrun_s": max(0, end - slot_end) / sr, "trimmed_s": 0.0,
-                "audio_uri": line["uri"],
+                "audio_uri": line["uri"], "rate": line.get("rate"),
                 "word_timings": [{**w, "start_s": w["start_s"] + start / sr, "end_s": w["end_s"] + start / sr}
                                  for w in line.get("word_timings") or [] if "start_s" in w and "end_s" in w],
             })
