@@ -27,8 +27,8 @@ app = typer.Typer(
 schemas_app = typer.Typer(help="JSON Schema of the MoviePlan and every request/response envelope.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # no hard wraps: output is often piped or parsed
+err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -260,6 +260,8 @@ def _produce(settings, *, plan: dict | None = None, plan_uri: str | None = None,
     table.add_row("run", run_id)
     table.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
     console.print(table)
+    # One plain line with the whole path: tables truncate on narrow terminals, scripts grep this.
+    console.print(f"film: {film.resolve()}", highlight=False)
 
 
 @app.command()
