@@ -566,9 +566,10 @@ def model_context(
             entry = _warm
             reusable = (entry is not None and entry.identity == identity
                         and time.monotonic() - entry.last_used <= entry.keep_warm_s)
+        evicted: str | None = None
         if not reusable:
             if entry is not None:
-                evict()
+                evicted = evict()
             spec = LoadSpec(device=resolved_device, dtype=resolved_dtype, memory=memory)
             started = time.perf_counter()
             try:
@@ -597,6 +598,7 @@ def model_context(
             "dtype": resolved_dtype,
             "load_s": 0.0 if reusable else entry.load_s,
             "reused": reusable,
+            "evicted": evicted,
             "load_count": load_count(model_key),
             "applied_memory_options": list(entry.applied_memory_options),
             "inference_s": 0.0,
@@ -612,6 +614,9 @@ def model_context(
             peak = _peak_vram_mb(resolved_device)
             if peak is not None:
                 telemetry["peak_vram_mb"] = peak
+            rss = _host_memory().get("process_peak_rss_mb")
+            if rss is not None:  # the CPU-side peak: what tiny-model CI runs and CPU offload cost
+                telemetry["process_peak_rss_mb"] = rss
             handle.model = None  # the cache owns the model; a handle kept by a caller must not pin it
             with _cache_lock:
                 entry.in_use -= 1
