@@ -505,9 +505,7 @@ class ModelHandle:
         finally:
             self.telemetry["inference_s"] = round(
                 self.telemetry.get("inference_s", 0.0) + time.perf_counter() - started, 4)
-            peak = _peak_vram_mb(self.device)
-            if peak is not None:
-                self.telemetry["peak_vram_mb"] = peak
+            _record_peaks(self.telemetry, self.device)
 
 
 def _peak_vram_mb(device: str) -> float | None:
@@ -515,6 +513,15 @@ def _peak_vram_mb(device: str) -> float | None:
     if torch is None or not device.startswith("cuda") or not torch.cuda.is_available():
         return None
     return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+def _record_peaks(telemetry: dict[str, Any], device: str) -> None:
+    peak = _peak_vram_mb(device)
+    if peak is not None:
+        telemetry["peak_vram_mb"] = peak
+    rss = _host_memory().get("process_peak_rss_mb")
+    if rss is not None:  # the host-side peak: what CPU runs and CPU offload cost
+        telemetry["process_peak_rss_mb"] = rss
 
 
 def _shrink_hint(stage: str) -> str:
@@ -611,12 +618,7 @@ def model_context(
                 raise _oom_error(exc, "inference", model_key, resolved_device) from exc
             raise
         finally:
-            peak = _peak_vram_mb(resolved_device)
-            if peak is not None:
-                telemetry["peak_vram_mb"] = peak
-            rss = _host_memory().get("process_peak_rss_mb")
-            if rss is not None:  # the CPU-side peak: what tiny-model CI runs and CPU offload cost
-                telemetry["process_peak_rss_mb"] = rss
+            _record_peaks(telemetry, resolved_device)
             handle.model = None  # the cache owns the model; a handle kept by a caller must not pin it
             with _cache_lock:
                 entry.in_use -= 1
