@@ -89,9 +89,26 @@ class AlignmentMap(BaseModel):
     lip_motion: bool = False
 
 
+class BackendFallback(BaseModel):
+    """The backend that could not do the job, the one that did it instead, and why (never silent).
+
+    Serialized as ``{"from": ..., "to": ..., "reason": ..., "detail": ...}``; ``reason`` is the
+    typed error's code (e.g. ``face_not_detected``), ``detail`` its message.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    from_backend: str = Field(alias="from")
+    to_backend: str = Field(alias="to")
+    reason: str
+    detail: str = ""
+
+
 class LipsyncResponse(ToolResponse):
     video_uri: str = ""
     alignment_uri: str = ""
     lip_motion: bool = False
     fit_applied: Literal["none", "pad", "trim"] = "none"
     segments: int = 0
+    fallback: BackendFallback | None = Field(
+        default=None, description="set when the configured backend handed the request to another one")

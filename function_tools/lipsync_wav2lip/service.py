@@ -9,8 +9,9 @@ SPEC = ToolSpec(
     version="1.0.0",
     request_model=LipsyncRequest,
     response_model=LipsyncResponse,
-    # The GPU `wav2lip` backend plugs in here with the same models (GPU issue).
-    backends={"mux": "function_tools.lipsync_wav2lip.mux:MuxBackend"},
-    description="Mux dialogue onto a clip (video stream copied, AAC audio) and map speech to frames. "
-                "The mux backend does not move lips (lip_motion: false).",
+    backends={"mux": "function_tools.lipsync_wav2lip.mux:MuxBackend",
+              "wav2lip": "function_tools.lipsync_wav2lip.wav2lip:Wav2LipBackend"},
+    description="Put dialogue onto a clip and map speech to frames. `mux` copies the video stream and does not "
+                "move lips (lip_motion: false); `wav2lip` runs a Wav2Lip checkout (lip_motion: true) and falls "
+                "back to `mux`, recorded in `fallback`, when no face is found.",
 )
