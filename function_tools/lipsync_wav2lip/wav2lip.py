@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,14 +41,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sparkle_motion.config import Settings, ToolProfile
-from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
-from sparkle_motion.gpu_utils import ModelOOMError, device_lock, is_oom_error, memory_snapshot, resolve_device
-from sparkle_motion.media import ffmpeg_exe, probe, run_ffmpeg
-from sparkle_motion.media.vad import decode_audio_mono
-from sparkle_motion.services import ToolContext
-
-from function_tools.lipsync_wav2lip.models import AlignmentMap, BackendFallback, LipsyncRequest, LipsyncResponse
+from function_tools.lipsync_wav2lip.models import (
+    AlignmentMap,
+    BackendFallback,
+    LipsyncRequest,
+    LipsyncResponse,
+)
 from function_tools.lipsync_wav2lip.mux import (
     MAX_INPUT_DURATION_S,
     MuxBackend,
@@ -56,6 +55,18 @@ from function_tools.lipsync_wav2lip.mux import (
     decide_fit,
     video_facts,
 )
+from sparkle_motion.config import Settings, ToolProfile
+from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
+from sparkle_motion.gpu_utils import (
+    ModelOOMError,
+    device_lock,
+    is_oom_error,
+    memory_snapshot,
+    resolve_device,
+)
+from sparkle_motion.media import ffmpeg_exe, probe, run_ffmpeg
+from sparkle_motion.media.vad import decode_audio_mono
+from sparkle_motion.services import ToolContext
 
 #: Upstream's own words when a frame has no face (face_detect() in inference.py).
 FACE_NOT_DETECTED_MARKER = "Face not detected!"
@@ -235,7 +246,7 @@ class _FallbackContext:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ctx, name)
 
-    def put_output(self, request, artifact_type, source, media_type, metadata=None, **kwargs):  # noqa: ANN001
+    def put_output(self, request, artifact_type, source, media_type, metadata=None, **kwargs):
         return self._ctx.put_output(request, artifact_type, source, media_type,
                                     {**dict(metadata or {}), **self._stamp}, **kwargs)
 
@@ -290,8 +301,6 @@ class Wav2LipBackend:
 
     @staticmethod
     def _interpreter(python: str, base: Path) -> str:
-        import shutil
-
         if os.sep in python:
             candidate = (base / Path(python).expanduser()).absolute()
             found = str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
