@@ -238,3 +238,13 @@ def test_killed_production_agent_resumes_without_redoing_steps(production, mesh_
     assert done["status"] == "succeeded", done["error"]
     executed = Counter((s["stage"], s["shot_id"]) for s in done["steps"] if s["status"] == "succeeded")
     assert executed and max(executed.values()) == 1, executed
+
+
+def test_a_second_mesh_on_the_same_ports_is_refused(mesh_settings, tmp_path):
+    from sparkle_motion.config import load_settings
+
+    other = load_settings({"SPARKLE_HOME": str(tmp_path), "SPARKLE_PROFILE": str(mesh_settings.profile_path)})
+    with pytest.raises(mesh.MeshError) as info:
+        mesh.up(other, timeout=10)
+    assert "ports already in use" in info.value.message and "production_agent" in info.value.message
+    assert not mesh.is_up(other)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -118,7 +119,7 @@ def is_up(settings: Settings | None = None) -> bool:
     if not state or not _pid_alive(state.get("supervisor_pid")):
         return False
     _, rows = status(settings)
-    return all(r.ready for r in rows)
+    return all(r.ready and r.alive for r in rows)
 
 
 def up(settings: Settings | None = None, *, timeout: float = 180.0) -> dict[str, Any]:
@@ -131,6 +132,11 @@ def up(settings: Settings | None = None, *, timeout: float = 180.0) -> dict[str,
             raise MeshError(f"the mesh in {settings.home} runs profile {state.get('profile')!r}; "
                             f"run `sparkle-motion down` before starting profile {settings.profile_name!r}")
     else:
+        busy = [f"{t} ({settings.url_for(t)})" for t in settings.tools if _port_in_use(settings, t)]
+        if busy:
+            raise MeshError(f"ports already in use: {', '.join(busy)} — another mesh (another SPARKLE_HOME?) or "
+                            "program holds them; stop it (`sparkle-motion down` in its folder) or move the tools to "
+                            "other ports in a profile file")
         logs_dir(settings).mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "SPARKLE_HOME": str(settings.home), "SPARKLE_PROFILE": str(settings.profile_path)}
         with open(logs_dir(settings) / "supervisor.log", "ab") as out:
@@ -144,7 +150,8 @@ def up(settings: Settings | None = None, *, timeout: float = 180.0) -> dict[str,
             raise MeshError(f"the mesh supervisor exited; see {logs_dir(settings) / 'supervisor.log'}")
         if state and state.get("services"):
             _, rows = status(settings)
-            if all(r.ready for r in rows):
+            # Ready *and* ours: a port answered by some other process does not count.
+            if all(r.ready and r.alive for r in rows):
                 return state
             given_up = [r.tool_id for r in rows if not r.alive and state["services"].get(r.tool_id, {}).get("gave_up")]
             if given_up:
@@ -155,6 +162,13 @@ def up(settings: Settings | None = None, *, timeout: float = 180.0) -> dict[str,
     missing = [r.tool_id for r in rows if not r.ready]
     raise MeshError(f"services not ready after {timeout:.0f} s: {', '.join(missing)}; see {logs_dir(settings)}",
                     context={"logs": {t: _tail(logs_dir(settings) / f"{t}.log") for t in missing}})
+
+
+def _port_in_use(settings: Settings, tool_id: str) -> bool:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, settings.tool(tool_id).port)) == 0
 
 
 def _tail(path: Path, chars: int = 2000) -> str:
