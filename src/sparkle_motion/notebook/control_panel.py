@@ -60,6 +60,8 @@ MAX_POLL_INTERVAL_S = 60.0
 # Rows per stage in the artifacts viewer: all stages at once stay light; one stage shows more.
 ROWS_PER_STAGE, ROWS_ONE_STAGE = 6, 48
 MESSAGES_SHOWN = 6
+# How long a resume waits for a just-stopped run to finish the step it was in.
+RUN_WIND_DOWN_S = 60.0
 # Rule names load_plan_file gives problems with the file itself (not with the plan in it).
 _FILE_RULES = frozenset({"file_unreadable", "file_too_large", "invalid_json"})
 _STATUS_COLORS = {"pending": "#6b7280", "running": "#1d4ed8", "paused": "#b45309", "succeeded": "#15803d",
@@ -329,7 +331,8 @@ class ControlPanel:
             self.retry_button.disabled = busy or self.run_id is None or active or status is None
             self.refresh_artifacts_button.disabled = busy or not self.run_id_filter.value.strip()
             self.final_button.disabled = busy or self.run_id is None
-            self.resume_finalize_button.disabled = (busy or self.final_missing_reason is None or active
+            dry = (self.run_status or {}).get("mode") == "dry"
+            self.resume_finalize_button.disabled = (busy or self.final_missing_reason is None or active or dry
                                                     or self.run_id is None)
             self.download_button.disabled = busy or self.final_path is None
             forced = self._forced_inline_reason()
@@ -560,8 +563,26 @@ class ControlPanel:
             self._refuse(action, f"run {self.run_id} is {self.status}; stop it before resuming from a stage")
             return None
         body = {"run_id": self.run_id, "resume_from": stage, "mode": "run", "qa_mode": self.qa_mode.value}
-        return self._submit(action, lambda: self._start_tracking(
-            action, self._call(self.production, "POST", "/invoke", json_body=body)))
+
+        def work() -> None:
+            # A run that was just stopped finishes the step in flight before its thread
+            # exits; until then production_agent answers 409 run_active. Wait that out.
+            deadline = time.monotonic() + RUN_WIND_DOWN_S
+            announced = False
+            while True:
+                try:
+                    accepted = self._call(self.production, "POST", "/invoke", json_body=body)
+                    break
+                except _EndpointError as exc:
+                    if exc.code != "run_active" or time.monotonic() >= deadline:
+                        raise
+                    if not announced:
+                        self._info(action, f"run {body['run_id']} is finishing its current step; retrying")
+                        announced = True
+                    time.sleep(0.25)
+            self._start_tracking(action, accepted)
+
+        return self._submit(action, work)
 
     def _start_tracking(self, action: str, accepted: dict[str, Any]) -> None:
         run_id = accepted["run_id"]
