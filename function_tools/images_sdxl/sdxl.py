@@ -35,13 +35,13 @@ from function_tools.images_sdxl.models import GeneratedImage, ImagesSdxlRequest,
 from function_tools.images_sdxl.storyboard import DEFAULT_SIZE, encode_png
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
-from sparkle_motion.gpu_utils import LoadSpec, MemoryOptions, model_context, resolve_device
+from sparkle_motion.gpu_utils import (SIMULATE_OOM_STAGES, LoadSpec, MemoryOptions, model_context,
+                                      raise_simulated_oom, resolve_device)
 from sparkle_motion.services.context import ToolContext
 
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 5.0
 DEFAULT_REFINER_FRAC = 0.8
-SIMULATE_OOM_STAGES = ("load", "inference")
 
 #: Request scheduler names (the diffusers class name without "Scheduler") → (class, config overrides).
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -74,14 +74,6 @@ class SdxlModels:
     refiner: Any | None
     variant: str | None
     default_scheduler_config: Any
-
-
-class _SimulatedOOM:
-    @staticmethod
-    def raise_now(stage: str) -> None:
-        import torch
-
-        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated by options.simulate_oom={stage})")
 
 
 def _has_fp16_variant(model: str) -> bool | None:
@@ -125,7 +117,7 @@ class SdxlBackend:
     def _loader(self, with_refiner: bool):
         def load(spec: LoadSpec) -> SdxlModels:
             if self.simulate_oom == "load":
-                _SimulatedOOM.raise_now("load")
+                raise_simulated_oom("load")
             return self._load_pipelines(spec, with_refiner)
 
         return load
@@ -257,7 +249,7 @@ class SdxlBackend:
                           generator=generators)
             with handle.inference():
                 if self.simulate_oom == "inference":
-                    _SimulatedOOM.raise_now("inference")
+                    raise_simulated_oom("inference")
                 if request.use_refiner:
                     refiner = models.refiner
                     refiner.scheduler = base.scheduler

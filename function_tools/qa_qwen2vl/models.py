@@ -30,8 +30,20 @@ CheckName = Literal[
     "continuity",
     "degenerate_image",
     "text_policy",
+    # Vision-language checks: only the `qwen2-vl` backend runs them (the `signal`
+    # backend reports them inconclusive); a model verdict that cannot be parsed
+    # is inconclusive, never passed.
+    "prompt_adherence",
+    "anatomy",
+    "artifacts",
+    "safety",
 ]
-ALL_CHECKS: tuple[str, ...] = CheckName.__args__  # type: ignore[attr-defined]
+#: The checks a vision-language model judges from sampled frames.
+VLM_CHECKS: tuple[str, ...] = ("prompt_adherence", "anatomy", "artifacts", "safety")
+#: Every check name, in report order.
+CHECK_NAMES: tuple[str, ...] = CheckName.__args__  # type: ignore[attr-defined]
+#: The measurement checks (what `signal` runs by default; `qwen2-vl` runs them plus VLM_CHECKS).
+ALL_CHECKS: tuple[str, ...] = tuple(n for n in CHECK_NAMES if n not in VLM_CHECKS)
 
 #: Which media kinds each check reads. Audio checks also run on the audio stream of a video.
 CHECK_MEDIA_KINDS: dict[str, frozenset[str]] = {
@@ -45,6 +57,10 @@ CHECK_MEDIA_KINDS: dict[str, frozenset[str]] = {
     "continuity": frozenset({"image", "video"}),
     "degenerate_image": frozenset({"image"}),
     "text_policy": frozenset(),  # reads expectations.prompt, not media
+    "prompt_adherence": frozenset({"image", "video"}),  # against expectations.prompt
+    "anatomy": frozenset({"image", "video"}),
+    "artifacts": frozenset({"image", "video"}),
+    "safety": frozenset({"image", "video"}),
 }
 AUDIO_STREAM_CHECKS = frozenset({"missing_speech", "unexpected_speech", "clipping", "loudness"})
 
@@ -75,7 +91,8 @@ class QAExpectations(BaseModel):
     reference_frame_uri: str | None = Field(
         default=None, min_length=1, max_length=MAX_URI_CHARS,
         description="image or video whose first frame each image / video's first frame must continue from")
-    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS, description="text checked by text_policy")
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS,
+                               description="text checked by text_policy; the intended content for prompt_adherence")
     loudness_lufs: float | None = Field(default=None, ge=-70, le=0, description="integrated loudness target")
     loudness_tolerance_lu: float | None = Field(default=None, gt=0, le=30)
     allow_holds: list[TimeInterval] = Field(default_factory=list, max_length=MAX_INTERVALS,
@@ -87,7 +104,7 @@ class QARequest(ToolRequest):
 
     media: list[QAMedia] = Field(default_factory=list, max_length=MAX_MEDIA)
     checks: list[CheckName] | None = Field(
-        default=None, min_length=1, max_length=len(ALL_CHECKS) * 2,
+        default=None, min_length=1, max_length=len(CHECK_NAMES) * 2,
         description="check names; omitted = every check whose media and expectations are present")
     expectations: QAExpectations = Field(default_factory=QAExpectations)
 
@@ -108,6 +125,7 @@ __all__ = [
     "ALL_CHECKS",
     "AUDIO_STREAM_CHECKS",
     "CHECK_MEDIA_KINDS",
+    "CHECK_NAMES",
     "CheckName",
     "MAX_MEDIA",
     "MediaKind",
@@ -118,4 +136,5 @@ __all__ = [
     "QARequest",
     "QAResponse",
     "TimeInterval",
+    "VLM_CHECKS",
 ]

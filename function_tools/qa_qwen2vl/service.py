@@ -9,8 +9,10 @@ SPEC = ToolSpec(
     version="1.0.0",
     request_model=QARequest,
     response_model=QAResponse,
-    # The GPU `qwen2-vl` backend plugs in here with the same models (GPU issue).
-    backends={"signal": "function_tools.qa_qwen2vl.signal:SignalBackend"},
+    # Import strings: the CPU process never imports the GPU backend's stack.
+    backends={"signal": "function_tools.qa_qwen2vl.signal:SignalBackend",
+              "qwen2-vl": "function_tools.qa_qwen2vl.qwen2vl:Qwen2VLBackend"},
     description="QA report over images, video and audio: black/frozen frames, speech vs silence, clipping, "
-                "duration, loudness, continuity, degenerate images and a prompt text policy.",
+                "duration, loudness, continuity, degenerate images and a prompt text policy; `qwen2-vl` adds Qwen2-VL "
+                "verdicts on prompt adherence, anatomy, artifacts and safety.",
 )

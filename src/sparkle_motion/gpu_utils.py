@@ -220,6 +220,21 @@ def is_oom_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and bool(_OOM_PATTERNS.search(str(exc)))
 
 
+SIMULATE_OOM_STAGES = ("load", "inference")
+
+
+def raise_simulated_oom(stage: str) -> None:
+    """Raise torch's CUDA OOM error: the ``simulate_oom: load|inference`` profile test hook of GPU backends.
+
+    It raises the real exception class at the process boundary we do not own
+    (the CUDA allocator), so the typed-error path runs without a GPU.
+    """
+    if stage not in SIMULATE_OOM_STAGES:
+        raise ConfigError(f"options.simulate_oom must be one of {', '.join(SIMULATE_OOM_STAGES)} (got {stage!r})",
+                          field="options.simulate_oom")
+    raise _torch().cuda.OutOfMemoryError(f"CUDA out of memory (simulated by options.simulate_oom={stage})")
+
+
 def memory_snapshot(device: str) -> dict[str, Any]:
     """What the device and the process hold right now (MB), for errors and telemetry."""
     snapshot: dict[str, Any] = {"device": device}
