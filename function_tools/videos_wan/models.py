@@ -106,6 +106,51 @@ class ResizedInput(BaseModel):
     mode: str = Field(description="'cover_crop': scaled to cover the output, centre-cropped (aspect kept)")
 
 
+class OomEvent(BaseModel):
+    """One out-of-memory during generation and what the ``oom_policy`` did about it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(description="1 for the first try")
+    action: str = Field(description="'shrink' (retried smaller), 'chunk' (retried in time chunks) or 'fail' (raised)")
+    size: tuple[int, int] = Field(description="generation width, height of the attempt that ran out of memory")
+    num_frames: int = Field(description="frames the model was asked for in that attempt")
+    chunks: int = Field(default=1, description="time chunks of that attempt (1: the whole shot at once)")
+    retry_size: tuple[int, int] | None = None
+    retry_chunks: int | None = None
+    error: str = ""
+
+
+class WanGenerationInfo(BaseModel):
+    """How a diffusion backend produced the clip: model, device, sampler, geometry, memory (GPU backends only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_key: str
+    device: str
+    dtype: str
+    load_s: float = Field(description="0 when the warm model was reused")
+    inference_s: float
+    reused: bool = Field(description="the model was already loaded in this process")
+    load_count: int = Field(description="times this process loaded this model key")
+    applied_memory_options: list[str] = Field(default_factory=list)
+    peak_vram_mb: float | None = Field(default=None, description="CUDA only")
+    process_peak_rss_mb: float | None = Field(default=None, description="host memory peak of the tool process")
+    steps: int
+    steps_completed: int = Field(description="denoising steps reported by callback_on_step_end, all passes")
+    passes: int = Field(default=1, description="pipeline calls (more than 1 when rendered in chunks)")
+    guidance_scale: float
+    text_prompt: str
+    negative_prompt: str = ""
+    generated_width: int
+    generated_height: int
+    generated_frames: int = Field(description="frames the model rendered (4k+1 per pass), before time resampling")
+    temporal_resample: str = Field(description="'none' | 'nearest' | 'linear': generated frames → num_frames")
+    chunks: int = 1
+    oom_policy: str
+    oom_events: list[OomEvent] = Field(default_factory=list)
+
+
 class VideosWanResponse(ToolResponse):
     video: ArtifactManifest | None = None
     num_frames: int = 0
@@ -118,3 +163,6 @@ class VideosWanResponse(ToolResponse):
     resized_inputs: list[ResizedInput] = Field(default_factory=list)
     ignored_options: list[str] = Field(default_factory=list,
                                        description="request options this backend recorded but did not use")
+    warnings: list[str] = Field(default_factory=list,
+                                description="things the caller should know, e.g. identical keyframes (a still clip)")
+    generation: WanGenerationInfo | None = Field(default=None, description="diffusion backends only")

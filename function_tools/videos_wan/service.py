@@ -11,9 +11,11 @@ SPEC = ToolSpec(
     request_model=VideosWanRequest,
     response_model=VideosWanResponse,
     # Import strings: the CPU process never imports the GPU backend's stack.
-    backends={"keyframe_motion": "function_tools.videos_wan.keyframe_motion:KeyframeMotionBackend"},
+    backends={"keyframe_motion": "function_tools.videos_wan.keyframe_motion:KeyframeMotionBackend",
+              "wan2.1-flf2v": "function_tools.videos_wan.wan:WanFlf2vBackend"},
     max_body_bytes=64 * 1024,
     max_concurrency=1,
     description="A clip between a start and an end keyframe; `keyframe_motion` renders a parsed camera move "
-                "over an eased blend and encodes H.264 yuv420p.",
+                "over an eased blend and encodes H.264 yuv420p; `wan2.1-flf2v` runs Wan2.1 first-last-frame-to-video "
+                "(diffusers) between the two keyframes.",
 )
