@@ -133,7 +133,7 @@ class ChatterboxOptions:
                               field=_OPTION_FIELD)
         # Chatterbox runs in float32 upstream (S3Gen's vocoder is not fp16-safe), and it is no
         # diffusers pipeline, so none of the memory switches apply: refuse rather than ignore.
-        if options.get("dtype") not in (None, "float32", "fp32"):
+        if options.get("dtype") not in (None, "auto", "float32", "fp32"):
             raise ConfigError("chatterbox runs in float32 only", field=f"{_OPTION_FIELD}.dtype")
         simulate = options.get("simulate_oom")
         if simulate not in (None, "load", "inference"):
