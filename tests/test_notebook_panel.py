@@ -14,15 +14,22 @@ import av
 import httpx
 import ipywidgets as widgets
 import pytest
-
 from mesh_harness import running_mesh
+
 from sparkle_motion.artifacts import ArtifactStore
+from sparkle_motion.config import load_settings
 from sparkle_motion.errors import IntegrityError, InvalidInputError, PathEscapeError
-from sparkle_motion.notebook import ControlPanel, PanelActionError, mesh_readiness, prune_runs, run_preflight, start_mesh
+from sparkle_motion.notebook import (
+    ControlPanel,
+    PanelActionError,
+    mesh_readiness,
+    prune_runs,
+    run_preflight,
+    start_mesh,
+)
 from sparkle_motion.notebook.preflight import check_disk, check_gpu, check_profile
 from sparkle_motion.notebook.previews import read_artifact_bytes, resolve_local_path
 from sparkle_motion.notebook.retention import prune_command
-from sparkle_motion.config import load_settings
 from sparkle_motion.testing import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mesh")]
@@ -121,8 +128,12 @@ def test_invalid_edit_blocks_production_until_fixed(panel, production):
     original = panel.review.fields["shots[0].duration_sec"].value
     panel.review.set_field("shots[0].duration_sec", original + 3.0)
     assert not panel.review.is_valid
-    paths = {v["path"] for v in panel.review.violations}
-    assert any(p.startswith("dialogue_timeline") or p == "shots" or p.startswith("shots") for p in paths), paths
+    assert [v["rule"] for v in panel.review.violations] == ["timeline_end"]
+    last_entry = f"dialogue_timeline[{len(panel.review.draft['dialogue_timeline']) - 1}]"
+    assert panel.review.violations[0]["path"] == last_entry
+    # The offending entry's fields are outlined; the edited (valid on its own) field is not.
+    assert panel.review.fields[f"{last_entry}.start_time_sec"].layout.border
+    assert not panel.review.fields["shots[0].duration_sec"].layout.border
     assert panel.run_button.disabled
     assert "fix them before production" in panel.review.violations_view.value
     before = run_count(production)

@@ -148,7 +148,10 @@ class PlanReview:
             self.violations_view.value = f"<span style='color:#15803d'>✔ plan is valid{note}</span>"
         bad = [v["path"] for v in violations]
         for path, widget in self.fields.items():
-            hit = any(b == path or b.startswith((path + ".", path + "[")) for b in bad)
+            # Outline the field itself, anything below it, and the fields of an entry a rule names
+            # as a whole (e.g. ``dialogue_timeline[4]`` for a timeline that ends at the wrong time).
+            container = path.rsplit(".", 1)[0]
+            hit = any(b in (path, container) or b.startswith((path + ".", path + "[")) for b in bad)
             widget.layout.border = _ERROR_BORDER if hit else ""
         self.summary.value = self._summary_html()
         self.revert_button.disabled = not self.edited

@@ -59,7 +59,8 @@ def prune_runs(*, older_than_days: float | None = None, max_bytes: int | None = 
     command = prune_command(older_than_days=older_than_days, max_bytes=max_bytes, apply=apply)
     settings = settings or get_settings()
     env = {**os.environ, "SPARKLE_HOME": str(settings.home), "SPARKLE_PROFILE": str(settings.profile_path),
-           "COLUMNS": "200"}  # rich wraps at the terminal width; a subprocess has none
+           # rich wraps at the terminal width and colours for terminals; a pipe wants neither.
+           "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
     try:
         done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout_s, env=env,
                               stdin=subprocess.DEVNULL)
