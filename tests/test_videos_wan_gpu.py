@@ -119,6 +119,9 @@ def test_chunk_plan_and_options() -> None:
         WanOptions.from_profile({"stepz": 3})
     assert unknown.value.field == "options"
     assert WanOptions.from_profile({}).memory.vae_tiling is True
+    with pytest.raises(ConfigError) as attention:
+        WanOptions.from_profile({"memory": {"attention": "sdpa"}})
+    assert attention.value.field == "options.memory.attention"
     request = VideosWanRequest(start_frame_uri="a", end_frame_uri="b", num_frames=9, prompt="rain stops.",
                                motion_prompt="slow push in")
     assert text_prompt(request) == "rain stops. Camera: slow push in"

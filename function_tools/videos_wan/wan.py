@@ -300,6 +300,12 @@ class WanOptions:
             raise ConfigError("options.memory must be a mapping", field="options.memory")
         # VAE tiling is on unless the profile says otherwise: decoding 81 frames of 720p untiled is the usual OOM.
         memory = MemoryOptions.from_options({"memory": {"vae_tiling": True, **raw_memory}})
+        if memory.attention is not None:
+            # The generic processors replace WanAttnProcessor and break WanAttention (no spatial_norm);
+            # Wan's own processor already dispatches to torch SDPA.
+            raise ConfigError(f"options.memory.attention={memory.attention!r} is not supported by Wan: its own "
+                              "attention processor already uses scaled_dot_product_attention; remove the key",
+                              field="options.memory.attention")
         return cls(
             steps=_option(options, "steps", int, DEFAULT_STEPS, check=lambda v: 1 <= v <= 200, rule="1..200"),
             guidance=_option(options, "guidance", float, DEFAULT_GUIDANCE, check=lambda v: 0 <= v <= 30,

@@ -9,7 +9,7 @@ resampling run too.  Checks what only real weights can show: the clip is a
 picture, not noise (neighbouring pixels correlate), it opens near the start
 keyframe and closes near the end keyframe, and the frames in between are new
 (not a cross-fade copy of either end); the same seed reproduces; bf16 on CUDA;
-peak VRAM recorded.  Needs ~40 GB of VRAM without CPU offload.
+peak VRAM recorded.  Plan for >= 48 GB of VRAM without CPU offload.
 """
 
 from __future__ import annotations
