@@ -382,6 +382,7 @@ def _post(qa: Media, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 @pytest.mark.parametrize(("case", "field"), [
     ("unknown_check", "checks[1]"),
+    ("vlm_check_on_signal", "checks[1]"),
     ("missing_kind", "media[0].kind"),
     ("bad_kind", "media[0].kind"),
     ("outside_store", "media[0].uri"),
@@ -398,6 +399,7 @@ def test_bad_input_is_422_naming_the_field_and_stores_nothing(qa: Media, case: s
     clean = {"uri": qa.uris["clean_video"], "kind": "video"}
     payloads: dict[str, dict[str, Any]] = {
         "unknown_check": {"media": [clean], "checks": ["black_frames", "lens_flare"]},
+        "vlm_check_on_signal": {"media": [clean], "checks": ["black_frames", "anatomy"]},
         "missing_kind": {"media": [{"uri": qa.uris["clean_video"]}]},
         "bad_kind": {"media": [{"uri": qa.uris["clean_video"], "kind": "hologram"}]},
         "outside_store": {"media": [{"uri": "artifact+fs://../../etc/passwd", "kind": "video"}]},

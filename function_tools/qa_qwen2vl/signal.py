@@ -26,6 +26,7 @@ from function_tools.qa_qwen2vl.models import (
     AUDIO_STREAM_CHECKS,
     CHECK_MEDIA_KINDS,
     QAMedia,
+    VLM_CHECKS,
     QARequest,
     QAResponse,
 )
@@ -111,6 +112,11 @@ class SignalBackend:
         started = time.perf_counter()
         explicit = request.checks is not None
         wanted = list(request.checks) if explicit else list(ALL_CHECKS)
+        for index, name in enumerate(wanted):
+            if name in VLM_CHECKS:
+                raise InvalidInputError(f"{name!r} is a vision-language check: it needs the qwen2-vl backend; "
+                                        f"this service runs 'signal' ({', '.join(ALL_CHECKS)})",
+                                        field=f"checks[{index}]")
         self._require_expectations(request, wanted, explicit)
         states = [self._resolve(i, item, ctx, policy) for i, item in enumerate(request.media)]
         reference = None
