@@ -13,6 +13,7 @@ Perth's own decoder.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ import pytest
 pytest.importorskip("chatterbox", reason="the chatterbox backend needs scripts/install_chatterbox.sh (GPU stack)")
 
 from filelock import FileLock  # noqa: E402
+from tiny_models import REPO, write_gpu_profile  # noqa: E402
+from tiny_models.chatterbox import TINY_MARKER, voiced_reference  # noqa: E402
 
 from function_tools.tts_chatterbox.chatterbox import ChatterboxOptions, estimate_word_timings  # noqa: E402
 from function_tools.tts_chatterbox.text import TextChunk  # noqa: E402
@@ -33,8 +36,6 @@ from sparkle_motion.artifacts import ArtifactStore  # noqa: E402
 from sparkle_motion.errors import ConfigError  # noqa: E402
 from sparkle_motion.media import write_wav  # noqa: E402
 from sparkle_motion.testing import RunningTool, running_tool  # noqa: E402
-from tiny_models import REPO, write_gpu_profile  # noqa: E402
-from tiny_models.chatterbox import TINY_MARKER, voiced_reference  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("tts_chatterbox_gpu")
 
@@ -53,8 +54,8 @@ def tiny_chatterbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-chatterbox") / "ckpt"
     # A child process: construction needs ~2.5 GB that the test process should not keep.
     done = subprocess.run([sys.executable, "-m", "tiny_models.chatterbox", str(out)], cwd=REPO / "tests",
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                          text=True, timeout=600)
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                          text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert TINY_MARKER in (out / "tiny.json").read_text()
     return out

@@ -20,8 +20,8 @@ import av
 import numpy as np
 import pytest
 import yaml
-
 from gpu.conftest import require_smoke
+
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import REPO_ROOT
 from sparkle_motion.testing import RunningTool, running_tool

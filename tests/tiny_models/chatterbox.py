@@ -75,6 +75,7 @@ def build_tiny_chatterbox(out_dir: Path, *, seed: int = 0) -> Path:
     from chatterbox.models.voice_encoder import VoiceEncoder
     from chatterbox.tts import ChatterboxTTS
     from safetensors.torch import save_file
+
     from sparkle_motion.media import write_wav
 
     out_dir = Path(out_dir)
