@@ -424,6 +424,20 @@ class ControlPanel:
             self._futures = [f for f in self._futures if not f.done()] + [future]
         return future
 
+    def _background(self, action: str, body: Callable[[], None]) -> Future[None]:
+        """Queue work the panel starts by itself (no busy state); its errors are shown like any action's."""
+
+        def run() -> None:
+            try:
+                body()
+            except Exception as exc:  # noqa: BLE001 - shown in the panel, not lost in a future
+                self._error(action, exc)
+
+        future = self._worker.submit(run)
+        with self._ui:
+            self._futures = [f for f in self._futures if not f.done()] + [future]
+        return future
+
     def _call(self, client: Any, method: str, path: str, *, json_body: Any = None,
               params: dict[str, Any] | None = None) -> dict[str, Any]:
         endpoint = f"{method} {client.base_url}{path}"
@@ -671,10 +685,13 @@ class ControlPanel:
             else:
                 self.alert.value = ""
                 self.alert.layout.display = "none"
+            if previous != "succeeded" and state == "succeeded" and status.get("mode") == "run":
+                # The deliverable is what the user waits for: fetch it as soon as the run ends.
+                # Queued before waiters are woken, so wait_idle() after wait_for_status() covers it.
+                run_id = status["run_id"]
+                self._background("Show final video",
+                                 lambda: self._fetch_final(run_id) if self.run_id == run_id else None)
         self._sync_buttons()
-        if previous != "succeeded" and state == "succeeded" and status.get("mode") == "run":
-            # The deliverable is what the user waits for: fetch it as soon as the run ends.
-            self._worker.submit(lambda: self._fetch_final(self.run_id) if self.run_id == status["run_id"] else None)
 
     @staticmethod
     def _status_html(status: dict[str, Any]) -> str:
@@ -745,11 +762,16 @@ class ControlPanel:
 
     def start_polling(self) -> None:
         """Poll GET /status every ``poll_interval`` seconds on a daemon thread until the run ends or stop_polling()."""
+        previous = self._poll_thread
+        if previous is not None and previous.is_alive():
+            if not self._poll_stop.is_set():
+                return
+            if previous is not threading.current_thread():
+                # A stopping poller finishes first (outside the lock: its last update needs it).
+                previous.join(timeout=MAX_POLL_INTERVAL_S)
         with self._ui:
             if self.polling:
                 return
-            if self._poll_thread is not None and self._poll_thread.is_alive():
-                self._poll_thread.join(timeout=MAX_POLL_INTERVAL_S)  # a stopping poller: let it finish first
             self._poll_stop = threading.Event()
             self._poll_thread = threading.Thread(target=self._poll_loop, args=(self._poll_stop,),
                                                  name="sparkle-panel-poll", daemon=True)
