@@ -24,12 +24,13 @@ from PIL import Image
 
 pytest.importorskip("diffusers", reason="the GPU extra (torch, diffusers) is not installed: pip install -e '.[gpu]'")
 
-import av  # noqa: E402
-from filelock import FileLock, Timeout  # noqa: E402
+import av
+from filelock import FileLock, Timeout
+from tiny_models.wan import build_tiny_wan_flf2v
 
-from function_tools.images_sdxl.storyboard import describe_scene, render_frame  # noqa: E402
-from function_tools.videos_wan.models import VideosWanRequest  # noqa: E402
-from function_tools.videos_wan.wan import (  # noqa: E402
+from function_tools.images_sdxl.storyboard import describe_scene, render_frame
+from function_tools.videos_wan.models import VideosWanRequest
+from function_tools.videos_wan.wan import (
     RenderSpec,
     SimulatedOom,
     StepProgress,
@@ -46,10 +47,9 @@ from function_tools.videos_wan.wan import (  # noqa: E402
     text_prompt,
     wan_frame_count,
 )
-from sparkle_motion.artifacts import ArtifactStore  # noqa: E402
-from sparkle_motion.errors import ConfigError  # noqa: E402
-from sparkle_motion.testing import RunningTool, free_port, project_path, running_tool  # noqa: E402
-from tiny_models.wan import build_tiny_wan_flf2v  # noqa: E402  (tests/ is on sys.path)
+from sparkle_motion.artifacts import ArtifactStore
+from sparkle_motion.errors import ConfigError
+from sparkle_motion.testing import RunningTool, free_port, project_path, running_tool
 
 pytestmark = pytest.mark.xdist_group("videos_wan_gpu")
 
@@ -119,6 +119,9 @@ def test_chunk_plan_and_options() -> None:
         WanOptions.from_profile({"stepz": 3})
     assert unknown.value.field == "options"
     assert WanOptions.from_profile({}).memory.vae_tiling is True
+    with pytest.raises(ConfigError) as bad_dtype:
+        WanOptions.from_profile({"vae_dtype": "fp8"})
+    assert bad_dtype.value.field == "options.vae_dtype"
     with pytest.raises(ConfigError) as attention:
         WanOptions.from_profile({"memory": {"attention": "sdpa"}})
     assert attention.value.field == "options.memory.attention"
@@ -246,8 +249,8 @@ def test_clip_has_the_exact_geometry_frames_and_rate(tool: RunningTool, store: A
 
 def test_same_seed_same_frames_and_the_warm_model_is_reused(tool: RunningTool, store: ArtifactStore,
                                                             frames: dict[str, str]) -> None:
-    request = dict(start_frame_uri=frames["start"], end_frame_uri=frames["end"], num_frames=9, seed=41,
-                   prompt="waves")
+    request = {"start_frame_uri": frames["start"], "end_frame_uri": frames["end"], "num_frames": 9, "seed": 41,
+               "prompt": "waves"}
     first = invoke(tool, **request)
     second = invoke(tool, **request)
     other = invoke(tool, **{**request, "seed": 42})
@@ -286,7 +289,7 @@ def test_oom_with_shrink_policy_is_recorded_and_succeeds(tool: RunningTool, stor
 
 def test_a_different_model_key_evicts_the_warm_model(tool: RunningTool, store: ArtifactStore, frames: dict[str, str],
                                                      active_model: Path, tiny_models: dict[str, Path]) -> None:
-    request = dict(start_frame_uri=frames["start"], end_frame_uri=frames["end"], num_frames=5, seed=9)
+    request = {"start_frame_uri": frames["start"], "end_frame_uri": frames["end"], "num_frames": 5, "seed": 9}
     on_a = invoke(tool, **request)
     try:
         active_model.unlink()
@@ -396,18 +399,17 @@ def test_load_oom_hook_becomes_a_typed_load_error(tiny_models: dict[str, Path], 
     from sparkle_motion.gpu_utils import ModelOOMError, model_context
 
     options = WanOptions.from_profile({**BASE_OPTIONS, "simulate_oom": "load"})
-    with pytest.raises(ModelOOMError) as raised:
-        with model_context("wan-load-oom-test", make_loader(str(tiny_models["a"]), options), device="cpu",
-                           keep_warm_s=0):
-            pytest.fail("the loader should have run out of memory")
+    with pytest.raises(ModelOOMError) as raised, \
+            model_context("wan-load-oom-test", make_loader(str(tiny_models["a"]), options), device="cpu",
+                          keep_warm_s=0):
+        pytest.fail("the loader should have run out of memory")
     assert raised.value.stage == "load" and raised.value.http_status == 507
 
 
-
 def test_fail_policy_raises_the_typed_oom_at_once(tiny_models: dict[str, Path], sparkle_home: Path) -> None:
-    from sparkle_motion.config import ToolProfile, load_settings
     from function_tools.videos_wan.models import OomEvent
     from function_tools.videos_wan.wan import WanFlf2vBackend
+    from sparkle_motion.config import ToolProfile, load_settings
     from sparkle_motion.gpu_utils import ModelOOMError, model_context
     from sparkle_motion.logs import get_logger
 
@@ -418,11 +420,11 @@ def test_fail_policy_raises_the_typed_oom_at_once(tiny_models: dict[str, Path], 
                       guidance_scale=1.0, seed=0, max_sequence_length=16)
     events: list[OomEvent] = []
     progress = StepProgress(None)
-    with pytest.raises(ModelOOMError) as raised:
-        with model_context("wan-fail-policy-test", make_loader(profile.model, backend.options), device="cpu",
-                           keep_warm_s=0) as handle:
-            backend._render_with_policy(handle.model, handle, keyframe("a"), keyframe("b"), spec, 4, 16, progress,
-                                        events, get_logger("test.videos_wan_gpu"))
+    with pytest.raises(ModelOOMError) as raised, \
+            model_context("wan-fail-policy-test", make_loader(profile.model, backend.options), device="cpu",
+                          keep_warm_s=0) as handle:
+        backend._render_with_policy(handle.model, handle, keyframe("a"), keyframe("b"), spec, 4, 16, progress,
+                                    events, get_logger("test.videos_wan_gpu"))
     assert raised.value.stage == "inference" and raised.value.context["oom_policy"] == "fail"
     assert [e.action for e in events] == ["fail"] and progress.passes == 0
     assert_lock_free(sparkle_home)

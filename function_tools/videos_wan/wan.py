@@ -46,6 +46,7 @@ drive the same OOM handling a GPU hits.  Never set it in a real profile.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import time
@@ -57,7 +58,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from function_tools.videos_wan.keyframe_motion import default_seed, fit_keyframe, load_keyframe, output_size
+from function_tools.videos_wan.keyframe_motion import (
+    default_seed,
+    fit_keyframe,
+    load_keyframe,
+    output_size,
+)
 from function_tools.videos_wan.models import (
     MAX_TOTAL_PIXELS,
     OomEvent,
@@ -67,7 +73,13 @@ from function_tools.videos_wan.models import (
 )
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import ConfigError, InvalidInputError
-from sparkle_motion.gpu_utils import LoadSpec, MemoryOptions, ModelOOMError, model_context
+from sparkle_motion.gpu_utils import (
+    LoadSpec,
+    MemoryOptions,
+    ModelOOMError,
+    model_context,
+    resolve_dtype,
+)
 from sparkle_motion.logs import SparkleLogger
 from sparkle_motion.media import VideoWriter
 from sparkle_motion.services.context import ToolContext
@@ -306,6 +318,11 @@ class WanOptions:
             raise ConfigError(f"options.memory.attention={memory.attention!r} is not supported by Wan: its own "
                               "attention processor already uses scaled_dot_product_attention; remove the key",
                               field="options.memory.attention")
+        for name in ("dtype", "vae_dtype"):   # fail at start-up on a typo, not on the first request
+            try:
+                resolve_dtype(options.get(name), "cpu")
+            except ConfigError as exc:
+                raise ConfigError(exc.message, field=f"options.{name}") from None
         return cls(
             steps=_option(options, "steps", int, DEFAULT_STEPS, check=lambda v: 1 <= v <= 200, rule="1..200"),
             guidance=_option(options, "guidance", float, DEFAULT_GUIDANCE, check=lambda v: 0 <= v <= 30,
@@ -473,6 +490,15 @@ def render_chunked(pipe: Any, start: Image.Image, end: Image.Image, spec: Render
     return np.concatenate(parts, axis=0)
 
 
+def release_device_memory(device: str) -> None:
+    """Before an OOM retry: the failed attempt's tensors died with its traceback; hand their blocks back."""
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 frames to ``size`` (w, h) with Lanczos; unchanged when already that size."""
     if (frames.shape[2], frames.shape[1]) == size:
@@ -630,6 +656,8 @@ class WanFlf2vBackend:
         attempt = 0
         while True:
             attempt += 1
+            if attempt > 1:
+                release_device_memory(handle.device)
             try:
                 with handle.inference():
                     if chunks == 1:

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-
 from gpu.conftest import require_smoke
+
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import REPO_ROOT
 from sparkle_motion.testing import RunningTool, running_tool
@@ -89,9 +89,9 @@ def test_wan_flf2v_renders_a_real_clip_between_the_keyframes(tool: RunningTool, 
     store = ArtifactStore(home)
     try:
         start_uri, end_uri, start, end = _keyframes(store)
-        payload = dict(start_frame_uri=start_uri, end_frame_uri=end_uri, num_frames=FRAMES, fps=FPS,
-                       width=W, height=H, seed=7, prompt="night falls over the lighthouse, waves roll in",
-                       motion_prompt="slow push in")
+        payload = {"start_frame_uri": start_uri, "end_frame_uri": end_uri, "num_frames": FRAMES, "fps": FPS,
+                   "width": W, "height": H, "seed": 7, "prompt": "night falls over the lighthouse, waves roll in",
+                   "motion_prompt": "slow push in"}
         first = _invoke(tool, **payload)
         second = _invoke(tool, **payload)
         clips = []
