@@ -219,6 +219,34 @@ def test_applied_memory_options_are_only_what_was_applied() -> None:
     assert apply_memory_options(pipe, None, "cpu") == []
 
 
+class AttentionHolder:
+    """A component with diffusers' attention-processor interface and the given processors."""
+
+    def __init__(self, processors: dict[str, Any]) -> None:
+        self.attn_processors = dict(processors)
+
+    def set_attn_processor(self, processor: Any) -> None:
+        self.attn_processors = {name: processor for name in self.attn_processors}
+
+
+def test_sdpa_replaces_only_generic_processors() -> None:
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    class OwnProcessor:  # e.g. Wan's WanAttnProcessor: must be left alone
+        pass
+
+    legacy = AttentionHolder({"a": AttnProcessor(), "b": AttnProcessor()})
+    own = AttentionHolder({"a": OwnProcessor()})
+    pipe = type("Pipe", (), {})()
+    pipe.components = {"unet": legacy, "transformer": own}
+    assert apply_memory_options(pipe, MemoryOptions(attention="sdpa"), "cpu") == ["attention_sdpa"]
+    assert all(isinstance(p, AttnProcessor2_0) for p in legacy.attn_processors.values())
+    assert all(isinstance(p, OwnProcessor) for p in own.attn_processors.values())
+    only_own = type("Pipe", (), {})()
+    only_own.components = {"transformer": AttentionHolder({"a": OwnProcessor()})}
+    assert apply_memory_options(only_own, MemoryOptions(attention="sdpa"), "cpu") == []
+
+
 def test_applied_options_reach_telemetry_through_loadspec_place() -> None:
     def loader(spec: LoadSpec) -> Any:
         return spec.place(PipeWithVae())

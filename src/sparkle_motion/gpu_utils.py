@@ -328,11 +328,7 @@ def apply_memory_options(pipe: Any, memory: MemoryOptions | None, device: str) -
     if memory.attention == "sdpa":
         torch = _torch()
         if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
-            processor = _sdpa_processor()
-            if processor is not None and hasattr(pipe, "components"):
-                for component in pipe.components.values():
-                    if hasattr(component, "set_attn_processor"):
-                        component.set_attn_processor(processor)
+            if _use_sdpa(pipe):
                 applied.append("attention_sdpa")
     elif memory.attention == "xformers":
         method = getattr(pipe, "enable_xformers_memory_efficient_attention", None)
@@ -352,12 +348,31 @@ def apply_memory_options(pipe: Any, memory: MemoryOptions | None, device: str) -
     return applied
 
 
-def _sdpa_processor() -> Any:
+def _use_sdpa(pipe: Any) -> bool:
+    """Put the legacy attention processors on SDPA; True when some component runs SDPA.
+
+    Only the generic processors are swapped: a model that brings its own processor
+    (Wan's WanAttnProcessor, for one) keeps it — replacing it breaks the model —
+    and one already on AttnProcessor2_0 counts as applied without a change.
+    """
     try:
-        from diffusers.models.attention_processor import AttnProcessor2_0
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
     except ImportError:
-        return None
-    return AttnProcessor2_0()
+        return False
+    on_sdpa = False
+    for component in getattr(pipe, "components", {}).values():
+        processors = getattr(component, "attn_processors", None)
+        if not processors or not hasattr(component, "set_attn_processor"):
+            continue
+        kinds = {type(p) for p in processors.values()}
+        if kinds <= {AttnProcessor}:
+            component.set_attn_processor(AttnProcessor2_0())
+            on_sdpa = True
+        elif kinds <= {AttnProcessor, AttnProcessor2_0}:
+            if AttnProcessor in kinds:
+                component.set_attn_processor(AttnProcessor2_0())
+            on_sdpa = True
+    return on_sdpa
 
 
 # --------------------------------------------------------------------------- device lock
