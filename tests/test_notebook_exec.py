@@ -123,7 +123,7 @@ def test_notebook_makes_a_film_headless(tmp_path, monkeypatch):
     assert final_file.read_bytes() == film
 
     outputs = "\n".join(cell_output_text(c) for c in nb.cells if c.cell_type == "code")
-    assert "paused at stage" in outputs and f"resumed; run {run_id} succeeded" in outputs
+    assert "paused at stage" in outputs and "resumed" in outputs and f"run {run_id} succeeded" in outputs
     assert "edited base_images[2].prompt" in outputs
     assert "mesh stopped" in outputs and "dry run" in outputs
     assert "[OK  ] ffmpeg" in outputs  # preflight printed its report

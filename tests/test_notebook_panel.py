@@ -32,7 +32,7 @@ from sparkle_motion.notebook.previews import read_artifact_bytes, resolve_local_
 from sparkle_motion.notebook.retention import prune_command
 from sparkle_motion.testing import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mesh")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebook")]
 
 IDEA = "two friends on a neon rooftop reconcile"
 
@@ -231,9 +231,9 @@ def test_run_pause_resume_artifacts_and_final_video(panel, production, tmp_path,
     started = time.monotonic()
     panel.poll_toggle.value = True
     assert time.monotonic() - started < 1.0 and panel.polling
-    time.sleep(1.6)
+    time.sleep(2.0)
     fast = [c for c in calls if c[1] == "/status" and c[2] >= started]
-    assert len(fast) >= 4, len(fast)
+    assert len(fast) >= 3, len(fast)  # 0.25 s apart: ~8 unless the machine is very busy
     panel.poll_interval.value = 30.0
     time.sleep(0.6)  # the wait in progress ends, then the next is 30 s
     settled = len([c for c in calls if c[1] == "/status"])
