@@ -120,3 +120,19 @@ def test_loudness_of_a_known_sine_and_normalisation(tmp_path: Path):
     write_wav(silent, np.zeros(48000), 48000)
     assert measure_loudnorm(silent).is_silent
     assert integrated_loudness(silent) is None
+
+
+def test_decoding_stereo_averages_channels_without_a_downmix_gain(tmp_path):
+    """Two identical channels at 0.8 decode to 0.8 mono, not ffmpeg's -3 dB-per-channel sum (1.13)."""
+    from sparkle_motion.media import run_ffmpeg, write_wav
+    from sparkle_motion.media.vad import decode_audio_mono
+
+    sr = 24000
+    t = np.arange(sr) / sr
+    mono = tmp_path / "mono.wav"
+    write_wav(mono, 0.8 * np.sin(2 * np.pi * 220 * t), sr)
+    stereo = tmp_path / "stereo.wav"
+    run_ffmpeg(["-i", str(mono), "-af", "pan=stereo|c0=c0|c1=c0", "-c:a", "pcm_s16le", str(stereo)])
+    samples, rate = decode_audio_mono(stereo)
+    assert rate == sr
+    assert 0.78 < float(np.abs(samples).max()) < 0.82

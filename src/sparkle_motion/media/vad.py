@@ -102,10 +102,16 @@ def decode_audio_mono(path: Path, *, sample_rate: int | None = None, field_name:
     if stream is None:
         raise InvalidInputError("media has no audio stream", field=field_name)
     rate = int(sample_rate or stream.sample_rate or 48000)
+    channels = max(1, int(stream.channels or 1))
     try:
-        proc = run_ffmpeg(["-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(rate),
-                           "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"])
+        # All channels come out interleaved and are averaged here: ffmpeg's own `-ac 1`
+        # downmix sums stereo at -3 dB per channel, i.e. +3 dB on correlated audio, which
+        # would turn a -1.3 dBFS peak into "clipping".
+        proc = run_ffmpeg(["-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-ac", str(channels),
+                           "-ar", str(rate), "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"])
     except BackendError as exc:  # the container parsed but its audio does not decode: the input is bad
         raise InvalidInputError("audio could not be decoded", field=field_name,
                                 context={"stderr": str(exc.context.get("stderr", ""))[-500:]}) from exc
-    return np.frombuffer(proc.stdout, dtype="<f4").copy(), rate
+    samples = np.frombuffer(proc.stdout, dtype="<f4")
+    samples = samples[: samples.size - samples.size % channels].reshape(-1, channels).mean(axis=1)
+    return samples.astype(np.float32), rate
