@@ -203,8 +203,15 @@ def test_pause_resume_and_stop(production, mesh_settings):
     run_id = run_plan(production, rooftop_plan(seed=4343))["run_id"]
     wait_for_status(production, run_id, {"running"}, predicate=lambda s: len(s["steps"]) >= 2)
     assert production.post("/control/stop", json={"run_id": run_id}).status_code == 200
-    time.sleep(1.0)
+    again = production.post("/invoke", json={"run_id": run_id})
+    # While the step in flight finishes: 503 run_stopping (clients retry); after: a new run of the same plan.
+    assert again.status_code in (202, 503), again.text
+    if again.status_code == 503:
+        assert again.json()["error"]["code"] == "run_stopping" and again.headers.get("Retry-After")
+    else:
+        assert again.json()["run_id"] != run_id
     stopped = wait_for_status(production, run_id, {"stopped"})
+    time.sleep(1.0)
     kept = production.get("/artifacts", params={"run_id": run_id}).json()
     assert kept["artifacts"], "a stopped run keeps its artifacts"
     assert production.post("/control/resume", json={"run_id": run_id}).status_code == 409

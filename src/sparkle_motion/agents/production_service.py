@@ -33,7 +33,7 @@ from sparkle_motion.agents.production_models import (
 from sparkle_motion.agents.production_run import ProductionRun, RunStopped, estimate
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings, get_settings
-from sparkle_motion.errors import InvalidInputError, NotFoundError, SparkleError
+from sparkle_motion.errors import InvalidInputError, NotFoundError, ServiceBusyError, SparkleError
 from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
@@ -125,6 +125,10 @@ class ProductionService:
                 existing = self.registry.get_run(request.run_id)
             except NotFoundError:
                 existing = None
+        if existing is not None and self._alive(existing.run_id) and existing.status == "stopped":
+            # Stop lands between steps: the thread is finishing the step it was in.
+            raise ServiceBusyError(f"run {existing.run_id} is stopping: its current step is finishing; "
+                                   "resume it in a moment", retry_after=1.0, code="run_stopping")
         if existing is not None and self._alive(existing.run_id):
             raise InvalidInputError(f"run {existing.run_id} is {existing.status} in this process; "
                                     "pause/stop it through /control instead", field="run_id", http_status=409,
