@@ -279,3 +279,23 @@ def test_dialogue_fits_the_tightest_runtime() -> None:
     assert plan.runtime_s == pytest.approx(4.0, abs=1e-3)
     assert len(plan.dialogue_lines) == 2
     assert all(re.fullmatch(r"[\w ,.'?]+", line.text) for line in plan.dialogue_lines)
+
+
+@pytest.mark.parametrize(("idea", "place"), [
+    ("Two astronauts argue about the last oxygen tank", "space station"),
+    ("A chef and a waiter race the dinner rush", "restaurant kitchen"),
+    ("A detective follows a cat through Paris at night", "streets of Paris"),
+])
+def test_an_idea_without_a_place_word_gets_the_place_its_people_or_names_imply(idea, place):
+    plan = OfflinePlanner(idea, PlanControls()).compose()
+    prompts = " ".join(b["prompt"] for b in plan["base_images"])
+    assert place in prompts
+    assert f"in {place.split()[-1]} in" not in prompts  # "streets of Paris in Paris" reads badly
+
+
+def test_family_words_are_names():
+    plan = OfflinePlanner("Grandma teaches Leo to bake bread on a snowy morning", PlanControls()).compose()
+    names = [c["name"] for c in plan["characters"]]
+    assert names[:2] == ["Grandma", "Leo"]
+    assert plan["characters"][0]["description"].startswith("Grandma, a grandmother")
+    assert "kitchen" in plan["base_images"][0]["prompt"]

@@ -296,6 +296,25 @@ ROLES: dict[str, tuple[str, str]] = {
 _ROLE_BY_PLURAL = {plural: role for role, (plural, _) in ROLES.items()}
 # Collective nouns that stand for several people at once.
 GROUPS = {"couple": ("partner", 2), "twins": ("twin", 2), "siblings": ("sibling", 2), "lovers": ("lover", 2)}
+# Family words used as names ("Grandma teaches Leo"): the word is the character's name.
+KINSHIP_NAMES = {"grandma": ("grandmother", "f"), "granny": ("grandmother", "f"), "nana": ("grandmother", "f"),
+                 "grandpa": ("grandfather", "m"), "mom": ("mother", "f"), "mum": ("mother", "f"),
+                 "mama": ("mother", "f"), "dad": ("father", "m"), "papa": ("father", "m")}
+# Where a role's story naturally happens, for ideas that name no place.
+ROLE_SETTINGS = {
+    "astronaut": "space station", "alien": "desert canyon", "chef": "restaurant kitchen", "baker": "bakery",
+    "detective": "rain-slicked city street", "cop": "city street", "sailor": "harbor", "pirate": "ship deck",
+    "fisherman": "harbor", "lighthouse keeper": "lighthouse", "keeper": "lighthouse", "farmer": "farm",
+    "teacher": "classroom", "student": "classroom", "doctor": "hospital corridor", "nurse": "hospital corridor",
+    "scientist": "laboratory", "engineer": "workshop", "inventor": "workshop", "robot": "workshop",
+    "knight": "castle", "king": "palace", "queen": "palace", "prince": "palace", "princess": "palace",
+    "wizard": "tower", "witch": "forest", "cowboy": "desert", "sheriff": "desert town", "librarian": "library",
+    "gardener": "garden", "musician": "club", "dj": "club", "singer": "stage", "dancer": "stage",
+    "painter": "studio", "artist": "studio", "photographer": "city street", "explorer": "jungle",
+    "climber": "mountain", "surfer": "beach", "pilot": "airfield", "soldier": "field", "spy": "train",
+    "hacker": "apartment", "barista": "cafe", "bartender": "bar", "waiter": "diner", "waitress": "diner",
+    "grandmother": "kitchen", "grandfather": "porch", "mechanic": "garage", "boxer": "gym", "runner": "track",
+}
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "pair": 2, "both": 2}
 SINGULAR_DETERMINERS = frozenset("a an the his her their my our its this that lone single young old".split())
 
@@ -531,6 +550,12 @@ def analyze_idea(idea: str) -> IdeaAnalysis:
     while index < len(tokens):
         token = tokens[index]
         prev = tokens[index - 1] if index else None
+        if token.lower in KINSHIP_NAMES:
+            name = token.text[0].upper() + token.text[1:].lower()
+            role, gender = KINSHIP_NAMES[token.lower]
+            named.setdefault(name, _Person(name, role, gender))
+            index += 1
+            continue
         title_role = TITLES.get(token.lower) if token.capitalised else None
         if title_role and index + 1 < len(tokens) and _looks_like_name(tokens[index + 1], tokens, index + 1) \
                 and not tokens[index + 1].sentence_initial:
@@ -638,6 +663,11 @@ def analyze_idea(idea: str) -> IdeaAnalysis:
                           r"((?:[a-z'-]+\s+){0,2}?[a-z'-]+)\b", lower_text)
         if match and all(_is_content_word(w) for w in match.group(1).split()):
             result.setting = match.group(1)
+    if result.setting is None and result.places:
+        result.setting = f"streets of {result.places[0]}"
+    if result.setting is None:
+        # No place named: the place the people's roles belong to ("two astronauts" → space station).
+        result.setting = next((ROLE_SETTINGS[p.role] for p in result.people if p.role in ROLE_SETTINGS), None)
 
     for phrase in sorted(TIMES_OF_DAY, key=len, reverse=True):
         if re.search(rf"\b{re.escape(phrase)}\b", lower_text):
@@ -853,7 +883,8 @@ class OfflinePlanner:
             role_phrase = " ".join(w for w in (person.adjective, person.role) if w)
             look = f"{'woman' if gender == 'f' else 'man'} in a {wardrobe[index % len(wardrobe)]}"
             if role_phrase:
-                description = f"{name}, a {role_phrase}; {look}"
+                article = "an" if role_phrase[0] in "aeiou" else "a"
+                description = f"{name}, {article} {role_phrase}; {look}"
             else:
                 description = f"{name}, at the heart of the story; {look}"
             voice_id = next(v for v in VOICES[gender] if v not in voices_used)
@@ -882,7 +913,7 @@ class OfflinePlanner:
         a = self.analysis
         place = a.setting or self.rng.choice(("city street", "empty room", "quiet park", "old train station"))
         place_the = f"the {place}"
-        if a.places:
+        if a.places and a.places[0] not in place:
             place_the = f"{place_the} in {a.places[0]}" if a.setting else a.places[0]
         obj = f"the {a.obj}" if a.obj else self.rng.choice(("the promise", "the letter", "the key", "the plan"))
         verb = a.verb or self.rng.choice(("finish this", "start over", "say goodbye"))
