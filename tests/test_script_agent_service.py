@@ -90,6 +90,12 @@ def test_common_endpoints(service) -> None:
     oversized = tool.client.post("/invoke", content=b'{"prompt": "' + b"x" * 70_000 + b'"}',
                                  headers={"Content-Type": "application/json"})
     assert oversized.status_code == 413
+    garbage = tool.client.post("/invoke", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert garbage.status_code == 422
+    assert garbage.json()["error"]["code"] == "invalid_json" and garbage.json()["error"]["field"] == "body"
+    undecodable = tool.client.post("/invoke", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+    assert undecodable.status_code in (400, 422) and undecodable.json()["error"]["code"] and \
+        undecodable.json()["request_id"]
 
 
 def test_gemini_profile_without_a_key_is_not_ready_and_says_why(monkeypatch: pytest.MonkeyPatch,

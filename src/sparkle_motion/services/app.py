@@ -97,6 +97,11 @@ def validation_error(errors: list[Mapping[str, Any]], *, strip_body: bool = Fals
     """Map pydantic errors to one InvalidInputError: ``field`` = first error's path, ``details`` = all."""
     details = []
     for err in errors:
+        if err.get("type") == "json_invalid":
+            # FastAPI reports an unparseable body at a character offset ("body", 0): that is the
+            # body itself, answered like the FunctionTools' own invalid_json.
+            return InvalidInputError(f"request body is not valid JSON: {err.get('msg', 'JSON decode error')}",
+                                     field="body", code="invalid_json")
         loc = tuple(err.get("loc", ()))
         if strip_body and loc[:1] == ("body",):
             loc = loc[1:]
