@@ -56,6 +56,7 @@ from function_tools.videos_wan.models import (
     VideosWanRequest,
     VideosWanResponse,
 )
+from sparkle_motion.artifacts import ArtifactManifest
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import InvalidInputError
 from sparkle_motion.media import VideoWriter
@@ -315,6 +316,38 @@ def output_size(request: VideosWanRequest, start: Image.Image) -> tuple[int, int
     return width, height
 
 
+@dataclass(frozen=True)
+class PreparedKeyframes:
+    """Both keyframes of a request, decoded and fitted to the output size (shared by every backend)."""
+
+    start: Image.Image
+    end: Image.Image
+    width: int
+    height: int
+    num_frames: int
+    start_manifest: ArtifactManifest
+    end_manifest: ArtifactManifest
+    resized: list[ResizedInput]
+
+
+def prepare_keyframes(request: VideosWanRequest, ctx: ToolContext) -> PreparedKeyframes:
+    """Resolve, decode, bound and fit the two keyframes; every failure names its request field."""
+    start_manifest, start_path = ctx.resolve_input(request.start_frame_uri, "start_frame_uri")
+    end_manifest, end_path = ctx.resolve_input(request.end_frame_uri, "end_frame_uri")
+    start = load_keyframe(start_path, "start_frame_uri", start_manifest.media_type)
+    end = load_keyframe(end_path, "end_frame_uri", end_manifest.media_type)
+    width, height = output_size(request, start)
+    num_frames = request.frame_count
+    if num_frames * width * height > MAX_TOTAL_PIXELS:
+        raise InvalidInputError(f"{num_frames} frames of {width}x{height} exceed the work cap of "
+                                f"{MAX_TOTAL_PIXELS} pixels; use fewer frames or a smaller size",
+                                field="num_frames" if request.num_frames is not None else "duration_s")
+    start, start_resized = fit_keyframe(start, (width, height), "start_frame_uri")
+    end, end_resized = fit_keyframe(end, (width, height), "end_frame_uri")
+    resized = [r for r in (start_resized, end_resized) if r is not None]
+    return PreparedKeyframes(start, end, width, height, num_frames, start_manifest, end_manifest, resized)
+
+
 class KeyframeMotionBackend:
     """videos_wan on CPU: a parsed camera move over an eased blend of the two keyframes."""
 
@@ -332,19 +365,9 @@ class KeyframeMotionBackend:
 
     def invoke(self, request: VideosWanRequest, ctx: ToolContext) -> VideosWanResponse:
         t0 = time.perf_counter()
-        start_manifest, start_path = ctx.resolve_input(request.start_frame_uri, "start_frame_uri")
-        end_manifest, end_path = ctx.resolve_input(request.end_frame_uri, "end_frame_uri")
-        start = load_keyframe(start_path, "start_frame_uri", start_manifest.media_type)
-        end = load_keyframe(end_path, "end_frame_uri", end_manifest.media_type)
-        width, height = output_size(request, start)
-        num_frames = request.frame_count
-        if num_frames * width * height > MAX_TOTAL_PIXELS:
-            raise InvalidInputError(f"{num_frames} frames of {width}x{height} exceed the work cap of "
-                                    f"{MAX_TOTAL_PIXELS} pixels; use fewer frames or a smaller size",
-                                    field="num_frames" if request.num_frames is not None else "duration_s")
-        start, start_resized = fit_keyframe(start, (width, height), "start_frame_uri")
-        end, end_resized = fit_keyframe(end, (width, height), "end_frame_uri")
-        resized = [r for r in (start_resized, end_resized) if r is not None]
+        keys = prepare_keyframes(request, ctx)
+        start, end, width, height, num_frames = keys.start, keys.end, keys.width, keys.height, keys.num_frames
+        start_manifest, end_manifest, resized = keys.start_manifest, keys.end_manifest, keys.resized
         move = parse_camera_move(request.motion_prompt)
         seed = request.seed if request.seed is not None else default_seed(request)
         planner = MotionPlanner(move, width, height, num_frames, request.fps, seed)

@@ -58,21 +58,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from function_tools.videos_wan.keyframe_motion import (
-    default_seed,
-    fit_keyframe,
-    load_keyframe,
-    output_size,
-)
+from function_tools.videos_wan.keyframe_motion import default_seed, prepare_keyframes
 from function_tools.videos_wan.models import (
-    MAX_TOTAL_PIXELS,
     OomEvent,
     VideosWanRequest,
     VideosWanResponse,
     WanGenerationInfo,
 )
 from sparkle_motion.config import Settings, ToolProfile
-from sparkle_motion.errors import ConfigError, InvalidInputError
+from sparkle_motion.errors import ConfigError
 from sparkle_motion.gpu_utils import (
     LoadSpec,
     MemoryOptions,
@@ -538,19 +532,9 @@ class WanFlf2vBackend:
     def invoke(self, request: VideosWanRequest, ctx: ToolContext) -> VideosWanResponse:
         opts = self.options
         t0 = time.perf_counter()
-        start_manifest, start_path = ctx.resolve_input(request.start_frame_uri, "start_frame_uri")
-        end_manifest, end_path = ctx.resolve_input(request.end_frame_uri, "end_frame_uri")
-        start = load_keyframe(start_path, "start_frame_uri", start_manifest.media_type)
-        end = load_keyframe(end_path, "end_frame_uri", end_manifest.media_type)
-        width, height = output_size(request, start)
-        num_frames = request.frame_count
-        if num_frames * width * height > MAX_TOTAL_PIXELS:
-            raise InvalidInputError(f"{num_frames} frames of {width}x{height} exceed the work cap of "
-                                    f"{MAX_TOTAL_PIXELS} pixels; use fewer frames or a smaller size",
-                                    field="num_frames" if request.num_frames is not None else "duration_s")
-        start, start_resized = fit_keyframe(start, (width, height), "start_frame_uri")
-        end, end_resized = fit_keyframe(end, (width, height), "end_frame_uri")
-        resized = [r for r in (start_resized, end_resized) if r is not None]
+        keys = prepare_keyframes(request, ctx)
+        start, end, width, height, num_frames = keys.start, keys.end, keys.width, keys.height, keys.num_frames
+        start_manifest, end_manifest, resized = keys.start_manifest, keys.end_manifest, keys.resized
         warnings: list[str] = []
         similarity = keyframe_psnr(start, end)
         if similarity >= IDENTICAL_KEYFRAMES_PSNR_DB:
