@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import InvalidInputError
@@ -124,6 +125,33 @@ def build_segments(request: LipsyncRequest, samples, sample_rate: int, audio_s: 
     return source, segments
 
 
+def store_lipsync_outputs(request: LipsyncRequest, ctx: ToolContext, out_path: Path, metadata: dict[str, Any], *,
+                          video: VideoFacts, sample_rate: int, alignment: AlignmentMap, params: dict[str, Any],
+                          source: str, started: float) -> LipsyncResponse:
+    """Store the synced video and its alignment map (every lipsync backend's outputs) and answer."""
+    lip_motion = alignment.lip_motion
+    timings = metadata.get("timings", {})
+    video_manifest = ctx.put_output(
+        request, "video", out_path, "video/mp4", metadata,
+        media={"duration_s": video.duration_s, "fps": video.fps, "width": video.width,
+               "height": video.height, "sample_rate": sample_rate},
+        ext=".mp4", move=True,
+    )
+    alignment_doc = {**alignment.model_dump(mode="json"), "video_uri": video_manifest.uri,
+                     "input_video_uri": request.video_uri, "audio_uri": request.audio_uri}
+    alignment_manifest = ctx.put_output(
+        request, "alignment", json.dumps(alignment_doc, indent=2).encode("utf-8"), "application/json",
+        {"params": params, "lip_motion": lip_motion, "video_uri": video_manifest.uri, "source": source},
+        ext=".json",
+    )
+    timings["total_s"] = round(time.perf_counter() - started, 4)
+    return LipsyncResponse(
+        artifacts=[video_manifest, alignment_manifest], timings=timings,
+        video_uri=video_manifest.uri, alignment_uri=alignment_manifest.uri, lip_motion=lip_motion,
+        fit_applied=alignment.fit_applied, segments=len(alignment.segments),
+    )
+
+
 class MuxBackend:
     """Mux dialogue onto a clip (video stream copy + AAC) and map speech to frames."""
 
@@ -183,26 +211,9 @@ class MuxBackend:
         }
         timings = {"analyse_s": round(analysed - started, 4), "segment_s": round(segmented - analysed, 4),
                    "mux_s": round(muxed - segmented, 4)}
-        video_manifest = ctx.put_output(
-            request, "video", out_path, "video/mp4",
-            {"params": params, "lip_motion": False, "video_stream": "copy", "audio_codec": "aac",
-             "input_video_codec": video.codec, "audio_duration_s": round(audio_s, 6),
-             "video_duration_s": round(video.duration_s, 6), "ffmpeg_cmd": [self.ffmpeg, *args],
-             "timings": timings},
-            media={"duration_s": video.duration_s, "fps": video.fps, "width": video.width,
-                   "height": video.height, "sample_rate": sample_rate},
-            ext=".mp4", move=True,
-        )
-        alignment_doc = {**alignment.model_dump(mode="json"), "video_uri": video_manifest.uri,
-                         "input_video_uri": request.video_uri, "audio_uri": request.audio_uri}
-        alignment_manifest = ctx.put_output(
-            request, "alignment", json.dumps(alignment_doc, indent=2).encode("utf-8"), "application/json",
-            {"params": params, "lip_motion": False, "video_uri": video_manifest.uri, "source": source},
-            ext=".json",
-        )
-        timings["total_s"] = round(time.perf_counter() - started, 4)
-        return LipsyncResponse(
-            artifacts=[video_manifest, alignment_manifest], timings=timings,
-            video_uri=video_manifest.uri, alignment_uri=alignment_manifest.uri, lip_motion=False,
-            fit_applied=fit, segments=len(segments),
-        )
+        metadata = {"params": params, "lip_motion": False, "video_stream": "copy", "audio_codec": "aac",
+                    "input_video_codec": video.codec, "audio_duration_s": round(audio_s, 6),
+                    "video_duration_s": round(video.duration_s, 6), "ffmpeg_cmd": [self.ffmpeg, *args],
+                    "timings": timings}
+        return store_lipsync_outputs(request, ctx, out_path, metadata, video=video, sample_rate=sample_rate,
+                                     alignment=alignment, params=params, source=source, started=started)

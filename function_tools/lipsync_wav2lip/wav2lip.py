@@ -26,7 +26,6 @@ backend drives upstream's command line under the shared device lock:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -53,6 +52,7 @@ from function_tools.lipsync_wav2lip.mux import (
     VideoFacts,
     build_segments,
     decide_fit,
+    store_lipsync_outputs,
     video_facts,
 )
 from sparkle_motion.config import Settings, ToolProfile
@@ -403,25 +403,8 @@ class Wav2LipBackend:
             "checkpoint_sha256": self.checkpoint_sha256, "wav2lip_dir": str(self.wav2lip_dir),
             "wav2lip_cmd": cmd, "wav2lip_output": produced, "telemetry": telemetry, "timings": timings,
         }
-        video_manifest = ctx.put_output(
-            request, "video", out_path, "video/mp4", metadata,
-            media={"duration_s": video.duration_s, "fps": video.fps, "width": video.width,
-                   "height": video.height, "sample_rate": sample_rate},
-            ext=".mp4", move=True,
-        )
-        alignment_doc = {**alignment.model_dump(mode="json"), "video_uri": video_manifest.uri,
-                         "input_video_uri": request.video_uri, "audio_uri": request.audio_uri}
-        alignment_manifest = ctx.put_output(
-            request, "alignment", json.dumps(alignment_doc, indent=2).encode("utf-8"), "application/json",
-            {"params": params, "lip_motion": True, "video_uri": video_manifest.uri, "source": source},
-            ext=".json",
-        )
-        timings["total_s"] = round(time.perf_counter() - started, 4)
-        return LipsyncResponse(
-            artifacts=[video_manifest, alignment_manifest], timings=timings,
-            video_uri=video_manifest.uri, alignment_uri=alignment_manifest.uri, lip_motion=True,
-            fit_applied=fit, segments=len(segments),
-        )
+        return store_lipsync_outputs(request, ctx, out_path, metadata, video=video, sample_rate=sample_rate,
+                                     alignment=alignment, params=params, source=source, started=started)
 
     def _prepare(self, work: Path, video_path: Path, audio_path: Path, video: VideoFacts, output_s: float,
                  request: LipsyncRequest) -> tuple[list[str], dict[str, str]]:
