@@ -118,7 +118,6 @@ def test_camera_direction_moves_content_the_opposite_way(prompt: str, sign_x: in
 
 
 def test_push_in_magnifies_the_start_keyframe() -> None:
-    image = textured(2)
     planner = MotionPlanner(parse_camera_move("push in"), W, H, 24, 24.0, seed=0)
     assert planner.frame(12).start.scale > 1.05 and planner.frame(12).end.scale == 1.0
     out = MotionPlanner(parse_camera_move("pull out"), W, H, 24, 24.0, seed=0)

@@ -17,7 +17,6 @@ Steps, each an ffmpeg run whose command line goes into the output metadata:
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction

@@ -135,7 +135,6 @@ def _ensure_mesh(settings) -> None:
 @app.command()
 def up(profile: Optional[str] = ProfileOption) -> None:
     """Start all eight services (detached) and wait until each is ready."""
-    from sparkle_motion import mesh
 
     settings = _settings(profile)
     try:
