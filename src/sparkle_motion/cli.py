@@ -135,7 +135,6 @@ def _ensure_mesh(settings) -> None:
 @app.command()
 def up(profile: Optional[str] = ProfileOption) -> None:
     """Start all eight services (detached) and wait until each is ready."""
-
     settings = _settings(profile)
     try:
         _ensure_mesh(settings)
