@@ -63,6 +63,14 @@ def env(tmp_path_factory) -> Iterator[dict]:
     paths["b"] = moving_clip(src / "b.mp4", 36, seed=1)
     paths["c"] = moving_clip(src / "c.mp4", 24, width=128, height=72, seed=2)  # other size → re-encode
     paths["dialogue"] = tone_bursts(src / "dialogue.wav", 2.0)
+    # Peaky and quiet: sharp clicks near full scale over a faint tone. Linear gain to -16 LUFS
+    # would push the peaks far past the true-peak ceiling.
+    sr = 24000
+    t = np.arange(2 * sr) / sr
+    peaky = 0.03 * np.sin(2 * np.pi * 200 * t)
+    peaky[::2400] = 0.9
+    write_wav(src / "peaky.wav", peaky, sr)
+    paths["peaky"] = src / "peaky.wav"
     # Clip A with its own (muxed) audio, video stream copied: same codec parameters as A.
     paths["a_audio"] = src / "a_audio.mp4"
     run_ffmpeg(["-loglevel", "error", "-i", str(paths["a"]), "-i", str(tone_bursts(src / "a.wav", 1.0)),
@@ -88,6 +96,15 @@ def invoke(env, clips, **extra):
 def ok(response) -> dict:
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def test_peaky_quiet_audio_is_limited_so_the_loudness_target_is_still_met(env):
+    body = ok(invoke(env, [{"uri": "a"}, {"uri": "b"}], audio_uri="peaky"))
+    out = env["store"].path_for(body["video_uri"])
+    meta = env["store"].get(body["video_uri"]).metadata
+    assert meta["loudness"]["peak_limiter_ceiling_dbfs"] is not None
+    assert integrated_loudness(out) == pytest.approx(-16.0, abs=1.5)
+    assert body["input_loudness_lufs"] < -24
 
 
 def streams(path: Path) -> dict[str, av.stream.Stream]:

@@ -8,8 +8,9 @@ Steps, each an ffmpeg run whose command line goes into the output metadata:
    the frame rate and re-encodes with libx264 (and burns subtitles if asked);
 2. sound — the request's audio track, or the clips' own audio in clip order,
    or silence; resampled to 48 kHz stereo and padded/trimmed to the picture;
-3. loudness — measured with loudnorm's analysis pass, then applied with
-   loudnorm's linear second pass (measured values) while muxing: picture copied,
+3. loudness — measured with loudnorm's analysis pass; when the linear gain would
+   push peaks past the true-peak ceiling, peaks are limited first (make_headroom);
+   then loudnorm's linear second pass (measured values) while muxing: picture copied,
    AAC audio, mov_text subtitles tagged ``eng``, ``+faststart``; the output is
    measured again with the ebur128 scanner.
 """
@@ -27,7 +28,7 @@ import numpy as np
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, InvalidInputError
 from sparkle_motion.media import VideoWriter, decode_video_frames, ffmpeg_exe, probe, run_ffmpeg
-from sparkle_motion.media.loudness import integrated_loudness, loudnorm_filter, measure_loudnorm
+from sparkle_motion.media.loudness import integrated_loudness, loudnorm_filter, make_headroom, measure_loudnorm
 from sparkle_motion.services import ToolContext
 
 from function_tools.assemble_ffmpeg.models import AssembleRequest, AssembleResponse, ClipRef, Subtitle
@@ -342,7 +343,9 @@ class FfmpegAssembleBackend:
         pictured = time.perf_counter()
 
         wav_path, audio_source = self._sound(clips, request, ctx, audio_path, film_s, commands)
-        measured = measure_loudnorm(wav_path, target_lufs=options.loudness_lufs)
+        source_loudness = measure_loudnorm(wav_path, target_lufs=options.loudness_lufs)
+        wav_path, measured, limiter_ceiling_db = make_headroom(
+            wav_path, source_loudness, ctx.staging_path(".wav"), target_lufs=options.loudness_lufs)
         if measured.is_silent:
             audio_filter = "anull"  # nothing to normalise; a gain on silence would only lift noise
         else:
@@ -382,8 +385,9 @@ class FfmpegAssembleBackend:
             "expected_duration_s": round(expected_s, 6),
             "codecs": {"video": "h264", "audio": "aac", "subtitles": "mov_text" if srt_path else None},
             "subtitles_burnt": burnt or None,
-            "loudness": {"target_lufs": options.loudness_lufs, "input_lufs": measured.integrated_lufs,
-                         "input_true_peak_dbtp": measured.true_peak_dbtp, "output_lufs": output_lufs},
+            "loudness": {"target_lufs": options.loudness_lufs, "input_lufs": source_loudness.integrated_lufs,
+                         "input_true_peak_dbtp": source_loudness.true_peak_dbtp, "output_lufs": output_lufs,
+                         "peak_limiter_ceiling_dbfs": limiter_ceiling_db},
             "ffmpeg_commands": commands,
             "timings": timings,
         }
@@ -403,6 +407,6 @@ class FfmpegAssembleBackend:
         return AssembleResponse(
             artifacts=artifacts, timings=timings, video_uri=video_manifest.uri, subtitles_uri=subtitles_uri,
             concat_mode="stream_copy" if copy else "reencode", duration_s=round(film_s, 6),
-            audio_source=audio_source, input_loudness_lufs=measured.integrated_lufs,
+            audio_source=audio_source, input_loudness_lufs=source_loudness.integrated_lufs,
             output_loudness_lufs=output_lufs,
         )

@@ -91,6 +91,40 @@ def loudnorm_filter(measured: LoudnormMeasurement, *, target_lufs: float,
             f":measured_LRA={lra}:measured_thresh={thresh}:linear=true:print_format=summary")
 
 
+# alimiter's lowest ceiling (-24 dBFS): a track that needs more gain than this allows
+# keeps loudnorm's own fallback.
+_MIN_LIMIT = 0.0625
+_LIMITER_MARGIN_DB = 0.5  # the limiter works on sample peaks; true peaks sit a little higher
+_HEADROOM_PASSES = 4
+
+
+def make_headroom(path: Path, measured: LoudnormMeasurement, out_path: Path, *, target_lufs: float,
+                  true_peak_dbtp: float = DEFAULT_TRUE_PEAK_DBTP) -> tuple[Path, LoudnormMeasurement, float | None]:
+    """Limit peaks so that loudnorm's *linear* gain can reach ``target_lufs`` within ``true_peak_dbtp``.
+
+    Speech with sparse loud syllables (a few lines in a long, quiet film) has more
+    crest than the gain leaves room for; loudnorm then falls back to dynamic mode,
+    which on such tracks stops several LU short of the target. Returns the track to
+    normalise, its measurement and the limiter ceiling in dBFS (None when the
+    original already had the headroom).
+    """
+    source, ceiling_db = path, None
+    for _ in range(_HEADROOM_PASSES):
+        if measured.is_silent or measured.integrated_lufs is None or measured.true_peak_dbtp is None:
+            break
+        gain_db = target_lufs - measured.integrated_lufs
+        if measured.true_peak_dbtp + gain_db <= true_peak_dbtp:
+            break
+        # Limiting lowers the loudness a little, which asks for more gain: a few passes settle it.
+        wanted_db = true_peak_dbtp - _LIMITER_MARGIN_DB - gain_db
+        ceiling_db = round(max(20 * math.log10(_MIN_LIMIT), min(wanted_db, ceiling_db or 0.0)), 2)
+        run_ffmpeg(["-loglevel", "error", "-i", str(source), "-af",
+                    f"alimiter=limit={10 ** (ceiling_db / 20):.5f}:attack=1:release=50:level=false",
+                    str(out_path)])
+        path, measured = out_path, measure_loudnorm(out_path, target_lufs=target_lufs)
+    return path, measured, ceiling_db
+
+
 _EBUR128_I = re.compile(r"Integrated loudness:\s*I:\s*(-?[\d.]+|-inf|nan)\s*LUFS", re.S)
 
 
