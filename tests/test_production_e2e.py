@@ -255,3 +255,17 @@ def test_a_second_mesh_on_the_same_ports_is_refused(mesh_settings, tmp_path):
         mesh.up(other, timeout=10)
     assert "ports already in use" in info.value.message and "production_agent" in info.value.message
     assert not mesh.is_up(other)
+
+
+def test_a_plan_without_dialogue_makes_a_silent_film_that_passes_qa(production):
+    plan = rooftop_plan(seed=31)
+    plan["dialogue_timeline"] = [{"type": "silence", "start_time_sec": 0.0, "duration_sec": 6.0}]
+    for shot in plan["shots"]:
+        shot["is_talking_closeup"] = False
+    done = wait_for_status(production, run_plan(production, plan)["run_id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done["error"]
+    arts = production.get("/artifacts", params={"run_id": done["run_id"], "stage": "finalize"}).json()
+    film = next(a for a in arts["artifacts"] if a["artifact_type"] == "video_final")
+    kinds, frames, audio = decode_film(Path(film["local_path"]))
+    assert kinds.get("audio") == "aac" and abs(len(frames) - 6 * FPS) <= 1
+    assert rms_db(audio) < -60
