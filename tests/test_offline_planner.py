@@ -299,3 +299,10 @@ def test_family_words_are_names():
     assert names[:2] == ["Grandma", "Leo"]
     assert plan["characters"][0]["description"].startswith("Grandma, a grandmother")
     assert "kitchen" in plan["base_images"][0]["prompt"]
+
+
+def test_prepositions_are_not_objects_and_articles_agree():
+    plan = OfflinePlanner("An old fisherman tells his granddaughter about the whale at sunset", PlanControls()).compose()
+    assert "About" not in plan["title"]
+    text = json.dumps(plan)
+    assert not re.search(r"\ba [aeiou]", text), re.search(r"\ba [aeiou]\w*", text).group(0)

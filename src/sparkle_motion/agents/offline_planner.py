@@ -242,7 +242,8 @@ has have had do does did will would shall should can could may might must let le
 suddenly finally later somewhere someone something everyone everything nobody nothing inside outside
 old young new last first next little big small long short great good bad lonely lost tired late early
 late dark bright quiet loud cold hot warm broken hidden secret strange ancient final young once upon
-after amid beyond despite toward towards within along aboard beneath underneath
+after amid beyond despite toward towards within along aboard beneath underneath about against past via
+off up down out upon versus per like unlike
 monday tuesday wednesday thursday friday saturday sunday january february march april may june july
 august september october november december christmas halloween
 god mom dad ok okay yes hello hey oh
@@ -262,7 +263,8 @@ TITLES = {
 ROLES: dict[str, tuple[str, str]] = {
     "friend": ("friends", "n"), "detective": ("detectives", "n"), "robot": ("robots", "n"),
     "android": ("androids", "n"), "fisherman": ("fishermen", "m"), "fisherwoman": ("fisherwomen", "f"),
-    "daughter": ("daughters", "f"), "son": ("sons", "m"), "mother": ("mothers", "f"), "father": ("fathers", "m"),
+    "daughter": ("daughters", "f"), "son": ("sons", "m"), "granddaughter": ("granddaughters", "f"),
+    "grandson": ("grandsons", "m"), "mother": ("mothers", "f"), "father": ("fathers", "m"),
     "sister": ("sisters", "f"), "brother": ("brothers", "m"), "girl": ("girls", "f"), "boy": ("boys", "m"),
     "woman": ("women", "f"), "man": ("men", "m"), "captain": ("captains", "n"), "pilot": ("pilots", "n"),
     "astronaut": ("astronauts", "n"), "chef": ("chefs", "n"), "baker": ("bakers", "n"),
@@ -881,7 +883,8 @@ class OfflinePlanner:
                 char_id = f"{char_id}_{index + 1}"
             used_ids.add(char_id)
             role_phrase = " ".join(w for w in (person.adjective, person.role) if w)
-            look = f"{'woman' if gender == 'f' else 'man'} in a {wardrobe[index % len(wardrobe)]}"
+            garment = wardrobe[index % len(wardrobe)]
+            look = f"{'woman' if gender == 'f' else 'man'} in {'an' if garment[0] in 'aeiou' else 'a'} {garment}"
             if role_phrase:
                 article = "an" if role_phrase[0] in "aeiou" else "a"
                 description = f"{name}, {article} {role_phrase}; {look}"
