@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ import pytest
 from PIL import Image
 
 from sparkle_motion.artifacts import ArtifactStore
-from sparkle_motion.testing import RunningTool, free_port, running_tool
+from sparkle_motion.testing import RunningTool, free_port
 from test_images_sdxl_storyboard import hamming, phash  # tests/ is on sys.path (rootdir conftest)
+from conftest import module_tool_fixtures
 
 pytestmark = pytest.mark.xdist_group("images_sdxl")
 
@@ -31,22 +31,7 @@ RUN = "images-test"
 BAD_RUN = "images-bad"
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("images-home")
-
-
-@pytest.fixture(scope="module")
-def tool(home: Path) -> Iterator[RunningTool]:
-    with running_tool("images_sdxl", home=home, env={"SPARKLE_TOKEN": None}) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def store(home: Path) -> Iterator[ArtifactStore]:
-    s = ArtifactStore(home)
-    yield s
-    s.close()
+home, tool, store = module_tool_fixtures("images_sdxl")
 
 
 def invoke(tool: RunningTool, **payload: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ import pytest
 
 from function_tools.tts_chatterbox.dsp import estimate_f0
 from sparkle_motion.artifacts import ArtifactStore
-from sparkle_motion.testing import RunningTool, running_tool
+from sparkle_motion.testing import RunningTool
+from conftest import module_tool_fixtures
 
 pytestmark = pytest.mark.xdist_group("tts_chatterbox")
 
@@ -27,22 +27,7 @@ LINE = "The rain kept falling on the neon signs, and nobody on the street looked
 LINE_WORDS = len(LINE.split())
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tts-home")
-
-
-@pytest.fixture(scope="module")
-def tool(home: Path) -> Iterator[RunningTool]:
-    with running_tool("tts_chatterbox", home=home, env={"SPARKLE_TOKEN": None}) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def store(home: Path) -> Iterator[ArtifactStore]:
-    s = ArtifactStore(home)
-    yield s
-    s.close()
+home, tool, store = module_tool_fixtures("tts_chatterbox")
 
 
 def invoke(tool: RunningTool, **payload: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ pixels at the keyframes), never from the tool's own metadata.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ from PIL import Image, ImageOps
 
 from function_tools.images_sdxl.storyboard import describe_scene, encode_png, render_frame
 from sparkle_motion.artifacts import ArtifactManifest, ArtifactStore
-from sparkle_motion.testing import RunningTool, running_tool
+from sparkle_motion.testing import RunningTool
 from test_images_sdxl_service import assert_entry_point_serves  # tests/ is on sys.path (rootdir conftest)
+from conftest import module_tool_fixtures
 
 pytestmark = pytest.mark.xdist_group("videos_wan")
 
@@ -31,22 +31,7 @@ BAD_RUN = "videos-bad"
 W, H = 160, 96
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("videos-home")
-
-
-@pytest.fixture(scope="module")
-def tool(home: Path) -> Iterator[RunningTool]:
-    with running_tool("videos_wan", home=home, env={"SPARKLE_TOKEN": None}) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def store(home: Path) -> Iterator[ArtifactStore]:
-    s = ArtifactStore(home)
-    yield s
-    s.close()
+home, tool, store = module_tool_fixtures("videos_wan")
 
 
 def put_png(store: ArtifactStore, image: Image.Image) -> ArtifactManifest:
