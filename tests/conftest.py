@@ -29,28 +29,3 @@ def store(sparkle_home: Path) -> Iterator[ArtifactStore]:
     finally:
         artifact_store.close()
 
-
-def module_tool_fixtures(tool_id: str) -> tuple:
-    """``home``, ``tool`` and ``store`` fixtures (module scope) for a test module about one tool.
-
-    Use as ``home, tool, store = module_tool_fixtures("images_sdxl")``: one real tool
-    process per module on a fresh SPARKLE_HOME, and a store on that home.
-    """
-    from sparkle_motion.testing import running_tool
-
-    @pytest.fixture(scope="module")
-    def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-        return tmp_path_factory.mktemp(f"{tool_id}-home")
-
-    @pytest.fixture(scope="module")
-    def tool(home: Path) -> Iterator:
-        with running_tool(tool_id, home=home, env={"SPARKLE_TOKEN": None}) as running:
-            yield running
-
-    @pytest.fixture(scope="module")
-    def store(home: Path) -> Iterator[ArtifactStore]:
-        artifact_store = ArtifactStore(home)
-        yield artifact_store
-        artifact_store.close()
-
-    return home, tool, store

@@ -23,7 +23,7 @@ from PIL import Image
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.testing import RunningTool, free_port
 from test_images_sdxl_storyboard import hamming, phash  # tests/ is on sys.path (rootdir conftest)
-from conftest import module_tool_fixtures
+from tool_fixtures import module_tool_fixtures
 
 pytestmark = pytest.mark.xdist_group("images_sdxl")
 

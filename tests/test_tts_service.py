@@ -18,7 +18,7 @@ import pytest
 from function_tools.tts_chatterbox.dsp import estimate_f0
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.testing import RunningTool
-from conftest import module_tool_fixtures
+from tool_fixtures import module_tool_fixtures
 
 pytestmark = pytest.mark.xdist_group("tts_chatterbox")
 

@@ -21,7 +21,7 @@ from function_tools.images_sdxl.storyboard import describe_scene, encode_png, re
 from sparkle_motion.artifacts import ArtifactManifest, ArtifactStore
 from sparkle_motion.testing import RunningTool
 from test_images_sdxl_service import assert_entry_point_serves  # tests/ is on sys.path (rootdir conftest)
-from conftest import module_tool_fixtures
+from tool_fixtures import module_tool_fixtures
 
 pytestmark = pytest.mark.xdist_group("videos_wan")
 
