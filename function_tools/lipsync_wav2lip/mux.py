@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import InvalidInputError
 from sparkle_motion.media import ffmpeg_exe, probe, run_ffmpeg
@@ -125,6 +127,27 @@ def build_segments(request: LipsyncRequest, samples, sample_rate: int, audio_s: 
     return source, segments
 
 
+def analyse_lipsync_inputs(request: LipsyncRequest, ctx: ToolContext
+                           ) -> tuple[Path, Path, VideoFacts, np.ndarray, int, str]:
+    """Resolve and decode both inputs and decide the fit (every lipsync backend starts here).
+
+    Returns (video_path, audio_path, video facts, mono samples, sample rate, fit applied);
+    every failure is a 422 naming ``video_uri`` or ``audio_uri``.
+    """
+    _, video_path = ctx.resolve_input(request.video_uri, "video_uri")
+    _, audio_path = ctx.resolve_input(request.audio_uri, "audio_uri")
+    video = video_facts(video_path, "video_uri")
+    samples, sample_rate = decode_audio_mono(audio_path, field_name="audio_uri")
+    audio_s = samples.size / sample_rate
+    if audio_s <= 0:
+        raise InvalidInputError("audio stream is empty", field="audio_uri")
+    if audio_s > MAX_INPUT_DURATION_S:
+        raise InvalidInputError(f"audio is {audio_s:.1f} s; at most {MAX_INPUT_DURATION_S:.0f} s is accepted",
+                                field="audio_uri")
+    return video_path, audio_path, video, samples, sample_rate, decide_fit(audio_s, video.duration_s, video.fps,
+                                                                           request.options.fit)
+
+
 def store_lipsync_outputs(request: LipsyncRequest, ctx: ToolContext, out_path: Path, metadata: dict[str, Any], *,
                           video: VideoFacts, sample_rate: int, alignment: AlignmentMap, params: dict[str, Any],
                           source: str, started: float) -> LipsyncResponse:
@@ -166,17 +189,8 @@ class MuxBackend:
 
     def invoke(self, request: LipsyncRequest, ctx: ToolContext) -> LipsyncResponse:
         started = time.perf_counter()
-        _, video_path = ctx.resolve_input(request.video_uri, "video_uri")
-        _, audio_path = ctx.resolve_input(request.audio_uri, "audio_uri")
-        video = video_facts(video_path, "video_uri")
-        samples, sample_rate = decode_audio_mono(audio_path, field_name="audio_uri")
+        video_path, audio_path, video, samples, sample_rate, fit = analyse_lipsync_inputs(request, ctx)
         audio_s = samples.size / sample_rate
-        if audio_s <= 0:
-            raise InvalidInputError("audio stream is empty", field="audio_uri")
-        if audio_s > MAX_INPUT_DURATION_S:
-            raise InvalidInputError(f"audio is {audio_s:.1f} s; at most {MAX_INPUT_DURATION_S:.0f} s is accepted",
-                                    field="audio_uri")
-        fit = decide_fit(audio_s, video.duration_s, video.fps, request.options.fit)
         output_s = video.duration_s  # the output audio always ends with the video
         analysed = time.perf_counter()
         source, segments = build_segments(request, samples, sample_rate, audio_s, video, output_s)

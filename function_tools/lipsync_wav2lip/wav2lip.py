@@ -47,13 +47,11 @@ from function_tools.lipsync_wav2lip.models import (
     LipsyncResponse,
 )
 from function_tools.lipsync_wav2lip.mux import (
-    MAX_INPUT_DURATION_S,
     MuxBackend,
+    analyse_lipsync_inputs,
     VideoFacts,
     build_segments,
-    decide_fit,
     store_lipsync_outputs,
-    video_facts,
 )
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
@@ -65,7 +63,6 @@ from sparkle_motion.gpu_utils import (
     resolve_device,
 )
 from sparkle_motion.media import ffmpeg_exe, probe, run_ffmpeg
-from sparkle_motion.media.vad import decode_audio_mono
 from sparkle_motion.services import ToolContext
 
 #: Upstream's own words when a frame has no face (face_detect() in inference.py).
@@ -339,17 +336,8 @@ class Wav2LipBackend:
 
     def invoke(self, request: LipsyncRequest, ctx: ToolContext) -> LipsyncResponse:
         started = time.perf_counter()
-        _, video_path = ctx.resolve_input(request.video_uri, "video_uri")
-        _, audio_path = ctx.resolve_input(request.audio_uri, "audio_uri")
-        video = video_facts(video_path, "video_uri")
-        samples, sample_rate = decode_audio_mono(audio_path, field_name="audio_uri")
+        video_path, audio_path, video, samples, sample_rate, fit = analyse_lipsync_inputs(request, ctx)
         audio_s = samples.size / sample_rate
-        if audio_s <= 0:
-            raise InvalidInputError("audio stream is empty", field="audio_uri")
-        if audio_s > MAX_INPUT_DURATION_S:
-            raise InvalidInputError(f"audio is {audio_s:.1f} s; at most {MAX_INPUT_DURATION_S:.0f} s is accepted",
-                                    field="audio_uri")
-        fit = decide_fit(audio_s, video.duration_s, video.fps, request.options.fit)
         output_s = video.duration_s
         analysed = time.perf_counter()
 
