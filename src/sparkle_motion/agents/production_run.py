@@ -41,7 +41,9 @@ QA_RETRY_BUDGET = 2  # regenerations with a new seed after a failed QA, per item
 MAX_RATE_GAIN = 1.35  # how much faster a line may be re-voiced to fit before the next line
 MAX_VOICE_RATE = 4.0  # the plan's VoiceProfile bound
 FIT_ATTEMPTS = 3
-SEED_STRIDE = 7919  # a prime: retry seeds never collide with neighbouring items' seeds
+SEED_STRIDE = 7919
+# Used only when a profile file sets no `render:` block.
+RENDER_FALLBACK = {"fps": 24, "width": 640, "height": 360}  # a prime: retry seeds never collide with neighbouring items' seeds
 
 
 class RunStopped(SparkleError):
@@ -126,10 +128,7 @@ class ProductionRun:
         self.attempts: dict[str, int] = {"base_images": 0, "video_clips": 0}
         self._done_units = 0
         self._total_units = self._count_units()
-        video = plan.render_profile.video
-        self.fps = float(video.fps or settings.render.get("fps", 24))
-        self.width = int(video.width or settings.render.get("width", 640))
-        self.height = int(video.height or settings.render.get("height", 360))
+        self.fps, self.width, self.height = render_geometry(plan, settings)
         self.frame_counts = self._frame_counts()
 
     # -- plumbing -----------------------------------------------------------------
@@ -562,11 +561,15 @@ class ProductionRun:
         return out
 
 
+def render_geometry(plan: MoviePlan, settings: Settings) -> tuple[float, int, int]:
+    """(fps, width, height): the plan's video settings, unset ones from the profile's render defaults."""
+    video = plan.render_profile.video.with_defaults({**RENDER_FALLBACK, **settings.render})
+    return float(video.fps), int(video.width), int(video.height)
+
+
 def estimate(plan: MoviePlan, settings: Settings, qa_mode: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The invocation graph and a resource estimate for a dry run (no tool is called)."""
-    video = plan.render_profile.video
-    fps = float(video.fps or settings.render.get("fps", 24))
-    width, height = int(video.width or settings.render.get("width", 640)), int(video.height or settings.render.get("height", 360))
+    fps, width, height = render_geometry(plan, settings)
     lines = [e for e in plan.dialogue_timeline if e.type == "dialogue"]
     closeups = [s.id for s in plan.shots if s.is_talking_closeup]
     frames = round(plan.runtime_s * fps)
