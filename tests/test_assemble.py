@@ -21,6 +21,7 @@ from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.media import VideoWriter, decode_video_frames, run_ffmpeg, write_wav
 from sparkle_motion.media.loudness import integrated_loudness
 from sparkle_motion.testing import running_tool
+from media_fixtures import harmonic_bursts
 
 pytestmark = pytest.mark.xdist_group("assemble_ffmpeg")
 
@@ -44,13 +45,9 @@ def moving_clip(path: Path, frames: int, *, width: int = W, height: int = H, fps
 
 
 def tone_bursts(path: Path, duration_s: float, *, sr: int = 24000, amplitude: float = 0.05) -> Path:
-    t = np.arange(int(round(duration_s * sr))) / sr
-    x = np.zeros_like(t)
-    for start in np.arange(0.1, duration_s - 0.3, 0.5):
-        m = (t >= start) & (t < start + 0.3)
-        x[m] = amplitude * sum(np.sin(2 * np.pi * 170 * k * t[m]) / k for k in (1, 2, 3))
-    write_wav(path, x, sr)
-    return path
+    """0.3 s bursts every 0.5 s."""
+    bursts = [(start, start + 0.3) for start in np.arange(0.1, duration_s - 0.3, 0.5)]
+    return harmonic_bursts(path, duration_s, bursts, amplitude=amplitude, sr=sr)
 
 
 @pytest.fixture(scope="module")

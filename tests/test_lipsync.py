@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from sparkle_motion.artifacts import ArtifactStore
-from sparkle_motion.media import VideoWriter, decode_video_frames, write_wav
+from sparkle_motion.media import VideoWriter, decode_video_frames
 from sparkle_motion.testing import running_tool
+from media_fixtures import harmonic_bursts
 
 pytestmark = pytest.mark.xdist_group("lipsync_wav2lip")
 
@@ -40,14 +41,7 @@ def moving_clip(path: Path, frames: int = FRAMES, seed: int = 0) -> Path:
 
 
 def tone_bursts(path: Path, duration_s: float, bursts=BURSTS) -> Path:
-    """170 Hz harmonic bursts at known times in silence (speech-like energy, not speech)."""
-    t = np.arange(int(round(duration_s * SR))) / SR
-    x = np.zeros_like(t)
-    for start, end in bursts:
-        m = (t >= start) & (t < end)
-        x[m] = 0.1 * sum(np.sin(2 * np.pi * 170 * k * t[m]) / k for k in (1, 2, 3))
-    write_wav(path, x, SR)
-    return path
+    return harmonic_bursts(path, duration_s, bursts, amplitude=0.1, sr=SR)
 
 
 @pytest.fixture(scope="module")

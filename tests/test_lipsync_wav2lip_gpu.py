@@ -30,8 +30,9 @@ import yaml
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import REPO_ROOT
 from sparkle_motion.gpu_utils import device_lock, device_lock_is_free
-from sparkle_motion.media import VideoWriter, decode_video_frames, write_wav
+from sparkle_motion.media import VideoWriter, decode_video_frames
 from sparkle_motion.testing import running_tool
+from media_fixtures import harmonic_bursts
 
 pytestmark = pytest.mark.xdist_group("lipsync_wav2lip_gpu")
 
@@ -61,13 +62,7 @@ def face_clip(path: Path, *, face: bool = True, title: str | None = None, frames
 
 
 def tone_bursts(path: Path, duration_s: float, bursts=BURSTS) -> Path:
-    t = np.arange(int(round(duration_s * SR))) / SR
-    x = np.zeros_like(t)
-    for start, end in bursts:
-        m = (t >= start) & (t < end)
-        x[m] = 0.3 * sum(np.sin(2 * np.pi * 170 * k * t[m]) / k for k in (1, 2, 3))
-    write_wav(path, x, SR)
-    return path
+    return harmonic_bursts(path, duration_s, bursts, amplitude=0.3, sr=SR)
 
 
 def make_checkout(root: Path, *, drop_flag: str | None = None) -> tuple[Path, Path]:
