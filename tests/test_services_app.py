@@ -24,7 +24,7 @@ from sparkle_motion.services import (
     create_app,
     install_common,
 )
-from sparkle_motion.services.app import json_path
+from sparkle_motion.services.http_errors import json_path
 from sparkle_motion.services.serve import build_app
 
 with warnings.catch_warnings():

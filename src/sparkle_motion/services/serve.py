@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from sparkle_motion.config import LOOPBACK_HOSTS, Settings, get_settings
 from sparkle_motion.errors import ConfigError, SparkleError
 from sparkle_motion.logs import configure_logging, get_logger, tool_id_var
-from sparkle_motion.services.app import Readiness, create_app
+from sparkle_motion.services.app import create_app
+from sparkle_motion.services.readiness import Readiness
 from sparkle_motion.services.spec import ToolSpec
 
 LISTENING_EVENT = "service.listening"
