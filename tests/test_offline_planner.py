@@ -11,16 +11,17 @@ from google.adk.models.llm_request import LlmRequest
 from google.adk.models.registry import LLMRegistry
 from google.genai import types
 
+from sparkle_motion.agents.idea_analysis import analyze_idea
 from sparkle_motion.agents.offline_planner import (
-    CAMERA_MOVES,
     LINE_MARGIN_MS,
-    PLANNER_MODEL,
-    STYLE_LOOKS,
     WORDS_PER_SECOND,
     OfflinePlanner,
     OfflinePlannerLlm,
+)
+from sparkle_motion.agents.planner_lexicon import CAMERA_MOVES, STYLE_LOOKS
+from sparkle_motion.agents.script_protocol import (
+    PLANNER_MODEL,
     PlanControls,
-    analyze_idea,
     format_plan_request,
     format_render_profile,
     format_validation_feedback,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from typing import AsyncGenerator, ClassVar
 
 import pytest
@@ -14,7 +16,7 @@ from google.adk.models.llm_response import LlmResponse
 from google.adk.models.registry import LLMRegistry
 from google.genai import types
 
-from sparkle_motion.agents.offline_planner import FEEDBACK_MARKER, PLANNER_MODEL, plan_from_request
+from sparkle_motion.agents.offline_planner import plan_from_request
 from sparkle_motion.agents.script_agent import (
     AGENT_NAME,
     MAX_ATTEMPTS,
@@ -25,6 +27,7 @@ from sparkle_motion.agents.script_agent import (
     generate_plan_result,
     resolve_model,
 )
+from sparkle_motion.agents.script_protocol import FEEDBACK_MARKER, PLANNER_MODEL
 from sparkle_motion.config import load_settings
 from sparkle_motion.errors import ConfigError, InvalidInputError, PlanValidationError
 from sparkle_motion.plan import MoviePlan
@@ -77,6 +80,21 @@ def test_generate_plan_with_the_offline_planner() -> None:
     assert all("watercolor" in image.prompt for image in plan.base_images)
     # Plain call without options: the profile's model (cpu → offline planner), deterministic.
     assert generate_plan("Ines and Hugo repair a carousel.") == generate_plan("Ines and Hugo repair a carousel.")
+
+
+def test_script_agent_loads_the_planner_only_when_it_is_the_model() -> None:
+    # script_agent needs the prompt protocol, not the planner; resolve_model imports the
+    # planner (which registers it with ADK) once it is the chosen model. A fresh process,
+    # since this module imports the planner itself.
+    code = (
+        "import sys\n"
+        "from sparkle_motion.agents import script_agent\n"
+        "assert 'sparkle_motion.agents.offline_planner' not in sys.modules\n"
+        "plan = script_agent.generate_plan('Omar sells lanterns at a night market.', seed=3)\n"
+        f"assert plan.metadata.source == {PLANNER_MODEL!r}, plan.metadata.source\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
 
 
 def test_agent_is_an_adk_llm_agent_with_the_plan_schema() -> None:

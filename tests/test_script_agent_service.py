@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from sparkle_motion.agents.offline_planner import PLANNER_MODEL
+from sparkle_motion.agents.script_protocol import PLANNER_MODEL
 from sparkle_motion.agents.script_service import SCHEMA_MODELS, SCHEMA_URI, ScriptAgentRequest, create_app
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import load_settings, project_path

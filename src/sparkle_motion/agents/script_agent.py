@@ -45,7 +45,7 @@ from google.adk.sessions import InMemorySessionService
 from google.genai import types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from sparkle_motion.agents.offline_planner import (
+from sparkle_motion.agents.script_protocol import (
     MAX_IDEA_CHARS,
     PLANNER_MODEL,
     PlanControls,
@@ -196,6 +196,10 @@ def resolve_model(model: str | BaseLlm | None = None, settings: Settings | None 
     if not model:
         raise ConfigError("script_agent model name is empty", field="model")
     if model == PLANNER_MODEL:
+        # Importing the planner registers it in ADK's LLMRegistry, where LlmAgent looks the
+        # name up; a hosted model's run never loads it.
+        import sparkle_motion.agents.offline_planner  # noqa: F401
+
         return model
     if model.startswith("gemini-"):
         check_gemini_credentials(model)

@@ -18,7 +18,7 @@ import anyio
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sparkle_motion.agents.offline_planner import PLANNER_MODEL
+from sparkle_motion.agents.script_protocol import PLANNER_MODEL
 from sparkle_motion.agents.script_agent import (
     AGENT_NAME,
     MAX_ATTEMPTS,
