@@ -22,7 +22,7 @@ import yaml
 pytest.importorskip("diffusers", reason="the GPU extra is not installed: pip install -e '.[gpu]'")
 pytest.importorskip("chatterbox", reason="Chatterbox is not installed: bash scripts/install_chatterbox.sh .venv")
 
-from test_lipsync_wav2lip_gpu import make_checkout  # noqa: E402
+from test_lipsync_wav2lip_tiny import make_checkout  # noqa: E402
 from tiny_models.qwen2vl import build_tiny_qwen2vl  # noqa: E402
 from tiny_models.sdxl import build_tiny_sdxl  # noqa: E402
 from tiny_models.wan import build_tiny_wan_flf2v  # noqa: E402
@@ -81,7 +81,7 @@ def test_make_runs_end_to_end_through_the_gpu_backends(tmp_path):
 
     try:
         # QA is skipped: its signal checks rightly fail random-weight noise (no continuity with the
-        # keyframes); qwen2-vl's own HTTP path is covered by tests/test_qa_qwen2vl_gpu.py.
+        # keyframes); qwen2-vl's own HTTP path is covered by tests/test_qa_qwen2vl_tiny.py.
         made = cli("make", "A lighthouse keeper lights the lamp as a storm arrives", "-o", str(film),
                    "--shots", "2", "--duration", "4", "--seed", "3", "--qa", "skip")
         assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]

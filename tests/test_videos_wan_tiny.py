@@ -51,7 +51,7 @@ from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.errors import ConfigError
 from sparkle_motion.testing import RunningTool, free_port, project_path, running_tool
 
-pytestmark = pytest.mark.xdist_group("videos_wan_gpu")
+pytestmark = pytest.mark.xdist_group("videos_wan_tiny")
 
 SIDE = 64
 INPUTS = "wan-inputs"
@@ -424,7 +424,7 @@ def test_fail_policy_raises_the_typed_oom_at_once(tiny_models: dict[str, Path], 
             model_context("wan-fail-policy-test", make_loader(profile.model, backend.options), device="cpu",
                           keep_warm_s=0) as handle:
         backend._render_with_policy(handle.model, handle, keyframe("a"), keyframe("b"), spec, 4, 16, progress,
-                                    events, get_logger("test.videos_wan_gpu"))
+                                    events, get_logger("test.videos_wan_tiny"))
     assert raised.value.stage == "inference" and raised.value.context["oom_policy"] == "fail"
     assert [e.action for e in events] == ["fail"] and progress.passes == 0
     assert_lock_free(sparkle_home)

@@ -23,7 +23,7 @@ from sparkle_motion.testing import RunningTool, running_tool  # noqa: E402
 from tiny_models import write_gpu_profile  # noqa: E402
 from tiny_models.sdxl import build_tiny_sdxl  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("images_sdxl_gpu")
+pytestmark = pytest.mark.xdist_group("images_sdxl_tiny")
 
 RUN = "sdxl-tiny"
 TINY_OPTIONS = {"device": "cpu", "dtype": "float32", "steps": 2, "keep_warm_s": 600, "lock_timeout_s": 0}

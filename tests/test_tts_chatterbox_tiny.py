@@ -37,7 +37,7 @@ from sparkle_motion.errors import ConfigError  # noqa: E402
 from sparkle_motion.media import write_wav  # noqa: E402
 from sparkle_motion.testing import RunningTool, running_tool  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("tts_chatterbox_gpu")
+pytestmark = pytest.mark.xdist_group("tts_chatterbox_tiny")
 
 RUN = "chatterbox-tiny"
 TINY_OPTIONS = {"device": "cpu", "dtype": "float32", "keep_warm_s": 900, "lock_timeout_s": 0,

@@ -34,7 +34,7 @@ from sparkle_motion.media import VideoWriter, decode_video_frames
 from sparkle_motion.testing import running_tool
 from media_fixtures import harmonic_bursts
 
-pytestmark = pytest.mark.xdist_group("lipsync_wav2lip_gpu")
+pytestmark = pytest.mark.xdist_group("lipsync_wav2lip_tiny")
 
 STANDIN = Path(__file__).parent / "fixtures" / "wav2lip_standin" / "inference.py"
 W, H, FPS, FRAMES = 128, 96, 24, 24  # 1 s

@@ -73,7 +73,7 @@ def test_prompt_names_every_check_and_quotes_the_intended_content() -> None:
 
 # ---------------------------------------------------------------- over HTTP with a tiny model
 
-pytestmark = pytest.mark.xdist_group("qa_qwen2vl_gpu")
+pytestmark = pytest.mark.xdist_group("qa_qwen2vl_tiny")
 
 TINY_OPTIONS = {"device": "cpu", "dtype": "float32", "max_new_tokens": 24, "frames_per_video": 3,
                 "frame_max_side": 112, "keep_warm_s": 600, "lock_timeout_s": 0}
