@@ -29,7 +29,6 @@ from sparkle_motion.notebook import (
 )
 from sparkle_motion.notebook.preflight import check_disk, check_gpu, check_profile
 from sparkle_motion.notebook.previews import read_artifact_bytes, resolve_local_path
-from sparkle_motion.notebook.retention import prune_command
 from sparkle_motion.testing import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebook")]
@@ -482,15 +481,15 @@ def test_prune_is_a_dry_run_unless_applied(tmp_path):
         store.close()
     settings = load_settings({"SPARKLE_HOME": str(home)})
     dry = prune_runs(max_bytes=1500, settings=settings)
-    assert not dry.applied and "would delete run_old" in dry.stdout and "run_new" not in dry.stdout
+    assert not dry.applied and "would delete run_old" in str(dry) and "run_new" not in str(dry)
     store = ArtifactStore(home)
     try:
         assert store.list("run_old")
         applied = prune_runs(max_bytes=1500, apply=True, settings=settings)
-        assert "deleted run_old" in applied.stdout
+        assert "deleted run_old" in str(applied)
         assert not store.list("run_old") and store.list("run_new")
     finally:
         store.close()
     with pytest.raises(InvalidInputError) as info:
-        prune_command()
+        prune_runs(settings=settings)
     assert info.value.field == "older_than_days"

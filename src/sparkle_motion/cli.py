@@ -382,31 +382,19 @@ def prune(
     apply: bool = typer.Option(False, "--apply", help="Delete for real (default: dry run, only report)."),
 ) -> None:
     """Retention: remove old runs' artifacts by age or byte budget (dry run by default)."""
-    from datetime import datetime, timezone
-
     from sparkle_motion.artifacts import ArtifactStore
+    from sparkle_motion.artifacts.retention import prune_runs
 
     if older_than_days is None and max_bytes is None:
         err_console.print("[bold red]error[/]: give --older-than-days and/or --max-bytes")
         raise typer.Exit(EXIT_BAD_INPUT)
-    store = ArtifactStore(_settings(None).home)
-    usage = sorted(store.runs_usage(), key=lambda u: u[2], reverse=True)  # newest first
-    now = datetime.now(timezone.utc)
-    doomed, kept_bytes = [], 0
-    for run_id, size, newest in usage:
-        age_days = (now - datetime.fromisoformat(newest)).total_seconds() / 86400
-        too_old = older_than_days is not None and age_days > older_than_days
-        over_budget = max_bytes is not None and kept_bytes + size > max_bytes
-        if too_old or over_budget:
-            doomed.append((run_id, size, age_days))
-        else:
-            kept_bytes += size
-    for run_id, size, age_days in doomed:
-        if apply:
-            store.delete_run(run_id)
-        console.print(f"{'deleted' if apply else 'would delete'} {run_id}: {size / 1e6:.1f} MB, {age_days:.1f} days old")
-    freed = sum(size for _, size, _ in doomed)
-    console.print(f"{len(doomed)} run(s), {freed / 1e6:.1f} MB {'freed' if apply else 'would be freed (dry run; --apply to delete)'}")
+    try:
+        result = prune_runs(ArtifactStore(_settings(None).home), older_than_days=older_than_days,
+                            max_bytes=max_bytes, apply=apply)
+    except SparkleError as exc:
+        raise _fail(exc) from None
+    for line in result.lines():
+        console.print(line)
 
 
 def _check_qa(qa: str) -> None:
