@@ -204,13 +204,13 @@ def test_run_pause_resume_artifacts_and_final_video(panel, production, tmp_path,
     generate(panel, shots=3, duration=6.0)
     panel.auto_poll = False  # this test drives the poller itself
     calls = []
-    original_call = panel._call
+    original_status = panel.production.status
 
-    def counting_call(client, method, path, **kw):
-        calls.append((method, path, time.monotonic()))
-        return original_call(client, method, path, **kw)
+    def counting_status(run_id):
+        calls.append(("GET", "/status", time.monotonic()))
+        return original_status(run_id)
 
-    panel._call = counting_call
+    panel.production.status = counting_status
     panel.run_button.click()
     panel.wait_idle(30)
     panel.raise_for_error()
