@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mesh_harness import mesh_env, write_test_profile
+from store_fixtures import put_old_and_new_run
 
 PLANS = Path(__file__).parent / "data" / "plans"
 REPO = Path(__file__).resolve().parents[1]
@@ -101,12 +102,7 @@ def test_prune_reports_then_applies_the_retention_policy(tmp_path):
     from sparkle_motion.artifacts import ArtifactStore
 
     home = tmp_path / "home"
-    store = ArtifactStore(home)
-    try:
-        store.put("run_old", "assemble", "video", b"x" * 1000, "video/mp4")
-        store.put("run_new", "assemble", "video", b"y" * 1000, "video/mp4")
-    finally:
-        store.close()
+    put_old_and_new_run(home)
     env = {**os.environ, "SPARKLE_HOME": str(home), "COLUMNS": "200"}
     assert cli("prune", env=env).returncode == 2
     dry = cli("prune", "--max-bytes", "1500", env=env)

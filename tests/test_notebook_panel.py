@@ -15,6 +15,7 @@ import httpx
 import ipywidgets as widgets
 import pytest
 from mesh_harness import running_mesh
+from store_fixtures import put_old_and_new_run
 
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import load_settings
@@ -473,12 +474,7 @@ def test_mesh_readiness_and_start_mesh_reuse(mesh_settings):
 
 def test_prune_is_a_dry_run_unless_applied(tmp_path):
     home = tmp_path / "retention-home"
-    store = ArtifactStore(home)
-    try:
-        store.put("run_old", "assemble", "video", b"x" * 1000, "video/mp4")
-        store.put("run_new", "assemble", "video", b"y" * 1000, "video/mp4")
-    finally:
-        store.close()
+    put_old_and_new_run(home)
     settings = load_settings({"SPARKLE_HOME": str(home)})
     dry = prune_runs(max_bytes=1500, settings=settings)
     assert not dry.applied and "would delete run_old" in str(dry) and "run_new" not in str(dry)

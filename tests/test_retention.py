@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from store_fixtures import put_old_and_new_run
 
 from sparkle_motion.artifacts import ArtifactStore, RunUsage
 from sparkle_motion.artifacts.retention import prune_runs, select_runs
@@ -28,10 +29,9 @@ def test_age_and_budget_keep_the_newest_runs():
 
 
 def test_dry_run_reports_and_apply_deletes(tmp_path):
+    put_old_and_new_run(tmp_path)
     store = ArtifactStore(tmp_path)
     try:
-        store.put("run_old", "assemble", "video", b"x" * 1000, "video/mp4")
-        store.put("run_new", "assemble", "video", b"y" * 1000, "video/mp4")
         dry = prune_runs(store, max_bytes=1500)
         assert not dry.applied and [r.run_id for r in dry.runs] == ["run_old"] and dry.freed_bytes == 1000
         assert str(dry).splitlines()[-1] == "1 run(s), 0.0 MB would be freed (dry run; --apply to delete)"
