@@ -28,6 +28,7 @@ from sparkle_motion.agents.production_models import ArtifactsView, ProductionAcc
 from sparkle_motion.config import Settings
 from sparkle_motion.errors import SparkleError, ToolCallError
 from sparkle_motion.runs.models import RUN_STATUSES, RunRecord
+from sparkle_motion.services.client import ToolClient
 
 __all__ = [
     "ACTIVE_STATUSES", "ENDED_STATUSES", "FINAL_FILM_TYPE", "RUN_SUMMARY_TYPE", "ControlAction", "ProductionClient",
@@ -63,8 +64,6 @@ class ProductionClient:
 
     def __init__(self, settings: Settings | None = None, *, base_url: str | None = None, token: str | None = None,
                  timeout: float = 30.0, retries: int = 4) -> None:
-        from sparkle_motion.services import ToolClient
-
         self._tool = ToolClient(TOOL_ID, settings=settings, base_url=base_url, timeout=timeout, retries=retries,
                                 token=token)
 
