@@ -17,15 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
+from sparkle_motion.agents.production_client import ProductionClient
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.logs import get_logger
 from sparkle_motion.media import VideoWriter
 from sparkle_motion.services import ToolClient
 from sparkle_motion.services.context import ToolContext
-from sparkle_motion.testing import running_mesh, wait_for_status
+from sparkle_motion.testing import running_mesh
 
 FPS, WIDTH, HEIGHT, SHOTS, DURATION = 24, 640, 360, 3, 20.0
 CALLS = 30
@@ -58,20 +58,21 @@ def main() -> None:
             planned = client.invoke({"prompt": "A lighthouse keeper and a lost sailor wait out a storm at night",
                                      "shots": SHOTS, "duration_s": DURATION, "seed": 3})
         plan_s = time.perf_counter() - t0
-        with httpx.Client(base_url=settings.url_for("production_agent"), timeout=60) as production:
-            run_id = production.post("/invoke", json={"plan_uri": planned["artifact_uri"], "qa_mode": "full"}).json()["run_id"]
-            final = wait_for_status(production, run_id, {"succeeded", "failed"}, timeout=600)
+        with ProductionClient(settings, timeout=60) as production:
+            run_id = production.start(plan_uri=planned["artifact_uri"], qa_mode="full").run_id
+            final = production.wait_for_status(run_id, {"succeeded", "failed"}, timeout=600)
             make_s = time.perf_counter() - t0
-            if final["status"] != "succeeded":
-                raise SystemExit(f"make failed: {final['error']}")
-            arts = production.get("/artifacts", params={"run_id": run_id, "stage": "finalize"}).json()
-        film = next(a for a in arts["artifacts"] if a["artifact_type"] == "video_final")
+            if final.status != "succeeded":
+                raise SystemExit(f"make failed: {final.error}")
+            film = production.final_film(run_id)
+        if film is None:
+            raise SystemExit(f"run {run_id} succeeded without a final film")
         runtime = film["duration_s"] or planned["plan_summary"]["runtime_s"]
         frames = round(runtime * FPS)
         floor = floor_encode(frames, home / "floor.mp4")
         by_stage: dict[str, float] = {}
-        for step in final["steps"]:
-            by_stage[step["stage"]] = by_stage.get(step["stage"], 0.0) + (step["duration_s"] or 0.0)
+        for step in final.steps:
+            by_stage[step.stage] = by_stage.get(step.stage, 0.0) + (step.duration_s or 0.0)
         print(f"make: {make_s:.2f} s for a {runtime:.1f} s film ({frames} frames, {SHOTS} shots, "
               f"{WIDTH}x{HEIGHT}@{FPS}); plan {plan_s:.2f} s")
         print("  stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in by_stage.items()))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mesh_harness import mesh_env, write_test_profile
+from store_fixtures import put_old_and_new_run
 
 PLANS = Path(__file__).parent / "data" / "plans"
 REPO = Path(__file__).resolve().parents[1]
@@ -95,3 +96,23 @@ def test_make_two_ideas_give_two_films(tmp_path):
     assert float(np.abs(pics_a[:n] - pics_b[:n]).mean()) > 10  # different pictures, not noise
     m = min(len(audio_a), len(audio_b))
     assert float(np.abs(audio_a[:m] - audio_b[:m]).mean()) > 1e-3  # different speech
+
+
+def test_prune_reports_then_applies_the_retention_policy(tmp_path):
+    from sparkle_motion.artifacts import ArtifactStore
+
+    home = tmp_path / "home"
+    put_old_and_new_run(home)
+    env = {**os.environ, "SPARKLE_HOME": str(home), "COLUMNS": "200"}
+    assert cli("prune", env=env).returncode == 2
+    dry = cli("prune", "--max-bytes", "1500", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == ["would delete run_old: 0.0 MB, 0.0 days old",
+                                       "1 run(s), 0.0 MB would be freed (dry run; --apply to delete)"]
+    applied = cli("prune", "--max-bytes", "1500", "--apply", env=env)
+    assert applied.returncode == 0 and applied.stdout.startswith("deleted run_old:")
+    store = ArtifactStore(home)
+    try:
+        assert not store.list("run_old") and store.list("run_new")
+    finally:
+        store.close()

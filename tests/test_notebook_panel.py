@@ -15,6 +15,7 @@ import httpx
 import ipywidgets as widgets
 import pytest
 from mesh_harness import running_mesh
+from store_fixtures import put_old_and_new_run
 
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import load_settings
@@ -29,7 +30,6 @@ from sparkle_motion.notebook import (
 )
 from sparkle_motion.notebook.preflight import check_disk, check_gpu, check_profile
 from sparkle_motion.notebook.previews import read_artifact_bytes, resolve_local_path
-from sparkle_motion.notebook.retention import prune_command
 from sparkle_motion.testing import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebook")]
@@ -205,13 +205,13 @@ def test_run_pause_resume_artifacts_and_final_video(panel, production, tmp_path,
     generate(panel, shots=3, duration=6.0)
     panel.auto_poll = False  # this test drives the poller itself
     calls = []
-    original_call = panel._call
+    original_status = panel.production.status
 
-    def counting_call(client, method, path, **kw):
-        calls.append((method, path, time.monotonic()))
-        return original_call(client, method, path, **kw)
+    def counting_status(run_id):
+        calls.append(("GET", "/status", time.monotonic()))
+        return original_status(run_id)
 
-    panel._call = counting_call
+    panel.production.status = counting_status
     panel.run_button.click()
     panel.wait_idle(30)
     panel.raise_for_error()
@@ -474,23 +474,18 @@ def test_mesh_readiness_and_start_mesh_reuse(mesh_settings):
 
 def test_prune_is_a_dry_run_unless_applied(tmp_path):
     home = tmp_path / "retention-home"
-    store = ArtifactStore(home)
-    try:
-        store.put("run_old", "assemble", "video", b"x" * 1000, "video/mp4")
-        store.put("run_new", "assemble", "video", b"y" * 1000, "video/mp4")
-    finally:
-        store.close()
+    put_old_and_new_run(home)
     settings = load_settings({"SPARKLE_HOME": str(home)})
     dry = prune_runs(max_bytes=1500, settings=settings)
-    assert not dry.applied and "would delete run_old" in dry.stdout and "run_new" not in dry.stdout
+    assert not dry.applied and "would delete run_old" in str(dry) and "run_new" not in str(dry)
     store = ArtifactStore(home)
     try:
         assert store.list("run_old")
         applied = prune_runs(max_bytes=1500, apply=True, settings=settings)
-        assert "deleted run_old" in applied.stdout
+        assert "deleted run_old" in str(applied)
         assert not store.list("run_old") and store.list("run_new")
     finally:
         store.close()
     with pytest.raises(InvalidInputError) as info:
-        prune_command()
+        prune_runs(settings=settings)
     assert info.value.field == "older_than_days"

@@ -172,73 +172,74 @@ def status() -> None:
 
 # -- planning and production ----------------------------------------------------------------
 
-def _client(tool_id: str, settings, timeout: float = 600.0):
+def _request_plan(settings, idea: str, *, title, shots, duration, seed, style) -> dict:
     from sparkle_motion.services import ToolClient
 
-    return ToolClient(tool_id, settings=settings, timeout=timeout)
-
-
-def _request_plan(settings, idea: str, *, title, shots, duration, seed, style) -> dict:
     payload = {"prompt": idea, "title": title, "shots": shots, "duration_s": duration, "seed": seed, "style": style}
-    with _client("script_agent", settings) as client:
+    with ToolClient("script_agent", settings=settings, timeout=600.0) as client:
         return client.invoke({k: v for k, v in payload.items() if v is not None})
 
 
-def _watch(settings, run_id: str, graph: list[dict]) -> dict:
-    """Poll /status and draw a progress bar per stage until the run ends."""
+def _production(settings, timeout: float = 30.0):
+    from sparkle_motion.agents.production_client import ProductionClient
+
+    return ProductionClient(settings, timeout=timeout)
+
+
+def _watch(settings, run_id: str, graph: list[dict]):
+    """Poll /status and draw a progress bar per stage until the run ends; the run's last status."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     totals = {g["stage"]: max(1, g.get("calls", 0) + g.get("qa_calls", 0)) for g in graph}
     totals["dialogue_audio"] = totals.get("dialogue_audio", 0) + 1  # the stitched timeline
-    with _client("production_agent", settings, timeout=30) as client, Progress(
+    with _production(settings) as client, Progress(
         TextColumn("{task.description:<15}"), BarColumn(), TextColumn("{task.completed:>3.0f}/{task.total:<3.0f}"),
         TimeElapsedColumn(), console=console, transient=False,
     ) as progress:
         tasks = {stage: progress.add_task(stage, total=totals.get(stage, 1)) for stage in totals}
-        while True:
-            state = client.get("/status", params={"run_id": run_id})
+        for state in client.watch(run_id, interval=0.5):
             done: dict[str, int] = {}
-            for step in state["steps"]:
-                if step["status"] in ("succeeded", "cached"):
-                    done[step["stage"]] = done.get(step["stage"], 0) + 1
+            for step in state.steps:
+                if step.status in ("succeeded", "cached"):
+                    done[step.stage] = done.get(step.stage, 0) + 1
             for stage, task in tasks.items():
                 progress.update(task, completed=min(totals[stage], done.get(stage, 0)))
-            if state["status"] in ("succeeded", "failed", "stopped", "interrupted"):
-                if state["status"] == "succeeded":
-                    for stage, task in tasks.items():
-                        progress.update(task, completed=totals[stage])
-                return state
-            time.sleep(0.5)
+        if state.status == "succeeded":
+            for stage, task in tasks.items():
+                progress.update(task, completed=totals[stage])
+        return state
 
 
 def _produce(settings, *, plan: dict | None = None, plan_uri: str | None = None, run_id: str | None = None,
              resume_from: str | None = None, qa: str = "full", output: Optional[Path] = None,
              started: float | None = None) -> None:
+    from sparkle_motion.agents.production_client import FINAL_FILM_TYPE, RUN_SUMMARY_TYPE, find_artifact
+
     started = started or time.perf_counter()
-    body = {"plan": plan, "plan_uri": plan_uri, "run_id": run_id, "resume_from": resume_from, "qa_mode": qa}
-    body = {k: v for k, v in body.items() if v is not None}
-    with _client("production_agent", settings, timeout=120) as client:
+    request = {"plan": plan, "plan_uri": plan_uri, "run_id": run_id, "resume_from": resume_from, "qa_mode": qa}
+    with _production(settings, timeout=120) as client:
         # The dry run's invocation graph sizes the progress bars; a resume reuses the recorded plan.
-        dry = client.invoke({**body, "mode": "dry"}) if run_id is None else {}
-        accepted = client.invoke({**body, "mode": "run"})
-    run_id = accepted["run_id"]
+        graph = (client.plan(**request).invocation_graph if run_id is None else None) or []
+        run_id = client.start(**request).run_id
     console.print(f"run [bold]{run_id}[/] started (qa {qa}){' — QA SKIPPED' if qa == 'skip' else ''}")
-    graph = dry.get("invocation_graph") or []
     if not graph:
         from sparkle_motion.agents.production_models import STAGES
 
         graph = [{"stage": s, "calls": 1} for s in STAGES]
     final = _watch(settings, run_id, graph)
-    if final["status"] != "succeeded":
-        error = final.get("error") or {}
-        err_console.print(f"[bold red]run {run_id} {final['status']}[/] in stage "
-                          f"[bold]{error.get('stage') or final.get('current_stage')}[/]: {error.get('message', '')}")
+    if final.status != "succeeded":
+        error = final.error or {}
+        err_console.print(f"[bold red]run {run_id} {final.status}[/] in stage "
+                          f"[bold]{error.get('stage') or final.current_stage}[/]: {error.get('message', '')}")
         err_console.print(f"resume with: sparkle-motion resume {run_id}")
         raise typer.Exit(EXIT_FAILURE)
-    with _client("production_agent", settings, timeout=30) as client:
-        arts = client.get("/artifacts", params={"run_id": run_id, "stage": "finalize"})
-    final_entry = next(a for a in arts["artifacts"] if a["artifact_type"] == "video_final")
-    summary_entry = next((a for a in arts["artifacts"] if a["artifact_type"] == "run_summary"), None)
+    with _production(settings) as client:
+        arts = client.artifacts(run_id, "finalize")
+    final_entry = find_artifact(arts, FINAL_FILM_TYPE)
+    if final_entry is None:
+        raise SparkleError(f"run {run_id} succeeded without a final film", code="final_film_missing",
+                           context={"run_id": run_id})
+    summary_entry = find_artifact(arts, RUN_SUMMARY_TYPE)
     summary = json.loads(Path(summary_entry["local_path"]).read_text()) if summary_entry else {}
     film = Path(final_entry["local_path"])
     if output is not None:
@@ -278,10 +279,11 @@ def plan(
     except SparkleError as exc:
         raise _remote_fail(exc) from None
     from sparkle_motion.artifacts import ArtifactStore
+    from sparkle_motion.plan.validation import read_plan_json
 
-    record = json.loads(ArtifactStore(settings.home).path_for(result["artifact_uri"]).read_text())
-    output.write_text(json.dumps(record["validated_plan"], indent=2) + "\n")
-    meta = record["validated_plan"].get("metadata", {})
+    movie_plan = read_plan_json(ArtifactStore(settings.home).path_for(result["artifact_uri"]))
+    output.write_text(json.dumps(movie_plan, indent=2) + "\n")
+    meta = movie_plan.get("metadata", {})
     console.print(f"wrote {output} — planner: {meta.get('source')} — {result['artifact_uri']}")
 
 
@@ -315,9 +317,9 @@ def resume(run_id: str = typer.Argument(...), from_stage: Optional[str] = typer.
     settings = _settings(None)
     try:
         _ensure_mesh(settings)
-        with _client("production_agent", settings, timeout=30) as client:
-            run = client.get("/status", params={"run_id": run_id})
-        _produce(settings, run_id=run_id, resume_from=from_stage, qa=run.get("qa_mode") or "full", output=output)
+        with _production(settings) as client:
+            run = client.status(run_id)
+        _produce(settings, run_id=run_id, resume_from=from_stage, qa=run.qa_mode or "full", output=output)
     except SparkleError as exc:
         raise _remote_fail(exc) from None
 
@@ -330,16 +332,16 @@ def runs(limit: int = typer.Option(20, min=1, max=500)) -> None:
     settings = _settings(None)
     try:
         _ensure_mesh(settings)
-        with _client("production_agent", settings, timeout=30) as client:
-            listing = client.get("/runs", params={"limit": limit})
+        with _production(settings) as client:
+            listing = client.runs(limit)
     except SparkleError as exc:
         raise _remote_fail(exc) from None
     table = Table()
     for column in ("run", "status", "stage", "progress", "qa", "created"):
         table.add_column(column)
-    for run in listing["runs"]:
-        table.add_row(run["run_id"], run["status"], str(run.get("current_stage") or "-"),
-                      f"{100 * run.get('progress', 0):.0f}%", run.get("qa_mode", "-"), run.get("created_at", ""))
+    for run in listing:
+        table.add_row(run.run_id, run.status, str(run.current_stage or "-"), f"{100 * run.progress:.0f}%",
+                      run.qa_mode, run.created_at)
     console.print(table)
 
 
@@ -380,31 +382,19 @@ def prune(
     apply: bool = typer.Option(False, "--apply", help="Delete for real (default: dry run, only report)."),
 ) -> None:
     """Retention: remove old runs' artifacts by age or byte budget (dry run by default)."""
-    from datetime import datetime, timezone
-
     from sparkle_motion.artifacts import ArtifactStore
+    from sparkle_motion.artifacts.retention import prune_runs
 
     if older_than_days is None and max_bytes is None:
         err_console.print("[bold red]error[/]: give --older-than-days and/or --max-bytes")
         raise typer.Exit(EXIT_BAD_INPUT)
-    store = ArtifactStore(_settings(None).home)
-    usage = sorted(store.runs_usage(), key=lambda u: u[2], reverse=True)  # newest first
-    now = datetime.now(timezone.utc)
-    doomed, kept_bytes = [], 0
-    for run_id, size, newest in usage:
-        age_days = (now - datetime.fromisoformat(newest)).total_seconds() / 86400
-        too_old = older_than_days is not None and age_days > older_than_days
-        over_budget = max_bytes is not None and kept_bytes + size > max_bytes
-        if too_old or over_budget:
-            doomed.append((run_id, size, age_days))
-        else:
-            kept_bytes += size
-    for run_id, size, age_days in doomed:
-        if apply:
-            store.delete_run(run_id)
-        console.print(f"{'deleted' if apply else 'would delete'} {run_id}: {size / 1e6:.1f} MB, {age_days:.1f} days old")
-    freed = sum(size for _, size, _ in doomed)
-    console.print(f"{len(doomed)} run(s), {freed / 1e6:.1f} MB {'freed' if apply else 'would be freed (dry run; --apply to delete)'}")
+    try:
+        result = prune_runs(ArtifactStore(_settings(None).home), older_than_days=older_than_days,
+                            max_bytes=max_bytes, apply=apply)
+    except SparkleError as exc:
+        raise _fail(exc) from None
+    for line in result.lines():
+        console.print(line)
 
 
 def _check_qa(qa: str) -> None:

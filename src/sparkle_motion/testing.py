@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ import httpx
 import yaml
 
 from sparkle_motion import mesh
+from sparkle_motion.agents.production_client import ProductionClient
 from sparkle_motion.config import Settings, load_settings, project_path
 from sparkle_motion.errors import SparkleError
 from sparkle_motion.services.serve import LISTENING_EVENT
@@ -275,15 +276,13 @@ def running_mesh(home: Path, **profile_kw: Any) -> Iterator[Settings]:
 
 
 def wait_for_status(client: httpx.Client, run_id: str, statuses: set[str], timeout: float = 300.0,
-                    predicate=None) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = client.get("/status", params={"run_id": run_id})
-        if response.status_code == 200:
-            last = response.json()
-            if last["status"] in statuses and (predicate is None or predicate(last)):
-                return last
-        time.sleep(0.25)
-    raise AssertionError(f"run {run_id} did not reach {statuses} in {timeout} s; last: "
-                         f"{ {k: last.get(k) for k in ('status', 'current_stage', 'error')} }")
+                    predicate: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    """ProductionClient.wait_for_status for tests of the raw HTTP contract, which hold an ``httpx.Client``
+    on production_agent: the run's last status as its JSON dict (``predicate`` gets that dict too)."""
+    auth = client.headers.get("Authorization", "")
+    with ProductionClient(base_url=str(client.base_url), token=auth.removeprefix("Bearer "),
+                          timeout=client.timeout.read or 30.0) as production:
+        status = production.wait_for_status(
+            run_id, statuses, timeout=timeout,
+            predicate=None if predicate is None else lambda s: predicate(s.model_dump(mode="json")))
+    return status.model_dump(mode="json")

@@ -1,4 +1,4 @@
-"""validate_plan / plan_violations / load_plan_file / plan_hash.
+"""validate_plan / plan_violations / load_plan_file / read_plan_json / plan_hash.
 
 The report is complete in one pass: pydantic's field errors and the cross-field
 rules are both collected, each as ``{"path", "rule", "message"}`` with a
@@ -272,10 +272,16 @@ def _file_violation(message: str, rule: str, path: str = "$") -> list[Violation]
     return [{"path": path, "rule": rule, "message": message}]
 
 
-def load_plan_file(path: str | os.PathLike[str]) -> MoviePlan:
-    """Read and validate a plan from a JSON file: a MoviePlan, or script_agent's plan artifact
-    ``{"request": ..., "validated_plan": {...}, ...}`` (violations then start with ``validated_plan``)."""
-    file = Path(path)
+def unwrap_plan_artifact(data: Any) -> Any:
+    """The MoviePlan inside script_agent's plan artifact ``{"request": ..., "validated_plan": {...}, ...}``;
+    anything else (a bare plan, or not a plan at all) as it is."""
+    if isinstance(data, dict) and PLAN_ARTIFACT_KEY in data and "shots" not in data:
+        return data[PLAN_ARTIFACT_KEY]
+    return data
+
+
+def _read_json(file: Path) -> Any:
+    """A plan file's JSON: bounded in size, UTF-8, no duplicate keys, no NaN; PlanValidationError otherwise."""
     context = {"file": str(file)}
     try:
         with file.open("rb") as handle:
@@ -291,7 +297,7 @@ def load_plan_file(path: str | os.PathLike[str]) -> MoviePlan:
         _raise(_file_violation(f"plan file is not UTF-8 text (invalid byte at offset {exc.start})",
                                "invalid_json"), **context)
     try:
-        data = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant)
+        return json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         _raise(_file_violation(f"invalid JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg}",
                                "invalid_json"), **context)
@@ -300,12 +306,24 @@ def load_plan_file(path: str | os.PathLike[str]) -> MoviePlan:
     except ValueError as exc:
         _raise(_file_violation(f"invalid JSON: {exc}", "invalid_json"), **context)
 
-    prefix = "$"
-    if isinstance(data, dict) and PLAN_ARTIFACT_KEY in data and "shots" not in data:
-        data, prefix = data[PLAN_ARTIFACT_KEY], PLAN_ARTIFACT_KEY
+
+def read_plan_json(path: str | os.PathLike[str]) -> Any:
+    """The plan-artifact loader: the plan JSON in a file, taken out of script_agent's plan artifact when
+    wrapped in one, **not** validated — for callers that copy a plan verbatim or show an invalid one for
+    repair. The file itself is checked as by :func:`load_plan_file` (PlanValidationError with a file rule)."""
+    return unwrap_plan_artifact(_read_json(Path(path)))
+
+
+def load_plan_file(path: str | os.PathLike[str]) -> MoviePlan:
+    """Read and validate a plan from a JSON file: a MoviePlan, or script_agent's plan artifact
+    ``{"request": ..., "validated_plan": {...}, ...}`` (violations then start with ``validated_plan``)."""
+    file = Path(path)
+    raw = _read_json(file)
+    data = unwrap_plan_artifact(raw)
+    prefix = "$" if data is raw else PLAN_ARTIFACT_KEY
     plan, violations = _validate(data)
     if plan is None:
         violations = [{"path": _join(prefix, v["path"]), "rule": v["rule"], "message": v["message"]}
                       for v in violations]
-        _raise(violations, **context)
+        _raise(violations, file=str(file))
     return plan
