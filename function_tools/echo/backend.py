@@ -60,3 +60,10 @@ class SlowEchoBackend(EchoBackend):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{release} did not appear within 60s")
             time.sleep(0.05)
+
+
+class BrokenEchoBackend(EchoBackend):
+    """A backend whose load() fails, as a missing model would."""
+
+    def load(self) -> None:
+        raise FileNotFoundError("echo weights not found: /nonexistent/echo.safetensors")

@@ -11,7 +11,7 @@ SPEC = ToolSpec(
     backends={
         "echo": "function_tools.echo.backend:EchoBackend",
         "slow": "function_tools.echo.backend:SlowEchoBackend",
-        "broken": "function_tools.echo.broken:BrokenEchoBackend",
+        "broken": "function_tools.echo.backend:BrokenEchoBackend",
     },
     max_concurrency=1,
     busy_wait_s=0.2,
