@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sparkle_motion.ids import ID_PATTERN
 
 # The order is the contract: resume_from=<stage> recomputes that stage and all after it.
-STAGES: tuple[str, ...] = (
-    "plan_intake",
-    "dialogue_audio",
-    "base_images",
-    "video_clips",
-    "lipsync",
-    "assemble",
-    "qa_publish",
-    "finalize",
-)
 StageName = Literal[
     "plan_intake", "dialogue_audio", "base_images", "video_clips", "lipsync", "assemble", "qa_publish", "finalize"
 ]
+STAGES: tuple[str, ...] = get_args(StageName)
 
 
 class ProductionRequest(BaseModel):
