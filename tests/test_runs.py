@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkle_motion.errors import BackendError, InvalidInputError, NotFoundError, PayloadTooLargeError
+from sparkle_motion.errors import BackendError, ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from sparkle_motion.runs import RUN_TRANSITIONS, RunRegistry, RunStateError
 
 # How to reach each status from 'pending' through allowed transitions.
@@ -117,6 +117,7 @@ def test_status_transition_matrix(registry: RunRegistry, source: str) -> None:
             with pytest.raises(RunStateError) as info:
                 registry.set_status(run_id, target)
             assert info.value.http_status == 409 and info.value.context["from"] == source
+            assert isinstance(info.value, ConflictError) and info.value.code == "invalid_transition"
             assert registry.get_run(run_id).status == source
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from sparkle_motion.agents.production_models import STAGES
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
-from sparkle_motion.errors import InvalidInputError, SparkleError, ToolCallError
+from sparkle_motion.errors import ConflictError, InvalidInputError, SparkleError, ToolCallError
 from sparkle_motion.logs import get_logger
 from sparkle_motion.media import read_wav, write_wav
 from sparkle_motion.plan import MoviePlan
@@ -41,14 +41,13 @@ QA_RETRY_BUDGET = 2  # regenerations with a new seed after a failed QA, per item
 MAX_RATE_GAIN = 1.35  # how much faster a line may be re-voiced to fit before the next line
 MAX_VOICE_RATE = 4.0  # the plan's VoiceProfile bound
 FIT_ATTEMPTS = 3
-SEED_STRIDE = 7919
+SEED_STRIDE = 7919  # a prime: retry seeds never collide with neighbouring items' seeds
 # Used only when a profile file sets no `render:` block.
-RENDER_FALLBACK = {"fps": 24, "width": 640, "height": 360}  # a prime: retry seeds never collide with neighbouring items' seeds
+RENDER_FALLBACK = {"fps": 24, "width": 640, "height": 360}
 
 
-class RunStopped(SparkleError):
+class RunStopped(ConflictError):
     code = "run_stopped"
-    http_status = 409
 
 
 class StageFailed(SparkleError):

@@ -33,7 +33,7 @@ from sparkle_motion.agents.production_models import (
 from sparkle_motion.agents.production_run import ProductionRun, RunStopped, estimate
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings, get_settings
-from sparkle_motion.errors import InvalidInputError, NotFoundError, ServiceBusyError, SparkleError
+from sparkle_motion.errors import ConflictError, InvalidInputError, NotFoundError, ServiceBusyError, SparkleError
 from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
@@ -130,9 +130,8 @@ class ProductionService:
             raise ServiceBusyError(f"run {existing.run_id} is stopping: its current step is finishing; "
                                    "resume it in a moment", retry_after=1.0, code="run_stopping")
         if existing is not None and self._alive(existing.run_id):
-            raise InvalidInputError(f"run {existing.run_id} is {existing.status} in this process; "
-                                    "pause/stop it through /control instead", field="run_id", http_status=409,
-                                    code="run_active")
+            raise ConflictError(f"run {existing.run_id} is {existing.status} in this process; "
+                                "pause/stop it through /control instead", field="run_id", code="run_active")
         if existing is not None and existing.status in ("succeeded", "stopped"):
             # Finished runs stay as they were; the resume becomes a new run of the same
             # plan, and the step cache makes everything before resume_from free.
@@ -220,8 +219,7 @@ class ProductionService:
         run = self.registry.get_run(run_id)
         allowed = {"pause": {"running"}, "resume": {"paused"}, "stop": {"running", "paused", "pending"}}[action]
         if run.status not in allowed:
-            raise InvalidInputError(f"cannot {action} a run that is {run.status}", field="run_id",
-                                    http_status=409, code="invalid_state")
+            raise ConflictError(f"cannot {action} a run that is {run.status}", field="run_id", code="invalid_state")
         self.registry.log(run_id, "info", f"{action} requested")
         if action == "resume" and not self._alive(run_id):
             # Paused by a production_agent that has since exited: continue the run here.

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkle_motion.db import Database, encode_json, format_ts, parse_ts, utc_now
-from sparkle_motion.errors import InvalidInputError, NotFoundError, SparkleError
+from sparkle_motion.errors import ConflictError, InvalidInputError, NotFoundError, SparkleError
 from sparkle_motion.ids import new_id, validate_id
 from sparkle_motion.runs.models import (
     FINAL_RUN_STATUSES,
@@ -51,11 +51,10 @@ UPDATABLE_RUN_FIELDS = ("plan_id", "plan_uri", "current_stage", "progress", "err
 _HOST = socket.gethostname()
 
 
-class RunStateError(InvalidInputError):
+class RunStateError(ConflictError):
     """The requested change does not fit the run's or step's current status."""
 
     code = "invalid_transition"
-    http_status = 409
 
 
 def error_to_dict(error: object, field: str = "error") -> dict[str, Any] | None:
