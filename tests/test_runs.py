@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sparkle_motion.errors import BackendError, ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
-from sparkle_motion.runs import RUN_TRANSITIONS, RunRegistry, RunStateError
+from sparkle_motion.runs import RUN_TRANSITIONS, Heartbeat, RunRegistry, RunStateError
 
 # How to reach each status from 'pending' through allowed transitions.
 PATH_TO: dict[str, list[str]] = {
@@ -296,7 +296,7 @@ def test_mark_interrupted_on_stale_heartbeat(registry: RunRegistry) -> None:
         registry.mark_interrupted(stale_after_s=0)
 
 
-def test_keep_alive_and_owner_updates_refresh_the_heartbeat(registry: RunRegistry) -> None:
+def test_heartbeat_and_owner_updates_refresh_the_heartbeat(registry: RunRegistry) -> None:
     registry.create_run("run_k")
     registry.set_status("run_k", "running")
     _age_heartbeat(registry, "run_k", 120)
@@ -304,10 +304,14 @@ def test_keep_alive_and_owner_updates_refresh_the_heartbeat(registry: RunRegistr
     assert registry.update_run("run_k", progress=0.1).heartbeat_at > aged, "the owner's updates are heartbeats"
     _age_heartbeat(registry, "run_k", 120)
     aged = registry.get_run("run_k").heartbeat_at
-    with registry.keep_alive("run_k", interval_s=0.01):
+    heartbeat = Heartbeat(registry, lambda: ["run_k"], interval_s=0.01)
+    heartbeat.start()
+    try:
         deadline = time.monotonic() + 10
         while registry.get_run("run_k").heartbeat_at <= aged and time.monotonic() < deadline:
             time.sleep(0.01)
+    finally:
+        heartbeat.stop()
     assert registry.get_run("run_k").heartbeat_at > aged
     assert registry.mark_interrupted(stale_after_s=60) == []
 

@@ -37,8 +37,7 @@ from sparkle_motion.errors import ConflictError, InvalidInputError, NotFoundErro
 from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
-from sparkle_motion.runs import RunRegistry
-from sparkle_motion.runs.registry import RunStateError
+from sparkle_motion.runs import Heartbeat, RunRegistry
 from sparkle_motion.services import install_common
 from sparkle_motion.services.app import current_request_id
 
@@ -62,8 +61,7 @@ class ProductionService:
         self.registry = RunRegistry(self.settings.db_path)
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._heartbeat = threading.Thread(target=self._beat, name="run-heartbeat", daemon=True)
+        self._heartbeat = Heartbeat(self.registry, self._live_run_ids, HEARTBEAT_S)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -74,17 +72,11 @@ class ProductionService:
         self._heartbeat.start()
 
     def close(self) -> None:
-        self._stop.set()
+        self._heartbeat.stop()
 
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            with self._lock:
-                active = [rid for rid, t in self._threads.items() if t.is_alive()]
-            for run_id in active:
-                try:
-                    self.registry.heartbeat(run_id)
-                except RunStateError:
-                    pass  # paused or finished: only running runs carry a heartbeat
+    def _live_run_ids(self) -> list[str]:
+        with self._lock:
+            return [run_id for run_id, thread in self._threads.items() if thread.is_alive()]
 
     # -- plans ---------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ status changes are compare-and-set: two processes cannot both start a run.
 
 Liveness: a process that moves a run to ``running`` becomes its owner
 (``owner_pid``, ``owner_host``) and must call :meth:`RunRegistry.heartbeat`
-regularly (:meth:`RunRegistry.keep_alive` does it from a thread).
+regularly (:class:`~sparkle_motion.runs.heartbeat.Heartbeat` does it from a thread).
 :meth:`RunRegistry.mark_interrupted` turns runs whose owner died, or whose
 heartbeat is older than ``stale_after_s``, into ``interrupted``.
 """
@@ -19,9 +19,7 @@ import math
 import os
 import socket
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -284,26 +282,6 @@ class RunRegistry:
                                     context={"status": row["status"]})
             conn.execute("UPDATE runs SET heartbeat_at = ?, owner_pid = ?, owner_host = ? WHERE run_id = ?",
                          (now, os.getpid(), _HOST, run_id))
-
-    @contextmanager
-    def keep_alive(self, run_id: str, interval_s: float = 10.0) -> Iterator[None]:
-        """Heartbeat ``run_id`` from a background thread while the block runs."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(interval_s):
-                try:
-                    self.heartbeat(run_id)
-                except RunStateError:
-                    return  # the run was finished or interrupted; nothing left to keep alive
-
-        thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
 
     def mark_interrupted(self, stale_after_s: float = 60.0) -> list[str]:
         """Mark ``running`` runs whose owner is gone as ``interrupted``; return their ids.
