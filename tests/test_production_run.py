@@ -153,3 +153,25 @@ def test_a_line_too_long_for_its_window_is_re_voiced_faster_then_fits(engine_par
     assert "line_001" in items and "line_001.fit1" in items
     samples, sr = read_wav(store.path_for(out["timeline_uri"]))
     assert len(samples) == round(plan.runtime_s * sr)
+
+
+def test_a_plan_sent_as_a_message_becomes_a_recorded_run_in_the_workflow_table(engine_parts):
+    from sparkle_motion.agents.active_runs import ActiveRuns
+    from sparkle_motion.agents.production_run import start_adhoc_run
+    from sparkle_motion.errors import InvalidInputError
+
+    settings, store, registry, plan = engine_parts
+    runs = ActiveRuns(adhoc=lambda message: start_adhoc_run(message, settings=settings, store=store,
+                                                            registry=registry))
+    run = runs.start_adhoc({"plan": plan.model_dump(mode="json"), "qa_mode": "skip"})
+    assert runs.require(run.run_id) is run and run.qa_mode == "skip"
+    record = registry.get_run(run.run_id)
+    assert record.status == "running" and record.plan_id == plan.plan_id
+    assert store.get(record.plan_uri).metadata["source"] == "adk"
+    runs.remove(run.run_id)
+    with pytest.raises(InvalidInputError):
+        runs.require(run.run_id)
+    with pytest.raises(InvalidInputError):
+        runs.start_adhoc([])
+    with pytest.raises(InvalidInputError):
+        ActiveRuns().start_adhoc({"plan": {}})

@@ -28,9 +28,10 @@ from sparkle_motion.agents.production_models import STAGES
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
 from sparkle_motion.errors import ConflictError, InvalidInputError, SparkleError, ToolCallError
+from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.media import read_wav, write_wav
-from sparkle_motion.plan import MoviePlan
+from sparkle_motion.plan import MoviePlan, validate_plan
 from sparkle_motion.runs import RunRegistry
 from sparkle_motion.services import ToolClient
 
@@ -558,6 +559,22 @@ class ProductionRun:
         out = self.step("finalize", None, None, inputs, work)
         self.results["finalize"] = out
         return out
+
+
+def start_adhoc_run(message: Any, *, settings: Settings, store: ArtifactStore,
+                    registry: RunRegistry) -> ProductionRun:
+    """Record a run started by a message that carries a plan (e.g. typed into `adk web`)."""
+    if not isinstance(message, dict) or not message:
+        raise InvalidInputError("send a MoviePlan JSON object (or {'plan': {...}})", field="message")
+    plan = validate_plan(message.get("plan", message))
+    run_id = new_id("run")
+    plan_uri = store.put_json(run_id, "plan_intake", "movie_plan_request", plan.model_dump(mode="json"),
+                              metadata={"tool": "production_agent", "source": "adk"}).uri
+    registry.create_run(run_id=run_id, plan_id=plan.plan_id, plan_uri=plan_uri, mode="run",
+                        qa_mode=message.get("qa_mode", "full"))
+    registry.set_status(run_id, "running")
+    return ProductionRun(run_id, plan, settings=settings, store=store, registry=registry,
+                         qa_mode=message.get("qa_mode", "full"))
 
 
 def render_geometry(plan: MoviePlan, settings: Settings) -> tuple[float, int, int]:
