@@ -149,7 +149,7 @@ def test_a_line_too_long_for_its_window_is_re_voiced_faster_then_fits(engine_par
     room = 3.3 - 0.4  # until the next line starts
     assert first["rate"] is not None and first["rate"] > 1.0
     assert first["end_actual_s"] <= 0.4 + room + 1e-3
-    items = [s.shot_id for s in registry.list_steps("run_test") if s.status == "succeeded"]
+    items = [s.item for s in registry.list_steps("run_test") if s.status == "succeeded"]
     assert "line_001" in items and "line_001.fit1" in items
     samples, sr = read_wav(store.path_for(out["timeline_uri"]))
     assert len(samples) == round(plan.runtime_s * sr)

@@ -57,7 +57,9 @@ class ControlRequest(BaseModel):
 class StepView(BaseModel):
     step_id: str | int
     stage: str
-    shot_id: str | None = None
+    item: str | None = Field(None, description="the unit of work in the stage: a shot or base image id, "
+                                               "'line_003', 'timeline', 'shot_001.qa', 'final.qa'; "
+                                               "null when the stage is one unit")
     attempt: int
     status: str
     started_at: str | None = None

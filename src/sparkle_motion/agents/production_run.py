@@ -184,11 +184,11 @@ class ProductionRun:
         if not self._forced(stage):
             cached = self.registry.find_cached_step(stage, item, input_hash)
             if cached is not None and self._artifacts_present(cached.artifact_ids):
-                rec = self.registry.start_step(self.run_id, stage, shot_id=item, input_hash=input_hash)
+                rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
                 self.registry.finish_step(rec.step_id, "cached", artifact_ids=cached.artifact_ids, output=cached.output)
                 self._advance()
                 return dict(cached.output or {})
-        rec = self.registry.start_step(self.run_id, stage, shot_id=item, input_hash=input_hash)
+        rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
         try:
             outcome = work()
         except Exception as exc:
@@ -527,7 +527,7 @@ class ProductionRun:
 
     def registry_last_output(self, stage: str, item: str) -> dict[str, Any]:
         steps = [s for s in self.registry.list_steps(self.run_id, stage=stage)
-                 if s.shot_id == item and s.status in ("succeeded", "cached")]
+                 if s.item == item and s.status in ("succeeded", "cached")]
         return dict(steps[-1].output or {}) if steps else {}
 
     def finalize(self) -> dict[str, Any]:
