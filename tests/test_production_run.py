@@ -175,3 +175,21 @@ def test_a_plan_sent_as_a_message_becomes_a_recorded_run_in_the_workflow_table(e
         runs.start_adhoc([])
     with pytest.raises(InvalidInputError):
         ActiveRuns().start_adhoc({"plan": {}})
+
+
+def test_tool_requests_carry_only_what_production_sets(engine_parts):
+    from function_tools.images_sdxl.models import ImagesSdxlRequest
+    from function_tools.videos_wan.models import VideosWanRequest
+    from sparkle_motion.agents.production_run import tool_payload
+
+    # The payload is also the step's cache key: a tool default must not leak into it.
+    request = ImagesSdxlRequest(prompt="a roof", seed=7, width=64, height=64, count=1, characters=[])
+    assert tool_payload(request) == {"prompt": "a roof", "seed": 7, "width": 64, "height": 64, "count": 1,
+                                     "characters": []}
+    run = make_run(engine_parts)
+    with pytest.raises(StageFailed) as info:
+        with run.building("videos_wan", "video_clips"):
+            VideosWanRequest(start_frame_uri="", end_frame_uri="b", num_frames=2)
+    assert info.value.context["stage"] == "video_clips" and info.value.context["remote_error"]["field"] == \
+        "start_frame_uri"
+    assert info.value.message.startswith("videos_wan failed in stage video_clips:")
