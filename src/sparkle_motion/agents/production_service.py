@@ -43,6 +43,7 @@ from sparkle_motion.errors import ConflictError, InvalidInputError, NotFoundErro
 from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
+from sparkle_motion.plan.validation import PLAN_ARTIFACT_KEY
 from sparkle_motion.runs import Heartbeat, RunRegistry
 from sparkle_motion.services import install_common
 from sparkle_motion.services.app import current_request_id
@@ -116,8 +117,8 @@ class ProductionService:
                 data = json.load(stream)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise InvalidInputError(f"plan artifact is not JSON: {exc}", field="plan_uri") from None
-        if isinstance(data, dict) and "validated_plan" in data:
-            data = data["validated_plan"]
+        if isinstance(data, dict) and PLAN_ARTIFACT_KEY in data:
+            data = data[PLAN_ARTIFACT_KEY]
         return validate_plan(data)
 
     # -- runs ---------------------------------------------------------------------
