@@ -17,6 +17,7 @@ configured store and registry.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from google.adk.events.event import Event
@@ -68,19 +69,19 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         ctx.state["tts_timeline_uri"] = out["timeline_uri"]
         return Event(output={"timeline_uri": out["timeline_uri"], "report_uri": out["report_uri"]})
 
-    def base_images(ctx: Any, node_input: Any) -> Event:
+    def qa_routed(ctx: Any, stage: str, key: str, render: Callable[[ProductionRun], str]) -> Event:
+        # base_images and video_clips: QA may route the stage back to itself ('retry') or on ('done').
         run = run_of(ctx)
-        route = run.base_images()
-        ctx.state["base_images"] = run.results["base_images"]["images"]
-        return Event(output={"images": run.results["base_images"]["images"], "attempt": run.attempts["base_images"]},
-                     route=route)
+        route = render(run)
+        outputs = run.results[stage][key]
+        ctx.state[stage] = outputs
+        return Event(output={key: outputs, "attempt": run.attempts[stage]}, route=route)
+
+    def base_images(ctx: Any, node_input: Any) -> Event:
+        return qa_routed(ctx, "base_images", "images", ProductionRun.base_images)
 
     def video_clips(ctx: Any, node_input: Any) -> Event:
-        run = run_of(ctx)
-        route = run.video_clips()
-        ctx.state["video_clips"] = run.results["video_clips"]["clips"]
-        return Event(output={"clips": run.results["video_clips"]["clips"], "attempt": run.attempts["video_clips"]},
-                     route=route)
+        return qa_routed(ctx, "video_clips", "clips", ProductionRun.video_clips)
 
     def lipsync(ctx: Any, node_input: Any) -> Event:
         return Event(output=run_of(ctx).lipsync())
