@@ -87,6 +87,21 @@ def test_new_migration_file_is_applied_forward(tmp_path: Path) -> None:
     assert [r[1] for r in conn.execute("PRAGMA table_info(a)")] == ["x", "y"]
 
 
+def test_a_database_from_before_the_steps_item_rename_keeps_its_steps(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    old = connect(db, migrations=[m for m in load_migrations() if m.version <= 3])
+    old.execute("INSERT INTO runs (run_id, mode, qa_mode, status, created_at, updated_at)"
+                " VALUES ('run_old', 'run', 'full', 'succeeded', 't', 't')")
+    old.execute("INSERT INTO steps (step_id, run_id, stage, shot_id, attempt, status, input_hash, started_at)"
+                " VALUES ('step_old', 'run_old', 'dialogue_audio', 'line_003', 1, 'succeeded', 'h', 't')")
+    old.close()
+    conn = connect(db)
+    assert current_version(conn) == load_migrations()[-1].version
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(steps)")]
+    assert "item" in columns and "shot_id" not in columns
+    assert tuple(conn.execute("SELECT step_id, item FROM steps").fetchone()) == ("step_old", "line_003")
+
+
 def test_edited_applied_migration_is_refused(tmp_path: Path) -> None:
     schema = tmp_path / "schema"
     _write(schema, "001_base.sql", "CREATE TABLE a (x INTEGER);")

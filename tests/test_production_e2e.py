@@ -102,8 +102,8 @@ def test_plan_becomes_a_film(production, mesh_settings):
 
     # Keyframes at the shot boundaries: frame 0, the cut and the last frame are the base images.
     by_id = {a["artifact_id"]: a for a in arts["artifacts"]}
-    keyframes = {step["shot_id"]: np.asarray(Image.open(by_id[step["artifact_ids"][0]]["local_path"]).convert("RGB"))
-                 for step in status["steps"] if step["stage"] == "base_images" and not step["shot_id"].endswith(".qa")}
+    keyframes = {step["item"]: np.asarray(Image.open(by_id[step["artifact_ids"][0]]["local_path"]).convert("RGB"))
+                 for step in status["steps"] if step["stage"] == "base_images" and not step["item"].endswith(".qa")}
     cut = round(plan["shots"][0]["duration_sec"] * FPS)
     assert psnr(frames[0], keyframes["frame_000"]) > 30
     assert psnr(frames[cut], keyframes["frame_001"]) > 30 or psnr(frames[cut - 1], keyframes["frame_001"]) > 30
@@ -243,7 +243,7 @@ def test_killed_production_agent_resumes_without_redoing_steps(production, mesh_
     assert accepted.status_code == 202, accepted.text
     done = wait_for_status(production, run_id, {"succeeded", "failed"})
     assert done["status"] == "succeeded", done["error"]
-    executed = Counter((s["stage"], s["shot_id"]) for s in done["steps"] if s["status"] == "succeeded")
+    executed = Counter((s["stage"], s["item"]) for s in done["steps"] if s["status"] == "succeeded")
     assert executed and max(executed.values()) == 1, executed
 
 

@@ -149,7 +149,47 @@ def test_a_line_too_long_for_its_window_is_re_voiced_faster_then_fits(engine_par
     room = 3.3 - 0.4  # until the next line starts
     assert first["rate"] is not None and first["rate"] > 1.0
     assert first["end_actual_s"] <= 0.4 + room + 1e-3
-    items = [s.shot_id for s in registry.list_steps("run_test") if s.status == "succeeded"]
+    items = [s.item for s in registry.list_steps("run_test") if s.status == "succeeded"]
     assert "line_001" in items and "line_001.fit1" in items
     samples, sr = read_wav(store.path_for(out["timeline_uri"]))
     assert len(samples) == round(plan.runtime_s * sr)
+
+
+def test_a_plan_sent_as_a_message_becomes_a_recorded_run_in_the_workflow_table(engine_parts):
+    from sparkle_motion.agents.active_runs import ActiveRuns
+    from sparkle_motion.agents.production_run import start_adhoc_run
+    from sparkle_motion.errors import InvalidInputError
+
+    settings, store, registry, plan = engine_parts
+    runs = ActiveRuns(adhoc=lambda message: start_adhoc_run(message, settings=settings, store=store,
+                                                            registry=registry))
+    run = runs.start_adhoc({"plan": plan.model_dump(mode="json"), "qa_mode": "skip"})
+    assert runs.require(run.run_id) is run and run.qa_mode == "skip"
+    record = registry.get_run(run.run_id)
+    assert record.status == "running" and record.plan_id == plan.plan_id
+    assert store.get(record.plan_uri).metadata["source"] == "adk"
+    runs.remove(run.run_id)
+    with pytest.raises(InvalidInputError):
+        runs.require(run.run_id)
+    with pytest.raises(InvalidInputError):
+        runs.start_adhoc([])
+    with pytest.raises(InvalidInputError):
+        ActiveRuns().start_adhoc({"plan": {}})
+
+
+def test_tool_requests_carry_only_what_production_sets(engine_parts):
+    from function_tools.images_sdxl.models import ImagesSdxlRequest
+    from function_tools.videos_wan.models import VideosWanRequest
+    from sparkle_motion.agents.production_run import tool_payload
+
+    # The payload is also the step's cache key: a tool default must not leak into it.
+    request = ImagesSdxlRequest(prompt="a roof", seed=7, width=64, height=64, count=1, characters=[])
+    assert tool_payload(request) == {"prompt": "a roof", "seed": 7, "width": 64, "height": 64, "count": 1,
+                                     "characters": []}
+    run = make_run(engine_parts)
+    with pytest.raises(StageFailed) as info:
+        with run.building("videos_wan", "video_clips"):
+            VideosWanRequest(start_frame_uri="", end_frame_uri="b", num_frames=2)
+    assert info.value.context["stage"] == "video_clips" and info.value.context["remote_error"]["field"] == \
+        "start_frame_uri"
+    assert info.value.message.startswith("videos_wan failed in stage video_clips:")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sparkle_motion.errors import BackendError, InvalidInputError, NotFoundError, PayloadTooLargeError
-from sparkle_motion.runs import RUN_TRANSITIONS, RunRegistry, RunStateError
+from sparkle_motion.errors import BackendError, ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
+from sparkle_motion.runs import RUN_TRANSITIONS, Heartbeat, RunRegistry, RunStateError
 
 # How to reach each status from 'pending' through allowed transitions.
 PATH_TO: dict[str, list[str]] = {
@@ -117,6 +117,7 @@ def test_status_transition_matrix(registry: RunRegistry, source: str) -> None:
             with pytest.raises(RunStateError) as info:
                 registry.set_status(run_id, target)
             assert info.value.http_status == 409 and info.value.context["from"] == source
+            assert isinstance(info.value, ConflictError) and info.value.code == "invalid_transition"
             assert registry.get_run(run_id).status == source
 
 
@@ -146,13 +147,13 @@ def test_steps_attempts_finish_and_listing(registry: RunRegistry) -> None:
     with pytest.raises(RunStateError, match="only while it is running"):
         registry.start_step("run_st", "images")
     registry.set_status("run_st", "running")
-    a1 = registry.start_step("run_st", "images", shot_id="shot_001", input_hash="h1")
+    a1 = registry.start_step("run_st", "images", item="shot_001", input_hash="h1")
     assert (a1.attempt, a1.status, a1.completed_at) == (1, "running", None)
     assert registry.get_run("run_st").current_stage == "images"
     failed = registry.finish_step(a1.step_id, "failed", error=RuntimeError("oom"))
     assert failed.error == {"type": "RuntimeError", "message": "oom"} and failed.duration_s >= 0
-    a2 = registry.start_step("run_st", "images", shot_id="shot_001", input_hash="h1")
-    other_shot = registry.start_step("run_st", "images", shot_id="shot_002")
+    a2 = registry.start_step("run_st", "images", item="shot_001", input_hash="h1")
+    other_shot = registry.start_step("run_st", "images", item="shot_002")
     tts = registry.start_step("run_st", "tts")
     assert (a2.attempt, other_shot.attempt, tts.attempt) == (2, 1, 1)
     done = registry.finish_step(a2.step_id, "succeeded", artifact_ids=["frame_abc", "frame_def"],
@@ -181,13 +182,13 @@ def test_find_cached_step_across_runs(registry: RunRegistry) -> None:
     for run_id in ("run_c1", "run_c2"):
         registry.create_run(run_id)
         registry.set_status(run_id, "running")
-    old = registry.start_step("run_c1", "images", shot_id="shot_001", input_hash="abc123")
+    old = registry.start_step("run_c1", "images", item="shot_001", input_hash="abc123")
     registry.finish_step(old.step_id, "succeeded", artifact_ids=["img_old"])
-    new = registry.start_step("run_c2", "images", shot_id="shot_001", input_hash="abc123")
+    new = registry.start_step("run_c2", "images", item="shot_001", input_hash="abc123")
     registry.finish_step(new.step_id, "succeeded", artifact_ids=["img_new"])
-    failed = registry.start_step("run_c2", "images", shot_id="shot_001", input_hash="abc123")
+    failed = registry.start_step("run_c2", "images", item="shot_001", input_hash="abc123")
     registry.finish_step(failed.step_id, "failed")
-    registry.start_step("run_c2", "images", shot_id="shot_001", input_hash="abc123")  # still running
+    registry.start_step("run_c2", "images", item="shot_001", input_hash="abc123")  # still running
     hit = registry.find_cached_step("images", "shot_001", "abc123")
     assert hit is not None and hit.step_id == new.step_id and hit.artifact_ids == ["img_new"]
     assert registry.find_cached_step("images", "shot_002", "abc123") is None
@@ -242,7 +243,7 @@ _OWNER_CHILD = textwrap.dedent("""
     from sparkle_motion.runs import RunRegistry
     registry = RunRegistry(sys.argv[1])
     registry.set_status(sys.argv[2], "running")
-    registry.start_step(sys.argv[2], "videos", shot_id="shot_001")
+    registry.start_step(sys.argv[2], "videos", item="shot_001")
     # exits without finishing: the crash this test is about
 """)
 
@@ -295,7 +296,7 @@ def test_mark_interrupted_on_stale_heartbeat(registry: RunRegistry) -> None:
         registry.mark_interrupted(stale_after_s=0)
 
 
-def test_keep_alive_and_owner_updates_refresh_the_heartbeat(registry: RunRegistry) -> None:
+def test_heartbeat_and_owner_updates_refresh_the_heartbeat(registry: RunRegistry) -> None:
     registry.create_run("run_k")
     registry.set_status("run_k", "running")
     _age_heartbeat(registry, "run_k", 120)
@@ -303,10 +304,14 @@ def test_keep_alive_and_owner_updates_refresh_the_heartbeat(registry: RunRegistr
     assert registry.update_run("run_k", progress=0.1).heartbeat_at > aged, "the owner's updates are heartbeats"
     _age_heartbeat(registry, "run_k", 120)
     aged = registry.get_run("run_k").heartbeat_at
-    with registry.keep_alive("run_k", interval_s=0.01):
+    heartbeat = Heartbeat(registry, lambda: ["run_k"], interval_s=0.01)
+    heartbeat.start()
+    try:
         deadline = time.monotonic() + 10
         while registry.get_run("run_k").heartbeat_at <= aged and time.monotonic() < deadline:
             time.sleep(0.01)
+    finally:
+        heartbeat.stop()
     assert registry.get_run("run_k").heartbeat_at > aged
     assert registry.mark_interrupted(stale_after_s=60) == []
 

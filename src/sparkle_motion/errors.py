@@ -59,6 +59,17 @@ class InvalidInputError(SparkleError):
     http_status = 422
 
 
+class ConflictError(SparkleError):
+    """The request is well formed but collides with the current state, e.g. of a run (HTTP 409).
+
+    Call sites pass their own ``code`` (``run_active``, ``invalid_state``...), so
+    clients can tell the conflicts apart.
+    """
+
+    code = "conflict"
+    http_status = 409
+
+
 class PlanValidationError(InvalidInputError):
     """A MoviePlan broke one or more rules; ``details`` lists every violation."""
 

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sparkle_motion.ids import ID_PATTERN
 
 # The order is the contract: resume_from=<stage> recomputes that stage and all after it.
-STAGES: tuple[str, ...] = (
-    "plan_intake",
-    "dialogue_audio",
-    "base_images",
-    "video_clips",
-    "lipsync",
-    "assemble",
-    "qa_publish",
-    "finalize",
-)
 StageName = Literal[
     "plan_intake", "dialogue_audio", "base_images", "video_clips", "lipsync", "assemble", "qa_publish", "finalize"
 ]
+STAGES: tuple[str, ...] = get_args(StageName)
 
 
 class ProductionRequest(BaseModel):
@@ -66,7 +57,9 @@ class ControlRequest(BaseModel):
 class StepView(BaseModel):
     step_id: str | int
     stage: str
-    shot_id: str | None = None
+    item: str | None = Field(None, description="the unit of work in the stage: a shot or base image id, "
+                                               "'line_003', 'timeline', 'shot_001.qa', 'final.qa'; "
+                                               "null when the stage is one unit")
     attempt: int
     status: str
     started_at: str | None = None

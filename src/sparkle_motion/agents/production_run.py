@@ -18,21 +18,30 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from function_tools.assemble_ffmpeg.models import AssembleOptions, AssembleRequest, ClipRef, Subtitle
+from function_tools.images_sdxl.models import ImagesSdxlRequest
+from function_tools.lipsync_wav2lip.models import LipsyncOptions, LipsyncRequest
+from function_tools.qa_qwen2vl.models import QAExpectations, QAMedia, QARequest, TimeInterval
+from function_tools.tts_chatterbox.models import TtsChatterboxRequest, TtsVoice
+from function_tools.videos_wan.models import VideosWanRequest
 from sparkle_motion.agents.production_models import STAGES
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
-from sparkle_motion.errors import InvalidInputError, SparkleError, ToolCallError
+from sparkle_motion.errors import ConflictError, InvalidInputError, SparkleError, ToolCallError
+from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.media import read_wav, write_wav
-from sparkle_motion.plan import MoviePlan
+from sparkle_motion.plan import MoviePlan, validate_plan
 from sparkle_motion.runs import RunRegistry
-from sparkle_motion.services import ToolClient
+from sparkle_motion.services import ToolClient, ToolRequest
 
 log = get_logger("sparkle_motion.production")
 
@@ -41,14 +50,13 @@ QA_RETRY_BUDGET = 2  # regenerations with a new seed after a failed QA, per item
 MAX_RATE_GAIN = 1.35  # how much faster a line may be re-voiced to fit before the next line
 MAX_VOICE_RATE = 4.0  # the plan's VoiceProfile bound
 FIT_ATTEMPTS = 3
-SEED_STRIDE = 7919
+SEED_STRIDE = 7919  # a prime: retry seeds never collide with neighbouring items' seeds
 # Used only when a profile file sets no `render:` block.
-RENDER_FALLBACK = {"fps": 24, "width": 640, "height": 360}  # a prime: retry seeds never collide with neighbouring items' seeds
+RENDER_FALLBACK = {"fps": 24, "width": 640, "height": 360}
 
 
-class RunStopped(SparkleError):
+class RunStopped(ConflictError):
     code = "run_stopped"
-    http_status = 409
 
 
 class StageFailed(SparkleError):
@@ -66,6 +74,15 @@ class StepOutcome:
 
 def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def tool_payload(request: ToolRequest) -> dict[str, Any]:
+    """The JSON of a tool request: only the fields production set (tool defaults stay the tool's).
+
+    It is also what a step's input hash covers, so it leaves out ``run_id`` and
+    ``stage``: a step cached by one run is reused by the next.
+    """
+    return request.model_dump(mode="json", exclude_unset=True)
 
 
 def _artifact_id(uri: str) -> str:
@@ -184,11 +201,11 @@ class ProductionRun:
         if not self._forced(stage):
             cached = self.registry.find_cached_step(stage, item, input_hash)
             if cached is not None and self._artifacts_present(cached.artifact_ids):
-                rec = self.registry.start_step(self.run_id, stage, shot_id=item, input_hash=input_hash)
+                rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
                 self.registry.finish_step(rec.step_id, "cached", artifact_ids=cached.artifact_ids, output=cached.output)
                 self._advance()
                 return dict(cached.output or {})
-        rec = self.registry.start_step(self.run_id, stage, shot_id=item, input_hash=input_hash)
+        rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
         try:
             outcome = work()
         except Exception as exc:
@@ -208,8 +225,21 @@ class ProductionRun:
                 return False
         return True
 
-    def invoke(self, tool_id: str, payload: dict[str, Any], *, stage: str) -> dict[str, Any]:
-        payload = {**payload, "run_id": self.run_id, "stage": stage}
+    @contextmanager
+    def building(self, tool_id: str, stage: str) -> Iterator[None]:
+        """Around building a tool request: one the tool would refuse fails the stage here, as the tool's 422 would."""
+        try:
+            yield
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise StageFailed(f"{tool_id} failed in stage {stage}: {first['msg']} ({where})",
+                              context={"stage": stage, "tool_id": tool_id, "status": 422,
+                                       "remote_error": {"code": "invalid_input", "message": first["msg"],
+                                                        "field": where}}) from None
+
+    def invoke(self, tool_id: str, request: ToolRequest, *, stage: str) -> dict[str, Any]:
+        payload = {**tool_payload(request), "run_id": self.run_id, "stage": stage}
         try:
             return self.client(tool_id).invoke(payload)
         except ToolCallError as exc:
@@ -243,16 +273,18 @@ class ProductionRun:
         lines = []
         for position, (index, entry) in enumerate(dialogue):
             character = characters[entry.character_id]
-            voice = {"character_id": character.id, "character_name": character.name,
-                     **character.voice_profile.model_dump(mode="json", exclude_none=True)}
-            payload = {"text": entry.text, "voice": voice, "seed": seed + index, "sample_rate": TIMELINE_SAMPLE_RATE}
+            with self.building("tts_chatterbox", "dialogue_audio"):
+                voice = TtsVoice(character_id=character.id, character_name=character.name,
+                                 **character.voice_profile.model_dump(exclude_none=True))
+                request = TtsChatterboxRequest(text=entry.text, voice=voice, seed=seed + index,
+                                               sample_rate=TIMELINE_SAMPLE_RATE)
             # Speech may run into the following silence, up to the next line (or the end).
             next_start = dialogue[position + 1][1].start_time_sec if position + 1 < len(dialogue) else self.plan.runtime_s
             room_s = next_start - entry.start_time_sec
-            out = self.step("dialogue_audio", f"line_{index:03d}", "tts_chatterbox", payload,
-                            lambda payload=payload: self._speak(payload))
+            out = self.step("dialogue_audio", f"line_{index:03d}", "tts_chatterbox", tool_payload(request),
+                            lambda request=request: self._speak(request))
             if out["duration_s"] > room_s:
-                out = self._speak_faster(index, payload, out["duration_s"], room_s)
+                out = self._speak_faster(index, request, out["duration_s"], room_s)
             lines.append({"index": index, "character_id": character.id, "character_name": character.name,
                           "text": entry.text, "start_s": entry.start_time_sec, "slot_s": entry.duration_sec, **out})
         stitch_inputs = {"lines": [(ln["index"], ln["uri"], ln["start_s"]) for ln in lines], "runtime": self.plan.runtime_s}
@@ -260,15 +292,16 @@ class ProductionRun:
         self.results["dialogue_audio"] = out
         return out
 
-    def _speak(self, payload: dict[str, Any]) -> StepOutcome:
-        response = self.invoke("tts_chatterbox", payload, stage="dialogue_audio")
+    def _speak(self, request: TtsChatterboxRequest) -> StepOutcome:
+        response = self.invoke("tts_chatterbox", request, stage="dialogue_audio")
         words = [{k: w[k] for k in ("word", "start_s", "end_s")} for w in response.get("words") or []]
         return StepOutcome({"uri": response["audio_uri"], "duration_s": response["duration_s"],
                             "voice_id": response.get("voice_id"), "word_timings": words,
-                            "rate": payload["voice"].get("rate")},
+                            "rate": request.voice.rate},
                            [a["artifact_id"] for a in response["artifacts"]])
 
-    def _speak_faster(self, index: int, payload: dict[str, Any], duration_s: float, room_s: float) -> dict[str, Any]:
+    def _speak_faster(self, index: int, request: TtsChatterboxRequest, duration_s: float,
+                      room_s: float) -> dict[str, Any]:
         """Re-voice a line that would overlap the next one at a faster rate, within MAX_RATE_GAIN.
 
         A plan's slots are estimates; a voice that speaks a little slower than the
@@ -276,15 +309,15 @@ class ProductionRun:
         the rate, so the gain is refined over a few tries. Beyond the gain the
         stitch fails with the line named, as before.
         """
-        base_rate = float(payload["voice"].get("rate") or 1.0)
+        base_rate = float(request.voice.rate or 1.0)
         gain, out = 1.0, {"duration_s": duration_s}
         for attempt in range(1, FIT_ATTEMPTS + 1):
             gain = min(MAX_RATE_GAIN, gain * out["duration_s"] / room_s * 1.05)
-            voice = {**payload["voice"], "rate": round(min(MAX_VOICE_RATE, base_rate * gain), 3)}
-            faster = {**payload, "voice": voice}
+            voice = request.voice.model_copy(update={"rate": round(min(MAX_VOICE_RATE, base_rate * gain), 3)})
+            faster = request.model_copy(update={"voice": voice})
             self.registry.log(self.run_id, "info", f"dialogue_timeline[{index}] speaks {out['duration_s']:.2f} s in a "
-                              f"{room_s:.2f} s window; re-voicing at rate {voice['rate']}")
-            out = self.step("dialogue_audio", f"line_{index:03d}.fit{attempt}", "tts_chatterbox", faster,
+                              f"{room_s:.2f} s window; re-voicing at rate {voice.rate}")
+            out = self.step("dialogue_audio", f"line_{index:03d}.fit{attempt}", "tts_chatterbox", tool_payload(faster),
                             lambda faster=faster: self._speak(faster))
             if out["duration_s"] <= room_s or gain >= MAX_RATE_GAIN:
                 break
@@ -348,35 +381,36 @@ class ProductionRun:
             if state["qa"].get(base.id) == "passed" or (attempt > 1 and base.id not in state["failed"]):
                 continue
             seed = (base.seed if base.seed is not None else base_seed + 1000 * index) + SEED_STRIDE * (attempt - 1)
-            payload = {"prompt": base.prompt, "negative_prompt": base.negative_prompt, "seed": seed,
-                       "width": self.width, "height": self.height, "count": 1,
-                       "characters": self._characters_in(base.prompt)}
-            payload = {k: v for k, v in payload.items() if v is not None}
+            negative = {} if base.negative_prompt is None else {"negative_prompt": base.negative_prompt}
+            with self.building("images_sdxl", "base_images"):
+                request = ImagesSdxlRequest(prompt=base.prompt, **negative, seed=seed, width=self.width,
+                                            height=self.height, count=1, characters=self._characters_in(base.prompt))
 
-            def work(payload: dict[str, Any] = payload) -> StepOutcome:
-                response = self.invoke("images_sdxl", payload, stage="base_images")
+            def work(request: ImagesSdxlRequest = request) -> StepOutcome:
+                response = self.invoke("images_sdxl", request, stage="base_images")
                 image = response["artifacts"][0]
-                return StepOutcome({"uri": image["uri"], "seed": payload["seed"]}, [image["artifact_id"]])
+                return StepOutcome({"uri": image["uri"], "seed": request.seed}, [image["artifact_id"]])
 
-            out = self.step("base_images", base.id, "images_sdxl", payload, work)
+            out = self.step("base_images", base.id, "images_sdxl", tool_payload(request), work)
             state["images"][base.id] = out["uri"]
             if self.qa_mode == "full":
-                verdict = self._qa("base_images", f"{base.id}.qa",
-                                   {"media": [{"uri": out["uri"], "kind": "image"}],
-                                    "checks": ["degenerate_image", "text_policy"],
-                                    "expectations": {"prompt": base.prompt}})
+                with self.building("qa_qwen2vl", "base_images"):
+                    qa = QARequest(media=[QAMedia(uri=out["uri"], kind="image")],
+                                   checks=["degenerate_image", "text_policy"],
+                                   expectations=QAExpectations(prompt=base.prompt))
+                verdict = self._qa("base_images", f"{base.id}.qa", qa)
                 state["qa"][base.id] = "passed" if verdict != "fail" else "failed"
         return self._route_after_qa("base_images", state)
 
-    def _qa(self, stage: str, item: str, payload: dict[str, Any]) -> str:
+    def _qa(self, stage: str, item: str, request: QARequest) -> str:
         def work() -> StepOutcome:
-            response = self.invoke("qa_qwen2vl", payload, stage=stage)
+            response = self.invoke("qa_qwen2vl", request, stage=stage)
             report = response.get("report") or {}
             ids = [a["artifact_id"] for a in response.get("artifacts", [])]
             return StepOutcome({"verdict": report.get("verdict"), "reasons": report.get("reasons", []),
                                 "report_uri": response["artifacts"][0]["uri"] if response.get("artifacts") else None}, ids)
 
-        out = self.step(stage, item, "qa_qwen2vl", payload, work)
+        out = self.step(stage, item, "qa_qwen2vl", tool_payload(request), work)
         if out["verdict"] == "fail":
             self.registry.log(self.run_id, "warning", f"QA failed for {item}", reasons=out["reasons"])
         return out["verdict"]
@@ -401,32 +435,35 @@ class ProductionRun:
         for index, shot in enumerate(self.plan.shots):
             if state["qa"].get(shot.id) == "passed" or (attempt > 1 and shot.id not in state["failed"]):
                 continue
-            payload = {
-                "start_frame_uri": images[shot.start_base_image_id], "end_frame_uri": images[shot.end_base_image_id],
-                "motion_prompt": shot.motion_prompt, "prompt": shot.visual_description, "fps": self.fps,
-                "num_frames": self.frame_counts[index], "width": self.width, "height": self.height,
-                "seed": base_seed + 100 * index + SEED_STRIDE * (attempt - 1),
-            }
+            with self.building("videos_wan", "video_clips"):
+                request = VideosWanRequest(
+                    start_frame_uri=images[shot.start_base_image_id], end_frame_uri=images[shot.end_base_image_id],
+                    motion_prompt=shot.motion_prompt, prompt=shot.visual_description, fps=self.fps,
+                    num_frames=self.frame_counts[index], width=self.width, height=self.height,
+                    seed=base_seed + 100 * index + SEED_STRIDE * (attempt - 1),
+                )
 
-            def work(payload: dict[str, Any] = payload) -> StepOutcome:
-                response = self.invoke("videos_wan", payload, stage="video_clips")
+            def work(request: VideosWanRequest = request) -> StepOutcome:
+                response = self.invoke("videos_wan", request, stage="video_clips")
                 clip = response["artifacts"][0]
                 return StepOutcome({"uri": clip["uri"]}, [clip["artifact_id"]])
 
-            out = self.step("video_clips", shot.id, "videos_wan", payload, work)
+            out = self.step("video_clips", shot.id, "videos_wan", tool_payload(request), work)
             state["clips"][shot.id] = out["uri"]
             if self.qa_mode == "full":
                 duration = self.frame_counts[index] / self.fps
-                # Continuity: the clip must open on its start keyframe (the previous shot's end keyframe).
-                expectations: dict[str, Any] = {"duration_s": duration, "prompt": shot.visual_description,
-                                                "reference_frame_uri": images[shot.start_base_image_id]}
-                if images[shot.start_base_image_id] == images[shot.end_base_image_id] or "static" in shot.motion_prompt.lower():
-                    expectations["allow_holds"] = [{"start_s": 0.0, "end_s": duration}]
-                verdict = self._qa("video_clips", f"{shot.id}.qa",
-                                   {"media": [{"uri": out["uri"], "kind": "video"}],
-                                    "checks": ["black_frames", "frozen_frames", "duration_mismatch", "continuity",
-                                               "text_policy"],
-                                    "expectations": expectations})
+                still = images[shot.start_base_image_id] == images[shot.end_base_image_id] or \
+                    "static" in shot.motion_prompt.lower()
+                with self.building("qa_qwen2vl", "video_clips"):
+                    holds = {"allow_holds": [TimeInterval(start_s=0.0, end_s=duration)]} if still else {}
+                    # Continuity: the clip must open on its start keyframe (the previous shot's end keyframe).
+                    qa = QARequest(media=[QAMedia(uri=out["uri"], kind="video")],
+                                   checks=["black_frames", "frozen_frames", "duration_mismatch", "continuity",
+                                           "text_policy"],
+                                   expectations=QAExpectations(duration_s=duration, prompt=shot.visual_description,
+                                                               reference_frame_uri=images[shot.start_base_image_id],
+                                                               **holds))
+                verdict = self._qa("video_clips", f"{shot.id}.qa", qa)
                 state["qa"][shot.id] = "passed" if verdict != "fail" else "failed"
         return self._route_after_qa("video_clips", state)
 
@@ -458,10 +495,10 @@ class ProductionRun:
                 shot_audio = self.store.put(self.run_id, "lipsync", "shot_audio", staging, "audio/wav",
                                             metadata={"tool": "production_agent", "shot_id": shot_id},
                                             media={"duration_s": len(segment) / sr, "sample_rate": sr}, move=True)
-                response = self.invoke("lipsync_wav2lip", {
-                    "video_uri": clips[shot_id], "audio_uri": shot_audio.uri,
-                    "options": {"fit": "pad_or_trim", "word_timings": words},
-                }, stage="lipsync")
+                with self.building("lipsync_wav2lip", "lipsync"):
+                    request = LipsyncRequest(video_uri=clips[shot_id], audio_uri=shot_audio.uri,
+                                             options=LipsyncOptions(fit="pad_or_trim", word_timings=words))
+                response = self.invoke("lipsync_wav2lip", request, stage="lipsync")
                 ids = [shot_audio.artifact_id] + [a["artifact_id"] for a in response["artifacts"]]
                 video = next(a for a in response["artifacts"] if a["media_type"].startswith("video/"))
                 return StepOutcome({"uri": video["uri"]}, ids)
@@ -476,21 +513,23 @@ class ProductionRun:
         self.begin_stage("assemble")
         clips = self.results["lipsync"]["clips"]
         audio = self.results["dialogue_audio"]
-        subtitles = [{"start_s": round(line["start_actual_s"], 3), "end_s": round(line["end_actual_s"], 3),
-                      "text": f"{self._name(line['character_id'])}: {line['text']}"}
-                     for line in audio["lines"]]
-        payload = {"clips": [{"uri": clips[shot.id]} for shot in self.plan.shots], "audio_uri": audio["timeline_uri"],
-                   "subtitles": subtitles, "options": {"loudness_lufs": -16.0}}
+        with self.building("assemble_ffmpeg", "assemble"):
+            subtitles = [Subtitle(start_s=round(line["start_actual_s"], 3), end_s=round(line["end_actual_s"], 3),
+                                  text=f"{self._name(line['character_id'])}: {line['text']}")
+                         for line in audio["lines"]]
+            request = AssembleRequest(clips=[ClipRef(uri=clips[shot.id]) for shot in self.plan.shots],
+                                      audio_uri=audio["timeline_uri"], subtitles=subtitles,
+                                      options=AssembleOptions(loudness_lufs=-16.0))
 
         def work() -> StepOutcome:
-            response = self.invoke("assemble_ffmpeg", payload, stage="assemble")
+            response = self.invoke("assemble_ffmpeg", request, stage="assemble")
             video = next(a for a in response["artifacts"] if a["media_type"] == "video/mp4")
             srt = next((a for a in response["artifacts"] if a["uri"] != video["uri"]), None)
             return StepOutcome({"video_uri": video["uri"], "srt_uri": srt["uri"] if srt else None,
                                 "metadata": video.get("metadata", {})},
                                [a["artifact_id"] for a in response["artifacts"]])
 
-        out = self.step("assemble", None, "assemble_ffmpeg", payload, work)
+        out = self.step("assemble", None, "assemble_ffmpeg", tool_payload(request), work)
         self.results["assemble"] = out
         return out
 
@@ -504,20 +543,22 @@ class ProductionRun:
             self.results["qa_publish"] = {"verdict": "skipped", "reasons": ["qa_mode=skip"]}
             return self.results["qa_publish"]
         audio = self.results["dialogue_audio"]
-        holds = [{"start_s": s, "end_s": e} for shot, (s, e) in zip(self.plan.shots, self._shot_bounds())
-                 if "static" in shot.motion_prompt.lower() or shot.start_base_image_id == shot.end_base_image_id]
-        payload = {
-            "media": [{"uri": self.results["assemble"]["video_uri"], "kind": "video"}],
-            "checks": ["black_frames", "frozen_frames", "duration_mismatch", "unexpected_speech", "clipping"]
-            # A film without dialogue is silent by design: nothing to find, nothing to normalise.
-            + (["missing_speech", "loudness"] if audio["lines"] else []),
-            "expectations": {
-                "duration_s": sum(self.frame_counts) / self.fps,
-                "speech_intervals": [{"start_s": ln["start_actual_s"], "end_s": ln["end_actual_s"]} for ln in audio["lines"]],
-                "loudness_lufs": -16.0, "allow_holds": holds,
-            },
-        }
-        verdict = self._qa("qa_publish", "final.qa", payload)
+        with self.building("qa_qwen2vl", "qa_publish"):
+            holds = [TimeInterval(start_s=s, end_s=e) for shot, (s, e) in zip(self.plan.shots, self._shot_bounds())
+                     if "static" in shot.motion_prompt.lower() or shot.start_base_image_id == shot.end_base_image_id]
+            request = QARequest(
+                media=[QAMedia(uri=self.results["assemble"]["video_uri"], kind="video")],
+                checks=["black_frames", "frozen_frames", "duration_mismatch", "unexpected_speech", "clipping"]
+                # A film without dialogue is silent by design: nothing to find, nothing to normalise.
+                + (["missing_speech", "loudness"] if audio["lines"] else []),
+                expectations=QAExpectations(
+                    duration_s=sum(self.frame_counts) / self.fps,
+                    speech_intervals=[TimeInterval(start_s=ln["start_actual_s"], end_s=ln["end_actual_s"])
+                                      for ln in audio["lines"]],
+                    loudness_lufs=-16.0, allow_holds=holds,
+                ),
+            )
+        verdict = self._qa("qa_publish", "final.qa", request)
         out = self.registry_last_output("qa_publish", "final.qa")
         self.results["qa_publish"] = out
         if verdict == "fail":
@@ -527,7 +568,7 @@ class ProductionRun:
 
     def registry_last_output(self, stage: str, item: str) -> dict[str, Any]:
         steps = [s for s in self.registry.list_steps(self.run_id, stage=stage)
-                 if s.shot_id == item and s.status in ("succeeded", "cached")]
+                 if s.item == item and s.status in ("succeeded", "cached")]
         return dict(steps[-1].output or {}) if steps else {}
 
     def finalize(self) -> dict[str, Any]:
@@ -559,6 +600,22 @@ class ProductionRun:
         out = self.step("finalize", None, None, inputs, work)
         self.results["finalize"] = out
         return out
+
+
+def start_adhoc_run(message: Any, *, settings: Settings, store: ArtifactStore,
+                    registry: RunRegistry) -> ProductionRun:
+    """Record a run started by a message that carries a plan (e.g. typed into `adk web`)."""
+    if not isinstance(message, dict) or not message:
+        raise InvalidInputError("send a MoviePlan JSON object (or {'plan': {...}})", field="message")
+    plan = validate_plan(message.get("plan", message))
+    run_id = new_id("run")
+    plan_uri = store.put_json(run_id, "plan_intake", "movie_plan_request", plan.model_dump(mode="json"),
+                              metadata={"tool": "production_agent", "source": "adk"}).uri
+    registry.create_run(run_id=run_id, plan_id=plan.plan_id, plan_uri=plan_uri, mode="run",
+                        qa_mode=message.get("qa_mode", "full"))
+    registry.set_status(run_id, "running")
+    return ProductionRun(run_id, plan, settings=settings, store=store, registry=registry,
+                         qa_mode=message.get("qa_mode", "full"))
 
 
 def render_geometry(plan: MoviePlan, settings: Settings) -> tuple[float, int, int]:

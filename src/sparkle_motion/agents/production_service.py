@@ -18,7 +18,11 @@ from typing import Any
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
+from google.adk.runners import Runner
+from google.adk.sessions.sqlite_session_service import SqliteSessionService
+from google.genai import types
 
+from sparkle_motion.agents.active_runs import ActiveRuns
 from sparkle_motion.agents.production_models import (
     SCHEMA_MODELS,
     STAGES,
@@ -30,19 +34,21 @@ from sparkle_motion.agents.production_models import (
     StageArtifacts,
     StepView,
 )
-from sparkle_motion.agents.production_run import ProductionRun, RunStopped, estimate
+from sparkle_motion.agents.production_run import ProductionRun, RunStopped, estimate, start_adhoc_run
+from sparkle_motion.agents.production_workflow import APP_NAME, build_production_workflow
 from sparkle_motion.artifacts import ArtifactStore
+from sparkle_motion.artifacts.adk_service import SparkleArtifactService
 from sparkle_motion.config import Settings, get_settings
-from sparkle_motion.errors import InvalidInputError, NotFoundError, ServiceBusyError, SparkleError
+from sparkle_motion.errors import ConflictError, InvalidInputError, NotFoundError, ServiceBusyError, SparkleError
 from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
-from sparkle_motion.runs import RunRegistry
-from sparkle_motion.runs.registry import RunStateError
+from sparkle_motion.plan.validation import PLAN_ARTIFACT_KEY
+from sparkle_motion.runs import Heartbeat, RunRegistry
 from sparkle_motion.services import install_common
 from sparkle_motion.services.app import current_request_id
 
-__all__ = ["SCHEMA_MODELS", "ProductionService", "adhoc_run", "create_app"]
+__all__ = ["SCHEMA_MODELS", "ProductionService", "create_app"]
 
 VERSION = "0.1.0"
 HEARTBEAT_S = 2.0
@@ -54,16 +60,22 @@ log = get_logger("sparkle_motion.production_service")
 
 
 class ProductionService:
-    """Owns the store, the registry and the worker threads of one production_agent process."""
+    """Owns the store, the registry, the worker threads and the workflow of one production_agent process.
+
+    The workflow is built over this service's own :class:`ActiveRuns` table, so
+    its nodes find the runs this service drives, and a plan sent as a message
+    becomes a run in this service's store and registry.
+    """
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.store = ArtifactStore(self.settings.home)
         self.registry = RunRegistry(self.settings.db_path)
+        self.runs = ActiveRuns(adhoc=self.adhoc_run)
+        self.workflow = build_production_workflow(self.runs)
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._heartbeat = threading.Thread(target=self._beat, name="run-heartbeat", daemon=True)
+        self._heartbeat = Heartbeat(self.registry, self._live_run_ids, HEARTBEAT_S)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -74,17 +86,11 @@ class ProductionService:
         self._heartbeat.start()
 
     def close(self) -> None:
-        self._stop.set()
+        self._heartbeat.stop()
 
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            with self._lock:
-                active = [rid for rid, t in self._threads.items() if t.is_alive()]
-            for run_id in active:
-                try:
-                    self.registry.heartbeat(run_id)
-                except RunStateError:
-                    pass  # paused or finished: only running runs carry a heartbeat
+    def _live_run_ids(self) -> list[str]:
+        with self._lock:
+            return [run_id for run_id, thread in self._threads.items() if thread.is_alive()]
 
     # -- plans ---------------------------------------------------------------------
 
@@ -111,8 +117,8 @@ class ProductionService:
                 data = json.load(stream)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise InvalidInputError(f"plan artifact is not JSON: {exc}", field="plan_uri") from None
-        if isinstance(data, dict) and "validated_plan" in data:
-            data = data["validated_plan"]
+        if isinstance(data, dict) and PLAN_ARTIFACT_KEY in data:
+            data = data[PLAN_ARTIFACT_KEY]
         return validate_plan(data)
 
     # -- runs ---------------------------------------------------------------------
@@ -130,9 +136,8 @@ class ProductionService:
             raise ServiceBusyError(f"run {existing.run_id} is stopping: its current step is finishing; "
                                    "resume it in a moment", retry_after=1.0, code="run_stopping")
         if existing is not None and self._alive(existing.run_id):
-            raise InvalidInputError(f"run {existing.run_id} is {existing.status} in this process; "
-                                    "pause/stop it through /control instead", field="run_id", http_status=409,
-                                    code="run_active")
+            raise ConflictError(f"run {existing.run_id} is {existing.status} in this process; "
+                                "pause/stop it through /control instead", field="run_id", code="run_active")
         if existing is not None and existing.status in ("succeeded", "stopped"):
             # Finished runs stay as they were; the resume becomes a new run of the same
             # plan, and the step cache makes everything before resume_from free.
@@ -173,10 +178,12 @@ class ProductionService:
         return ProductionAccepted(request_id=current_request_id(), run_id=run_id, status="running", mode="run",
                                   qa_mode=request.qa_mode, resume_from=request.resume_from)
 
-    def _execute(self, run: ProductionRun) -> None:
-        from sparkle_motion.agents.production_workflow import register_run, unregister_run
+    def adhoc_run(self, message: Any) -> ProductionRun:
+        """A run started by a message that carries a plan (the workflow's ad-hoc starter)."""
+        return start_adhoc_run(message, settings=self.settings, store=self.store, registry=self.registry)
 
-        register_run(run)
+    def _execute(self, run: ProductionRun) -> None:
+        self.runs.add(run)
         started = time.perf_counter()
         self.registry.log(run.run_id, "info", "run started", qa_mode=run.qa_mode, resume_from=run.force_from)
         try:
@@ -196,18 +203,11 @@ class ProductionService:
             self.registry.set_status(run.run_id, "succeeded")
             self.registry.log(run.run_id, "info", f"run succeeded in {time.perf_counter() - started:.1f} s")
         finally:
-            unregister_run(run.run_id)
+            self.runs.remove(run.run_id)
 
     async def _drive(self, run: ProductionRun) -> None:
-        from google.adk.runners import Runner
-        from google.adk.sessions.sqlite_session_service import SqliteSessionService
-        from google.genai import types
-
-        from sparkle_motion.agents.production_workflow import APP_NAME, production_workflow
-        from sparkle_motion.artifacts import SparkleArtifactService
-
         sessions = SqliteSessionService(str(self.settings.home / "adk_sessions.db"))
-        runner = Runner(app_name=APP_NAME, node=production_workflow, session_service=sessions,
+        runner = Runner(app_name=APP_NAME, node=self.workflow, session_service=sessions,
                         artifact_service=SparkleArtifactService(self.store))
         session = await sessions.create_session(app_name=APP_NAME, user_id="sparkle",
                                                 session_id=f"{run.run_id}-{uuid.uuid4().hex[:8]}",
@@ -220,8 +220,7 @@ class ProductionService:
         run = self.registry.get_run(run_id)
         allowed = {"pause": {"running"}, "resume": {"paused"}, "stop": {"running", "paused", "pending"}}[action]
         if run.status not in allowed:
-            raise InvalidInputError(f"cannot {action} a run that is {run.status}", field="run_id",
-                                    http_status=409, code="invalid_state")
+            raise ConflictError(f"cannot {action} a run that is {run.status}", field="run_id", code="invalid_state")
         self.registry.log(run_id, "info", f"{action} requested")
         if action == "resume" and not self._alive(run_id):
             # Paused by a production_agent that has since exited: continue the run here.
@@ -281,34 +280,9 @@ class ProductionService:
         return ArtifactsView(request_id=current_request_id(), run_id=run_id, stages=stages, artifacts=flat)
 
 
-_SERVICE: ProductionService | None = None
-
-
-def adhoc_run(message: Any) -> ProductionRun:
-    """A run started by a message that carries a plan (e.g. typed into `adk web`)."""
-    if not isinstance(message, dict) or not message:
-        raise InvalidInputError("send a MoviePlan JSON object (or {'plan': {...}})", field="message")
-    service = _SERVICE or ProductionService()
-    plan = validate_plan(message.get("plan", message))
-    run_id = new_id("run")
-    plan_uri = service.store.put_json(run_id, "plan_intake", "movie_plan_request", plan.model_dump(mode="json"),
-                                      metadata={"tool": "production_agent", "source": "adk"}).uri
-    service.registry.create_run(run_id=run_id, plan_id=plan.plan_id, plan_uri=plan_uri, mode="run",
-                                qa_mode=message.get("qa_mode", "full"))
-    service.registry.set_status(run_id, "running")
-    from sparkle_motion.agents.production_workflow import register_run
-
-    run = ProductionRun(run_id, plan, settings=service.settings, store=service.store, registry=service.registry,
-                        qa_mode=message.get("qa_mode", "full"))
-    register_run(run)
-    return run
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
-    global _SERVICE
     settings = settings or get_settings()
     service = ProductionService(settings)
-    _SERVICE = service
     app = FastAPI(title="production_agent", version=VERSION,
                   description="Executes MoviePlans through the Sparkle Motion FunctionTools.")
     install_common(app, "production_agent", VERSION, settings)

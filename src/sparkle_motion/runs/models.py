@@ -54,14 +54,19 @@ class RunRecord(BaseModel):
 
 
 class StepRecord(BaseModel):
-    """One execution of one stage (for one shot): the StepExecutionRecord."""
+    """One execution of one stage for one item: the StepExecutionRecord.
+
+    ``item`` names the unit of work inside the stage: a shot or base image id, a
+    dialogue line (``line_003``), ``timeline``, a QA pass (``shot_001.qa``,
+    ``final.qa``), or None when the stage is one unit.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     step_id: str
     run_id: str
     stage: str
-    shot_id: str | None = None
+    item: str | None = None
     attempt: int = Field(ge=1)
     status: StepStatus
     input_hash: str | None = None

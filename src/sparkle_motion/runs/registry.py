@@ -7,7 +7,7 @@ status changes are compare-and-set: two processes cannot both start a run.
 
 Liveness: a process that moves a run to ``running`` becomes its owner
 (``owner_pid``, ``owner_host``) and must call :meth:`RunRegistry.heartbeat`
-regularly (:meth:`RunRegistry.keep_alive` does it from a thread).
+regularly (:class:`~sparkle_motion.runs.heartbeat.Heartbeat` does it from a thread).
 :meth:`RunRegistry.mark_interrupted` turns runs whose owner died, or whose
 heartbeat is older than ``stale_after_s``, into ``interrupted``.
 """
@@ -19,15 +19,13 @@ import math
 import os
 import socket
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sparkle_motion.db import Database, encode_json, format_ts, parse_ts, utc_now
-from sparkle_motion.errors import InvalidInputError, NotFoundError, SparkleError
+from sparkle_motion.errors import ConflictError, InvalidInputError, NotFoundError, SparkleError
 from sparkle_motion.ids import new_id, validate_id
 from sparkle_motion.runs.models import (
     FINAL_RUN_STATUSES,
@@ -51,11 +49,10 @@ UPDATABLE_RUN_FIELDS = ("plan_id", "plan_uri", "current_stage", "progress", "err
 _HOST = socket.gethostname()
 
 
-class RunStateError(InvalidInputError):
+class RunStateError(ConflictError):
     """The requested change does not fit the run's or step's current status."""
 
     code = "invalid_transition"
-    http_status = 409
 
 
 def error_to_dict(error: object, field: str = "error") -> dict[str, Any] | None:
@@ -286,26 +283,6 @@ class RunRegistry:
             conn.execute("UPDATE runs SET heartbeat_at = ?, owner_pid = ?, owner_host = ? WHERE run_id = ?",
                          (now, os.getpid(), _HOST, run_id))
 
-    @contextmanager
-    def keep_alive(self, run_id: str, interval_s: float = 10.0) -> Iterator[None]:
-        """Heartbeat ``run_id`` from a background thread while the block runs."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(interval_s):
-                try:
-                    self.heartbeat(run_id)
-                except RunStateError:
-                    return  # the run was finished or interrupted; nothing left to keep alive
-
-        thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
     def mark_interrupted(self, stale_after_s: float = 60.0) -> list[str]:
         """Mark ``running`` runs whose owner is gone as ``interrupted``; return their ids.
 
@@ -351,13 +328,13 @@ class RunRegistry:
             return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 
     # ----------------------------------------------------------------- steps
-    def start_step(self, run_id: str, stage: str, *, shot_id: str | None = None,
+    def start_step(self, run_id: str, stage: str, *, item: str | None = None,
                    input_hash: str | None = None) -> StepRecord:
-        """Record that ``stage`` (for ``shot_id``) starts; attempt numbers count up per stage and shot."""
+        """Record that ``stage`` (for ``item``) starts; attempt numbers count up per stage and item."""
         validate_id(run_id, "run_id")
         validate_id(stage, "stage")
-        if shot_id is not None:
-            validate_id(shot_id, "shot_id")
+        if item is not None:
+            validate_id(item, "item")
         if input_hash is not None:
             validate_id(input_hash, "input_hash")
         step_id = new_id("step")
@@ -368,10 +345,10 @@ class RunRegistry:
                 raise RunStateError(f"run {run_id!r} is {row['status']}; steps can start only while it is running",
                                     field="run_id", context={"status": row["status"]})
             (attempt,) = conn.execute("SELECT COALESCE(MAX(attempt), 0) + 1 FROM steps WHERE run_id = ?"
-                                      " AND stage = ? AND shot_id IS ?", (run_id, stage, shot_id)).fetchone()
-            conn.execute("INSERT INTO steps (step_id, run_id, stage, shot_id, attempt, status, input_hash,"
+                                      " AND stage = ? AND item IS ?", (run_id, stage, item)).fetchone()
+            conn.execute("INSERT INTO steps (step_id, run_id, stage, item, attempt, status, input_hash,"
                          " started_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-                         (step_id, run_id, stage, shot_id, attempt, input_hash, now))
+                         (step_id, run_id, stage, item, attempt, input_hash, now))
             conn.execute("UPDATE runs SET current_stage = ?, updated_at = ? WHERE run_id = ?", (stage, now, run_id))
         return self.get_step(step_id)
 
@@ -419,20 +396,20 @@ class RunRegistry:
             rows = conn.execute(sql + " ORDER BY started_at, attempt, step_id", params).fetchall()
         return [_step_from_row(row) for row in rows]
 
-    def find_cached_step(self, stage: str, shot_id: str | None, input_hash: str) -> StepRecord | None:
-        """The latest succeeded step of any run with the same stage, shot and input hash.
+    def find_cached_step(self, stage: str, item: str | None, input_hash: str) -> StepRecord | None:
+        """The latest succeeded step of any run with the same stage, item and input hash.
 
         The caller must still check that the step's artifacts exist (a run's
         artifacts may have been pruned) before reusing them.
         """
         validate_id(stage, "stage")
-        if shot_id is not None:
-            validate_id(shot_id, "shot_id")
+        if item is not None:
+            validate_id(item, "item")
         validate_id(input_hash, "input_hash")
         with self._db.read() as conn:
             row = conn.execute(
-                "SELECT * FROM steps WHERE input_hash = ? AND stage = ? AND shot_id IS ? AND status = 'succeeded'"
-                " ORDER BY completed_at DESC, step_id DESC LIMIT 1", (input_hash, stage, shot_id)).fetchone()
+                "SELECT * FROM steps WHERE input_hash = ? AND stage = ? AND item IS ? AND status = 'succeeded'"
+                " ORDER BY completed_at DESC, step_id DESC LIMIT 1", (input_hash, stage, item)).fetchone()
         return None if row is None else _step_from_row(row)
 
     # ------------------------------------------------------------------- log
