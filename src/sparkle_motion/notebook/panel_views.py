@@ -39,7 +39,7 @@ def status_html(status: RunStatus) -> str:
             f"{100 * float(status.progress or 0):.0f}% · mode {html.escape(str(status.mode))} · "
             f"QA {html.escape(str(status.qa_mode))}")
     rows = "".join(
-        f"<tr><td>{html.escape(s.stage)}</td><td>{html.escape(str(s.shot_id or ''))}</td>"
+        f"<tr><td>{html.escape(s.stage)}</td><td>{html.escape(str(s.item or ''))}</td>"
         f"<td>{s.attempt}</td><td style='color:{STATUS_COLORS.get(s.status, '#374151')}'>"
         f"{html.escape(s.status)}</td>"
         f"<td>{_seconds(s.duration_s)}</td></tr>"
