@@ -75,8 +75,9 @@ def test_close_up_figure_is_at_least_2_5x_the_wide_figure(tool: RunningTool, sto
     wide_top, wide_bottom = extent(wide, axis=1)
     close_h, wide_h = close_bottom - close_top, wide_bottom - wide_top
     assert close_h >= 2.5 * wide_h, (close_h, wide_h)
-    # Head and shoulders large in frame: the close-up runs off the bottom, the wide figure stands whole.
-    assert close_bottom == size[1] and wide_bottom < size[1] * 0.85
+    # Head and shoulders large in frame: the close-up runs down into the caption band, the wide figure
+    # stands whole above it.
+    assert close_bottom == close_layout["caption_box"][1] and wide_bottom < wide_layout["caption_box"][1] - 5
     assert (close_layout["framing"], wide_layout["framing"]) == ("close_up", "wide")
     # The recorded box is where the pixels are.
     for mask, layout in ((close, close_layout), (wide, wide_layout)):

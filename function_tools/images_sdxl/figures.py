@@ -278,6 +278,9 @@ class FigureLayer:
 
     def layout(self, *, set_key: str, caption_box: list[int], tag_box: list[int]) -> dict[str, Any]:
         """The JSON the PNG records: framing, set, each figure's parts and the label mask."""
+        # The tag and caption are drawn over the figures: those pixels are not the figure's.
+        for x0, y0, x1, y1 in (caption_box, tag_box):
+            self.mask.paste(0, (x0, y0, x1, y1))
         labels = np.asarray(self.mask)
         for figure in self.figures:
             ys, xs = np.nonzero(labels == figure.label)

@@ -445,10 +445,9 @@ class _Canvas:
         pad = max(3, px // 2)
         line_h = int(px * 1.25)
         lines, band_h = self.caption_lines(text, px)
-        band = Image.new("RGB", (self.w, band_h), (12, 12, 16))
-        region = (0, self.h - band_h, self.w, self.h)
-        self.image.paste(Image.blend(self.image.crop(region), band, 0.8), region[:2])
-        self.draw = ImageDraw.Draw(self.image)
+        # An opaque band: nothing of the picture shows through, so a figure cropped by the band ends
+        # at it (keyframe_motion moves figures under a caption that stays put).
+        self.draw.rectangle((0, self.h - band_h, self.w, self.h), fill=(12, 12, 16))
         for k, line in enumerate(lines):
             self.draw.text((pad, self.h - band_h + pad + k * line_h), line, font=font, fill=(250, 250, 250))
         return [0, self.h - band_h, self.w, self.h]
