@@ -1,4 +1,8 @@
-"""The ``keyframe_motion`` backend: a camera move over an eased blend between two keyframes.
+"""The ``keyframe_motion`` backend: a camera move between two keyframes.
+
+Storyboard keyframes of one set have their figures moved (``figure_motion.py``),
+keyframes of different framings cut, and other keyframes take the eased blend
+described here (see ``choose_transition``).
 
 Design — each keyframe carries its own crop window, identity at its own end
 ---------------------------------------------------------------------------
