@@ -59,6 +59,36 @@ class ToolProfile:
 
 
 @dataclass(frozen=True)
+class SweepSettings:
+    """What the crash-leftover sweep may remove (profile section ``sweep``).
+
+    ``longest_job_s``: no call runs longer, so a staging file older than this
+    belongs to a call that died.  ``unreferenced_grace_s``: an artifact of a
+    production run that no step (nor the run's plan) names after this long was
+    orphaned by a crash between the tool's put and the step's record.
+    """
+
+    longest_job_s: float = 6 * 3600.0
+    unreferenced_grace_s: float = 24 * 3600.0
+
+    @classmethod
+    def parse(cls, raw: object, source: str) -> SweepSettings:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise ConfigError(f"profile {source}: sweep must be a mapping", field="sweep")
+        values: dict[str, float] = {}
+        for key, value in raw.items():
+            if key not in ("longest_job_s", "unreferenced_grace_s"):
+                raise ConfigError(f"profile {source}: unknown sweep setting {key!r}", field=f"sweep.{key}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+                raise ConfigError(f"profile {source}: sweep.{key} must be a number of seconds > 0",
+                                  field=f"sweep.{key}")
+            values[key] = float(value)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     profile_name: str
@@ -68,6 +98,7 @@ class Settings:
     tools: dict[str, ToolEntry]
     profile: dict[str, ToolProfile]
     render: dict[str, Any]
+    sweep: SweepSettings = field(default_factory=SweepSettings)
 
     def tool(self, tool_id: str) -> ToolEntry:
         try:
@@ -176,6 +207,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         tools=tools,
         profile=per_tool,
         render=dict(raw_profile.get("render") or {}),
+        sweep=SweepSettings.parse(raw_profile.get("sweep"), profile_path.name),
     )
 
 

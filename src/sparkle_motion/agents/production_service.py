@@ -38,6 +38,7 @@ from sparkle_motion.agents.production_run import ProductionRun, RunStopped, esti
 from sparkle_motion.agents.production_workflow import APP_NAME, build_production_workflow
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.adk_service import SparkleArtifactService
+from sparkle_motion.artifacts.sweep import sweep_at_start
 from sparkle_motion.config import Settings, get_settings
 from sparkle_motion.errors import ConflictError, InvalidInputError, NotFoundError, ServiceBusyError, SparkleError
 from sparkle_motion.ids import new_id
@@ -83,6 +84,7 @@ class ProductionService:
         interrupted = self.registry.mark_interrupted(stale_after_s=STALE_AFTER_S)
         for run_id in interrupted:
             log.warning("run_interrupted", run_id=run_id)
+        sweep_at_start(self.settings, log, self.store)  # crash leftovers, before any run writes again
         self._heartbeat.start()
 
     def close(self) -> None:
