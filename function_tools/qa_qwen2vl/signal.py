@@ -127,6 +127,7 @@ class SignalBackend:
             reference = ref_path
         resolved_s = time.perf_counter()
 
+        ctx.check_cancelled()
         results = self._run_checks(request, wanted, explicit, states, reference, policy)
         report = build_report(results, policy_version=policy.version)
         checked_s = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,12 @@ def _phoneme_timings(raw: RawSynthesis, offset_s: float, lead_s: float, kept_s: 
 
 
 def synthesize_speech(synth: Synthesizer, text: str, design: VoiceDesign, *, seed: int, sample_rate: int,
-                      max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> Speech:
-    """Chunk, synthesize, trim and join ``text``; resample to ``sample_rate``."""
+                      max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
+                      check_cancelled: Callable[[], None] | None = None) -> Speech:
+    """Chunk, synthesize, trim and join ``text``; resample to ``sample_rate``.
+
+    ``check_cancelled`` (a ToolContext's) runs before each chunk, so a cancelled call stops between chunks.
+    """
     chunks = split_text(text, max_chunk_chars)
     if not chunks:
         raise BackendError("text has nothing to synthesize after splitting", context={"text_chars": len(text)})
@@ -139,6 +144,8 @@ def synthesize_speech(synth: Synthesizer, text: str, design: VoiceDesign, *, see
     native_rate = 0
     started = time.perf_counter()
     for index, chunk in enumerate(chunks):
+        if check_cancelled is not None:
+            check_cancelled()
         t0 = time.perf_counter()
         raw = synth.synthesize(chunk.text, params)
         synth_s += time.perf_counter() - t0
@@ -222,7 +229,8 @@ class EspeakBackend:
         assert self.synth is not None and self.languages is not None
         design = design_voice(request.voice, self.languages, self.variants)
         speech = synthesize_speech(self.synth, request.text, design, seed=request.seed,
-                                   sample_rate=request.sample_rate, max_chunk_chars=self.max_chunk_chars)
+                                   sample_rate=request.sample_rate, max_chunk_chars=self.max_chunk_chars,
+                                   check_cancelled=ctx.check_cancelled)
         staged = ctx.staging_path(".wav")
         t0 = time.perf_counter()
         write_wav(staged, speech.samples, speech.sample_rate)
