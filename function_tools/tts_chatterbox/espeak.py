@@ -227,6 +227,13 @@ class EspeakBackend:
 
     def invoke(self, request: TtsChatterboxRequest, ctx: ToolContext) -> TtsChatterboxResponse:
         assert self.synth is not None and self.languages is not None
+        if request.reference_audio_uri is not None:
+            # espeak cannot clone a voice, but the field is still an input URI: a path or a
+            # foreign URI is refused (422 on the field) as every other tool refuses it.
+            manifest, _ = ctx.resolve_input(request.reference_audio_uri, "reference_audio_uri")
+            if not manifest.media_type.startswith("audio/"):
+                raise InvalidInputError(f"reference audio must be audio (got {manifest.media_type})",
+                                        field="reference_audio_uri")
         design = design_voice(request.voice, self.languages, self.variants)
         speech = synthesize_speech(self.synth, request.text, design, seed=request.seed,
                                    sample_rate=request.sample_rate, max_chunk_chars=self.max_chunk_chars,

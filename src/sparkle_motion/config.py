@@ -7,7 +7,7 @@
 * Env overrides, and no others: ``SPARKLE_PROFILE``, ``SPARKLE_HOME`` (artifact
   root, default ``./.sparkle``), ``SPARKLE_<TOOL>_BACKEND`` (e.g.
   ``SPARKLE_IMAGES_SDXL_BACKEND=storyboard``) and ``SPARKLE_TOKEN`` (bearer token,
-  required to bind a non-loopback address).
+  required to bind a non-loopback address: at least 16 characters, no whitespace).
 """
 
 from __future__ import annotations
@@ -40,6 +40,22 @@ def project_path(relative: str) -> Path:
         if candidate.exists():
             return candidate
     raise ConfigError(f"project file not found: {relative}", context={"searched": [str(PACKAGE_DIR / '_data'), str(REPO_ROOT)]})
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` may not guard a service reachable from the network, or None if it may.
+
+    A token of ``x`` is guessed at once, and one with a space (``" "``) can never
+    be sent in a bearer header; neither is protection worth binding 0.0.0.0 for.
+    """
+    if any(ch.isspace() for ch in token):
+        return "must not contain spaces or other whitespace"
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"must be at least {MIN_TOKEN_CHARS} characters (got {len(token)})"
+    return None
 
 
 @dataclass(frozen=True)
