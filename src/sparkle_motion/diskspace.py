@@ -25,7 +25,7 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 DISK_FULL_MARKERS = ("no space left on device", "disk quota exceeded", "database or disk is full")
 SQLITE_FULL = 13
 
-__all__ = ["disk_full_error", "disk_full_guard", "free_bytes", "home_relative", "is_disk_full",
+__all__ = ["Ballast", "disk_full_error", "disk_full_guard", "free_bytes", "home_relative", "is_disk_full",
            "mentions_disk_full"]
 
 
@@ -89,7 +89,8 @@ def disk_full_error(path: str | os.PathLike[str] | None, root: str | os.PathLike
     context: dict[str, object] = {"path": relative, "free_bytes": free}
     if cause:
         context["cause"] = cause[-500:]
-    return DiskFullError(f"disk full: cannot write {relative} under SPARKLE_HOME ({free_text} free); "
+    where = "under SPARKLE_HOME" if relative == "." else f"{relative} under SPARKLE_HOME"
+    return DiskFullError(f"disk full: cannot write {where} ({free_text} free); "
                          "free some space (e.g. `sparkle-motion prune`) and resume the run", context=context)
 
 
@@ -105,3 +106,41 @@ def disk_full_guard(path: str | os.PathLike[str] | None, root: str | os.PathLike
             raise
         where = getattr(exc, "filename", None) or path
         raise disk_full_error(where, root, cause=f"{type(exc).__name__}: {exc}") from exc
+
+
+class Ballast:
+    """A file of reserved space under SPARKLE_HOME, given up when the disk is full.
+
+    When the disk fills, every write fails, including the one that records the
+    failure: the run would stay 'running' with nobody to say why.  The ballast
+    is released (deleted) to make room for that record, and re-made once space
+    is back (at start and before each run).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], size_bytes: int = 1 << 20) -> None:
+        self.path = Path(path)
+        self.size_bytes = size_bytes
+
+    def ensure(self) -> bool:
+        """Create the ballast if it is missing and there is room; True when it is in place."""
+        try:
+            if self.path.is_file() and self.path.stat().st_size >= self.size_bytes:
+                return True
+            temp = self.path.with_name(self.path.name + ".part")
+            with open(temp, "wb") as out:
+                out.write(b"\0" * self.size_bytes)  # real blocks (not a sparse file): they are what we give back
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, self.path)
+            return True
+        except OSError:
+            self.path.with_name(self.path.name + ".part").unlink(missing_ok=True)
+            return False
+
+    def release(self) -> bool:
+        """Delete the ballast; True if there was one to give back."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        return True

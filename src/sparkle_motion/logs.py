@@ -24,6 +24,7 @@ import logging
 import os
 import stat
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -203,6 +204,9 @@ def configure_logging(level: int | str = logging.INFO, stream: IO[str] | None = 
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(level)
+    # A thread that dies of an exception would print its traceback through the
+    # text layer (cut on a full disk, and not JSON); route it through the handler.
+    threading.excepthook = _log_uncaught_thread_exception
     # uvicorn installs its own handlers and formats only when given a log
     # config; we run it without one, so make its loggers propagate to ours.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
@@ -210,6 +214,14 @@ def configure_logging(level: int | str = logging.INFO, stream: IO[str] | None = 
         uv.handlers.clear()
         uv.propagate = True
     return handler
+
+
+def _log_uncaught_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    logging.getLogger("sparkle_motion.threads").error(
+        "thread.uncaught_exception", exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={_FIELDS_ATTR: {"thread": args.thread.name if args.thread is not None else None}})
 
 
 @contextmanager
