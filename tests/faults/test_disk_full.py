@@ -30,6 +30,7 @@ from sparkle_motion.testing import running_mesh, wait_for_status
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mesh")]
 
 VOLUME_BYTES = 30 * 1024 * 1024
+RESUME_VOLUME_BYTES = 256 * 1024 * 1024
 FPS, WIDTH, HEIGHT = 12, 192, 112
 
 
@@ -121,6 +122,18 @@ def test_log_lines_on_a_full_disk_are_whole_or_absent(small_volume: Path):
     filler.unlink()
 
 
+def verify_all(home: Path, db_path: Path, run_id: str) -> int:
+    """Re-hash every artifact of the run (IntegrityError on a corrupt one); returns how many."""
+    store = ArtifactStore(home, db_path=db_path)
+    try:
+        manifests = store.list(run_id)
+        for manifest in manifests:
+            store.verify(manifest.uri)
+        return len(manifests)
+    finally:
+        store.close()
+
+
 def _plan_uri(settings) -> str:
     with httpx.Client(base_url=settings.url_for("script_agent"), timeout=120) as script:
         answer = script.post("/invoke", json={"prompt": "A lighthouse keeper befriends a storm", "shots": 4,
@@ -149,12 +162,7 @@ def test_production_run_fails_with_disk_full_then_resumes_once_space_is_freed(sm
             assert str(small_volume) not in json.dumps(failed["error"]), "the error shows an absolute path"
 
             # Nothing corrupt: every indexed artifact matches its checksum, and SQLite is intact.
-            store = ArtifactStore(home, db_path=settings.db_path)
-            try:
-                for manifest in store.list(run_id):
-                    store.verify(manifest.uri)
-            finally:
-                store.close()
+            assert verify_all(home, settings.db_path, run_id) > 0
             with sqlite3.connect(settings.db_path) as db:
                 assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             for log_file in (home / "logs").glob("*.log"):
@@ -165,7 +173,11 @@ def test_production_run_fails_with_disk_full_then_resumes_once_space_is_freed(sm
                         if line.lstrip().startswith("{"):
                             raise AssertionError(f"{log_file.name}:{number} is a cut JSON line: {line[-120:]}")
 
+            # Free the space: the filler goes, and the volume grows (a 60 s film's assembly
+            # stages ~25 MB of audio alone, more than the 30 MB the failure was staged on).
             filler.unlink()
+            subprocess.run(["mount", "-o", f"remount,size={RESUME_VOLUME_BYTES}", str(small_volume)],
+                           check=True, capture_output=True, timeout=30)
             resumed = production.post("/invoke", json={"run_id": run_id})
             assert resumed.status_code == 202, resumed.text
             done = wait_for_status(production, run_id, {"succeeded", "failed"}, timeout=900)
@@ -173,9 +185,4 @@ def test_production_run_fails_with_disk_full_then_resumes_once_space_is_freed(sm
             final = next(home.glob(f"artifacts/{run_id}/finalize/video_final_*.mp4"))
             with av.open(str(final)) as container:
                 assert abs(container.duration / av.time_base - 60.0) < 1.0
-            store = ArtifactStore(home, db_path=settings.db_path)
-            try:
-                for manifest in store.list(run_id):
-                    store.verify(manifest.uri)
-            finally:
-                store.close()
+            assert verify_all(home, settings.db_path, run_id) > 0

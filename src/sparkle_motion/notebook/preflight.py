@@ -219,20 +219,6 @@ def resolve_home(parameter: str, environ: Mapping[str, str] | None = None, *,
     return mounted if mounted is not None else Path.cwd() / ".sparkle"
 
 
-def _supervisor_alive(settings: Settings) -> bool:
-    state = mesh.read_state(settings) or {}
-    pid = state.get("supervisor_pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by someone else
-    return True
-
-
 class MeshReadiness(BaseModel):
     profile: str
     home: str
@@ -282,7 +268,7 @@ def start_mesh(settings: Settings | None = None, *, timeout_s: float = 240.0,
     is left alone.
     """
     settings = settings or get_settings()
-    started_here = not _supervisor_alive(settings)
+    started_here = not mesh.supervisor_running(settings)
     if started_here and stop_at_exit:
         atexit.register(mesh.down, settings)  # registered first: a failed up() leaves services too
     mesh.up(settings, timeout=timeout_s)
