@@ -33,9 +33,10 @@ from sparkle_motion.services.readiness import Readiness
 from sparkle_motion.services.request_id import current_request_id
 from sparkle_motion.services.spec import ToolSpec, import_string, resolve_profile
 
-# The agents' services import current_request_id and install_common from here too.
+# An ASGI receive channel: /invoke watches it for the client's http.disconnect.
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
+# The agents' services import current_request_id and install_common from here too.
 __all__ = ["Readiness", "ToolRuntime", "create_app", "current_request_id", "install_common"]
 
 
