@@ -370,6 +370,7 @@ class KeyframeMotionBackend:
             else:
                 frames = render_frames(start, end, planner)
             while True:
+                ctx.check_cancelled()  # a disconnected caller / cancelled job stops here, per frame
                 t_frame = time.perf_counter()
                 frame = next(frames, None)
                 synth_s += time.perf_counter() - t_frame

@@ -381,7 +381,7 @@ def prune(
     max_bytes: Optional[int] = typer.Option(None, min=0, help="Keep the newest runs within this many bytes."),
     apply: bool = typer.Option(False, "--apply", help="Delete for real (default: dry run, only report)."),
 ) -> None:
-    """Retention: remove old runs' artifacts by age or byte budget (dry run by default)."""
+    """Retention: remove old runs' artifacts by age or byte budget, and sweep crash leftovers (dry run by default)."""
     from sparkle_motion.artifacts import ArtifactStore
     from sparkle_motion.artifacts.retention import prune_runs
 
@@ -389,8 +389,9 @@ def prune(
         err_console.print("[bold red]error[/]: give --older-than-days and/or --max-bytes")
         raise typer.Exit(EXIT_BAD_INPUT)
     try:
-        result = prune_runs(ArtifactStore(_settings(None).home), older_than_days=older_than_days,
-                            max_bytes=max_bytes, apply=apply)
+        settings = _settings(None)
+        result = prune_runs(ArtifactStore(settings.home, db_path=settings.db_path), older_than_days=older_than_days,
+                            max_bytes=max_bytes, apply=apply, sweep=settings.sweep)
     except SparkleError as exc:
         raise _fail(exc) from None
     for line in result.lines():

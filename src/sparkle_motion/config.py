@@ -7,7 +7,7 @@
 * Env overrides, and no others: ``SPARKLE_PROFILE``, ``SPARKLE_HOME`` (artifact
   root, default ``./.sparkle``), ``SPARKLE_<TOOL>_BACKEND`` (e.g.
   ``SPARKLE_IMAGES_SDXL_BACKEND=storyboard``) and ``SPARKLE_TOKEN`` (bearer token,
-  required to bind a non-loopback address).
+  required to bind a non-loopback address: at least 16 characters, no whitespace).
 """
 
 from __future__ import annotations
@@ -42,6 +42,22 @@ def project_path(relative: str) -> Path:
     raise ConfigError(f"project file not found: {relative}", context={"searched": [str(PACKAGE_DIR / '_data'), str(REPO_ROOT)]})
 
 
+MIN_TOKEN_CHARS = 16
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` may not guard a service reachable from the network, or None if it may.
+
+    A token of ``x`` is guessed at once, and one with a space (``" "``) can never
+    be sent in a bearer header; neither is protection worth binding 0.0.0.0 for.
+    """
+    if any(ch.isspace() for ch in token):
+        return "must not contain spaces or other whitespace"
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"must be at least {MIN_TOKEN_CHARS} characters (got {len(token)})"
+    return None
+
+
 @dataclass(frozen=True)
 class ToolEntry:
     tool_id: str
@@ -59,6 +75,36 @@ class ToolProfile:
 
 
 @dataclass(frozen=True)
+class SweepSettings:
+    """What the crash-leftover sweep may remove (profile section ``sweep``).
+
+    ``longest_job_s``: no call runs longer, so a staging file older than this
+    belongs to a call that died.  ``unreferenced_grace_s``: an artifact of a
+    production run that no step (nor the run's plan) names after this long was
+    orphaned by a crash between the tool's put and the step's record.
+    """
+
+    longest_job_s: float = 6 * 3600.0
+    unreferenced_grace_s: float = 24 * 3600.0
+
+    @classmethod
+    def parse(cls, raw: object, source: str) -> SweepSettings:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise ConfigError(f"profile {source}: sweep must be a mapping", field="sweep")
+        values: dict[str, float] = {}
+        for key, value in raw.items():
+            if key not in ("longest_job_s", "unreferenced_grace_s"):
+                raise ConfigError(f"profile {source}: unknown sweep setting {key!r}", field=f"sweep.{key}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+                raise ConfigError(f"profile {source}: sweep.{key} must be a number of seconds > 0",
+                                  field=f"sweep.{key}")
+            values[key] = float(value)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     profile_name: str
@@ -68,6 +114,7 @@ class Settings:
     tools: dict[str, ToolEntry]
     profile: dict[str, ToolProfile]
     render: dict[str, Any]
+    sweep: SweepSettings = field(default_factory=SweepSettings)
 
     def tool(self, tool_id: str) -> ToolEntry:
         try:
@@ -176,6 +223,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         tools=tools,
         profile=per_tool,
         render=dict(raw_profile.get("render") or {}),
+        sweep=SweepSettings.parse(raw_profile.get("sweep"), profile_path.name),
     )
 
 

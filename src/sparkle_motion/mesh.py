@@ -113,6 +113,12 @@ def status(settings: Settings | None = None) -> tuple[dict[str, Any] | None, lis
     return state, rows
 
 
+def supervisor_running(settings: Settings | None = None) -> bool:
+    """True while this home's supervisor process lives (ready or not): ``up()`` would reuse it."""
+    state = read_state(settings or get_settings())
+    return bool(state) and _pid_alive(state.get("supervisor_pid"))
+
+
 def is_up(settings: Settings | None = None) -> bool:
     settings = settings or get_settings()
     state = read_state(settings)

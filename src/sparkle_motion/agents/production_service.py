@@ -38,8 +38,11 @@ from sparkle_motion.agents.production_run import ProductionRun, RunStopped, esti
 from sparkle_motion.agents.production_workflow import APP_NAME, build_production_workflow
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.adk_service import SparkleArtifactService
+from sparkle_motion.artifacts.sweep import sweep_at_start
 from sparkle_motion.config import Settings, get_settings
-from sparkle_motion.errors import ConflictError, InvalidInputError, NotFoundError, ServiceBusyError, SparkleError
+from sparkle_motion.diskspace import Ballast, disk_full_error, is_disk_full
+from sparkle_motion.errors import (ConflictError, DiskFullError, InvalidInputError, NotFoundError, ServiceBusyError,
+                                   SparkleError)
 from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
@@ -55,6 +58,7 @@ HEARTBEAT_S = 2.0
 # A run whose owner has not written a heartbeat for this long is taken as dead.
 STALE_AFTER_S = 15.0
 MAX_PLAN_BYTES = 5 << 20
+BALLAST_NAME = ".disk-ballast"  # under SPARKLE_HOME: 1 MB given up to record a disk-full failure
 
 log = get_logger("sparkle_motion.production_service")
 
@@ -71,6 +75,8 @@ class ProductionService:
         self.settings = settings or get_settings()
         self.store = ArtifactStore(self.settings.home)
         self.registry = RunRegistry(self.settings.db_path)
+        # Room to record a run's failure when the disk is full (diskspace.Ballast).
+        self.ballast = Ballast(self.settings.home / BALLAST_NAME)
         self.runs = ActiveRuns(adhoc=self.adhoc_run)
         self.workflow = build_production_workflow(self.runs)
         self._threads: dict[str, threading.Thread] = {}
@@ -83,6 +89,8 @@ class ProductionService:
         interrupted = self.registry.mark_interrupted(stale_after_s=STALE_AFTER_S)
         for run_id in interrupted:
             log.warning("run_interrupted", run_id=run_id)
+        sweep_at_start(self.settings, log, self.store)  # crash leftovers, before any run writes again
+        self.ballast.ensure()
         self._heartbeat.start()
 
     def close(self) -> None:
@@ -125,6 +133,7 @@ class ProductionService:
 
     def submit(self, request: ProductionRequest) -> ProductionAccepted:
         plan = self.load_plan(request)
+        self.ballast.ensure()  # given up by a disk-full failure; back once space was freed
         existing = None
         if request.run_id:
             try:
@@ -191,19 +200,31 @@ class ProductionService:
         except RunStopped:
             # /control/stop already moved the run to 'stopped'.
             self.registry.log(run.run_id, "warning", "run stopped; artifacts kept")
-        except Exception as exc:  # every failure is recorded on the run, with its stage
+        except Exception as caught:  # every failure is recorded on the run, with its stage
+            exc = caught
+            if is_disk_full(caught) and not isinstance(caught, SparkleError):  # e.g. the ADK session DB
+                exc = disk_full_error(getattr(caught, "filename", None), self.settings.home, cause=repr(caught))
             error = exc.to_dict() if isinstance(exc, SparkleError) else {"code": "internal_error", "message": repr(exc)}
             stage = (exc.context.get("stage") if isinstance(exc, SparkleError) else None) or \
                 self.registry.get_run(run.run_id).current_stage
             error["stage"] = stage
-            self.registry.log(run.run_id, "error", f"run failed in {stage}: {error.get('message')}")
             log.error("run_failed", run_id=run.run_id, stage=stage, error=error)
-            self.registry.set_status(run.run_id, "failed", error=error)
+            self._record_failure(run.run_id, stage, error)
         else:
             self.registry.set_status(run.run_id, "succeeded")
             self.registry.log(run.run_id, "info", f"run succeeded in {time.perf_counter() - started:.1f} s")
         finally:
             self.runs.remove(run.run_id)
+
+    def _record_failure(self, run_id: str, stage: str | None, error: dict[str, Any]) -> None:
+        """Mark the run failed; on a full disk, give up the ballast so the record (and its why) fits."""
+        try:
+            self.registry.set_status(run_id, "failed", error=error)
+        except DiskFullError:
+            released = self.ballast.release()
+            log.warning("ballast.released", run_id=run_id, released=released)
+            self.registry.set_status(run_id, "failed", error=error)
+        self.registry.log(run_id, "error", f"run failed in {stage}: {error.get('message')}")
 
     async def _drive(self, run: ProductionRun) -> None:
         sessions = SqliteSessionService(str(self.settings.home / "adk_sessions.db"))

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from sparkle_motion.errors import BackendError, InvalidInputError
+from sparkle_motion.diskspace import disk_full_error, mentions_disk_full
+from sparkle_motion.errors import BackendError, Cancelled, InvalidInputError, SparkleError
 
 STDERR_TAIL_CHARS = 4000
 
@@ -28,19 +30,51 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def run_ffmpeg(args: Sequence[str], *, timeout: float = 600.0, input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run ffmpeg with ``args`` (without the binary); raise BackendError with the stderr tail on failure."""
+class CancelSignal(Protocol):
+    """Anything with ``is_set()``: a ``threading.Event`` or a ToolContext's cancel token."""
+
+    def is_set(self) -> bool: ...
+
+
+CANCEL_POLL_S = 0.1
+
+
+def run_ffmpeg(args: Sequence[str], *, timeout: float = 600.0, input_bytes: bytes | None = None,
+               cancel: CancelSignal | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run ffmpeg with ``args`` (without the binary); raise BackendError with the stderr tail on failure.
+
+    The last argument is the output, as ffmpeg takes it: a full disk there is a
+    DiskFullError naming it.  When ``cancel`` is set, ffmpeg is killed within
+    ``CANCEL_POLL_S`` and :class:`Cancelled` is raised.
+    """
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", *map(str, args)]
     if input_bytes is not None:
         cmd.remove("-nostdin")
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    pending_input = input_bytes
     try:
-        proc = subprocess.run(cmd, input=input_bytes, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise BackendError(f"ffmpeg timed out after {timeout:.0f} s", context={"cmd": cmd}) from exc
+        while True:
+            try:
+                stdout, stderr = proc.communicate(pending_input, timeout=CANCEL_POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pending_input = None  # communicate() keeps feeding what it was first given
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled: ffmpeg was stopped", context={"output": Path(str(args[-1])).name})
+                if time.monotonic() > deadline:
+                    raise BackendError(f"ffmpeg timed out after {timeout:.0f} s", context={"cmd": cmd}) from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     if proc.returncode != 0:
-        tail = proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:]
+        tail = stderr.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:]
+        if mentions_disk_full(tail):
+            raise disk_full_error(str(args[-1]) if args else None, cause=tail)
         raise BackendError(f"ffmpeg exited with {proc.returncode}", context={"cmd": cmd, "stderr": tail})
-    return proc
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 class VideoWriter:
@@ -92,9 +126,12 @@ class VideoWriter:
             self._proc.wait()
         self.path.unlink(missing_ok=True)
 
-    def _failure(self, message: str) -> BackendError:
+    def _failure(self, message: str) -> SparkleError:
         stderr = self._proc.stderr.read().decode("utf-8", "replace") if self._proc.stderr else ""
-        return BackendError(message, context={"cmd": self.cmd, "stderr": stderr[-STDERR_TAIL_CHARS:]})
+        tail = stderr[-STDERR_TAIL_CHARS:]
+        if mentions_disk_full(tail):
+            return disk_full_error(self.path, cause=tail)
+        return BackendError(message, context={"cmd": self.cmd, "stderr": tail})
 
     def __enter__(self) -> "VideoWriter":
         return self
