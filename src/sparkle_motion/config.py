@@ -59,6 +59,20 @@ class ToolProfile:
 
 
 @dataclass(frozen=True)
+class ClientPolicy:
+    """How long a caller waits for a service instead of failing (profile block ``client:``).
+
+    ``busy_wait_s``: a tool that answers 503 busy / warming up is retried (Retry-After,
+    with jitter) until this many seconds have passed since the first such answer.
+    ``restart_wait_s``: a service that the mesh supervisor manages and that refuses the
+    connection or drops it mid-call (crashed, restarting) is waited for this long.
+    """
+
+    busy_wait_s: float = 3600.0
+    restart_wait_s: float = 120.0
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     profile_name: str
@@ -68,6 +82,9 @@ class Settings:
     tools: dict[str, ToolEntry]
     profile: dict[str, ToolProfile]
     render: dict[str, Any]
+    client: ClientPolicy = field(default_factory=ClientPolicy)
+    #: production_agent resumes, when it starts, the runs its crashed predecessor left interrupted.
+    auto_resume: bool = True
 
     def tool(self, tool_id: str) -> ToolEntry:
         try:
@@ -167,6 +184,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
             tools[tool_id] = ToolEntry(entry.tool_id, int(raw.get("port") or entry.port), entry.module,
                                        entry.backends, raw.get("python") or entry.python)
     home = Path(env.get("SPARKLE_HOME") or ".sparkle").expanduser().resolve()
+    auto_resume = raw_profile.get("auto_resume", True)
+    if not isinstance(auto_resume, bool):
+        raise ConfigError(f"profile {profile_path.name}: auto_resume must be true or false", field="auto_resume")
     return Settings(
         home=home,
         profile_name=str(raw_profile.get("name") or profile_path.stem),
@@ -176,7 +196,27 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         tools=tools,
         profile=per_tool,
         render=dict(raw_profile.get("render") or {}),
+        client=_client_policy(raw_profile.get("client"), profile_path),
+        auto_resume=auto_resume,
     )
+
+
+def _client_policy(raw: Any, profile_path: Path) -> ClientPolicy:
+    if raw is None:
+        return ClientPolicy()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile {profile_path.name}: client must be a mapping", field="client")
+    unknown = set(raw) - {"busy_wait_s", "restart_wait_s"}
+    if unknown:
+        raise ConfigError(f"profile {profile_path.name}: unknown client option(s) {', '.join(sorted(unknown))}",
+                          field="client")
+    values = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86_400:
+            raise ConfigError(f"profile {profile_path.name}: client.{key} must be seconds in [0, 86400]",
+                              field=f"client.{key}")
+        values[key] = float(value)
+    return ClientPolicy(**values)
 
 
 @lru_cache(maxsize=1)
