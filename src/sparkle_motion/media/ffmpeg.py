@@ -17,8 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from sparkle_motion.errors import BackendError, InvalidInputError
+from sparkle_motion.logs import get_logger
 
 STDERR_TAIL_CHARS = 4000
+#: How many times an ffmpeg run killed by a signal is started again.
+KILLED_RUNS_RETRIED = 1
+
+log = get_logger("sparkle_motion.media.ffmpeg")
 
 
 @lru_cache(maxsize=1)
@@ -33,10 +38,16 @@ def run_ffmpeg(args: Sequence[str], *, timeout: float = 600.0, input_bytes: byte
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", *map(str, args)]
     if input_bytes is not None:
         cmd.remove("-nostdin")
-    try:
-        proc = subprocess.run(cmd, input=input_bytes, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise BackendError(f"ffmpeg timed out after {timeout:.0f} s", context={"cmd": cmd}) from exc
+    for attempt in range(1, KILLED_RUNS_RETRIED + 2):
+        try:
+            proc = subprocess.run(cmd, input=input_bytes, capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(f"ffmpeg timed out after {timeout:.0f} s", context={"cmd": cmd}) from exc
+        # Killed by a signal from outside (OOM killer, kill -9): the same command is run again,
+        # once; its output file is rewritten from scratch (-y). A failure of its own is not retried.
+        if proc.returncode >= 0 or attempt > KILLED_RUNS_RETRIED:
+            break
+        log.warning("ffmpeg_killed", signal=-proc.returncode, attempt=attempt)
     if proc.returncode != 0:
         tail = proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:]
         raise BackendError(f"ffmpeg exited with {proc.returncode}", context={"cmd": cmd, "stderr": tail})
