@@ -36,7 +36,8 @@ def test_produce_rides_out_a_production_agent_restart(fault_mesh: Settings, tmp_
         run_id = None
         while run_id is None:
             assert time.monotonic() < deadline and cli.poll() is None, "the CLI never started a run"
-            run_id = next((r.run_id for r in registry.list_runs(limit=500) if r.run_id not in known), None)
+            run_id = next((r.run_id for r in registry.list_runs(limit=500)
+                           if r.run_id not in known and r.mode == "run"), None)
             time.sleep(0.1)
         wait_for_step(fault_mesh, run_id, lambda s: s.stage == "video_clips")
         kill9(before["pid"])

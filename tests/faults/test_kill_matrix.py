@@ -26,10 +26,10 @@ from fault_harness import (
 )
 
 from sparkle_motion.agents.production_client import ProductionClient
+from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
 from sparkle_motion.plan import validate_plan
 from sparkle_motion.plan.validation import read_plan_json
-from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.runs import StepRecord
 from sparkle_motion.services import ToolClient
 
