@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -87,21 +87,19 @@ class SweepSettings:
     longest_job_s: float = 6 * 3600.0
     unreferenced_grace_s: float = 24 * 3600.0
 
-    @classmethod
-    def parse(cls, raw: object, source: str) -> SweepSettings:
-        if raw is None:
-            return cls()
-        if not isinstance(raw, dict):
-            raise ConfigError(f"profile {source}: sweep must be a mapping", field="sweep")
-        values: dict[str, float] = {}
-        for key, value in raw.items():
-            if key not in ("longest_job_s", "unreferenced_grace_s"):
-                raise ConfigError(f"profile {source}: unknown sweep setting {key!r}", field=f"sweep.{key}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
-                raise ConfigError(f"profile {source}: sweep.{key} must be a number of seconds > 0",
-                                  field=f"sweep.{key}")
-            values[key] = float(value)
-        return cls(**values)
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """How long a caller waits for a service instead of failing (profile block ``client:``).
+
+    ``busy_wait_s``: a tool that answers 503 busy / warming up is retried (Retry-After,
+    with jitter) until this many seconds have passed since the first such answer.
+    ``restart_wait_s``: a service that the mesh supervisor manages and that refuses the
+    connection or drops it mid-call (crashed, restarting) is waited for this long.
+    """
+
+    busy_wait_s: float = 3600.0
+    restart_wait_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +113,9 @@ class Settings:
     profile: dict[str, ToolProfile]
     render: dict[str, Any]
     sweep: SweepSettings = field(default_factory=SweepSettings)
+    client: ClientPolicy = field(default_factory=ClientPolicy)
+    #: production_agent resumes, when it starts, the runs its crashed predecessor left interrupted.
+    auto_resume: bool = True
 
     def tool(self, tool_id: str) -> ToolEntry:
         try:
@@ -214,6 +215,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
             tools[tool_id] = ToolEntry(entry.tool_id, int(raw.get("port") or entry.port), entry.module,
                                        entry.backends, raw.get("python") or entry.python)
     home = Path(env.get("SPARKLE_HOME") or ".sparkle").expanduser().resolve()
+    auto_resume = raw_profile.get("auto_resume", True)
+    if not isinstance(auto_resume, bool):
+        raise ConfigError(f"profile {profile_path.name}: auto_resume must be true or false", field="auto_resume")
     return Settings(
         home=home,
         profile_name=str(raw_profile.get("name") or profile_path.stem),
@@ -223,8 +227,34 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         tools=tools,
         profile=per_tool,
         render=dict(raw_profile.get("render") or {}),
-        sweep=SweepSettings.parse(raw_profile.get("sweep"), profile_path.name),
+        sweep=_seconds_section(SweepSettings, "sweep", raw_profile.get("sweep"), profile_path, lowest=1.0, highest=1e9),
+        client=_seconds_section(ClientPolicy, "client", raw_profile.get("client"), profile_path, lowest=0.0,
+                                highest=86_400.0),
+        auto_resume=auto_resume,
     )
+
+
+SecondsSectionT = TypeVar("SecondsSectionT", SweepSettings, ClientPolicy)
+
+
+def _seconds_section(cls: type[SecondsSectionT], name: str, raw: Any, profile_path: Path, *,
+                     lowest: float, highest: float) -> SecondsSectionT:
+    """A profile block whose every key is a number of seconds (``sweep:``, ``client:``), checked field by field."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile {profile_path.name}: {name} must be a mapping", field=name)
+    known = {f.name for f in fields(cls)}
+    values: dict[str, float] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"profile {profile_path.name}: unknown {name} setting {key!r} "
+                              f"(known: {', '.join(sorted(known))})", field=f"{name}.{key}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= highest:
+            raise ConfigError(f"profile {profile_path.name}: {name}.{key} must be seconds in [{lowest:g}, {highest:g}]",
+                              field=f"{name}.{key}")
+        values[key] = float(value)
+    return cls(**values)
 
 
 @lru_cache(maxsize=1)

@@ -92,6 +92,29 @@ class ProductionService:
         sweep_at_start(self.settings, log, self.store)  # crash leftovers, before any run writes again
         self.ballast.ensure()
         self._heartbeat.start()
+        if self.settings.auto_resume:
+            for run_id in interrupted:
+                self.auto_resume(run_id)
+
+    def auto_resume(self, run_id: str) -> None:
+        """Continue a run that a crashed production_agent left interrupted (profile ``auto_resume``).
+
+        The step cache makes it a resume: finished steps are reused, the step
+        that was cut off is done again. A run that cannot be resumed (its plan
+        is gone, say) stays interrupted, with the reason in its log.
+        """
+        run = self.registry.get_run(run_id)
+        if run.mode != "run":
+            return
+        self.registry.log(run_id, "info", "resuming automatically after production_agent restarted")
+        try:
+            self.submit(ProductionRequest(run_id=run_id, qa_mode=run.qa_mode,
+                                          resume_from=run.options.get("resume_from")))
+        except SparkleError as exc:
+            self.registry.log(run_id, "error", f"automatic resume failed: {exc.message}", error=exc.to_dict())
+            log.error("auto_resume_failed", run_id=run_id, error=exc.to_dict())
+        else:
+            log.warning("run_auto_resumed", run_id=run_id)
 
     def close(self) -> None:
         self._heartbeat.stop()

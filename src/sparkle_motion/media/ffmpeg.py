@@ -19,8 +19,13 @@ import numpy as np
 
 from sparkle_motion.diskspace import disk_full_error, mentions_disk_full
 from sparkle_motion.errors import BackendError, Cancelled, InvalidInputError, SparkleError
+from sparkle_motion.logs import get_logger
 
 STDERR_TAIL_CHARS = 4000
+#: How many times an ffmpeg run killed by a signal is started again.
+KILLED_RUNS_RETRIED = 1
+
+log = get_logger("sparkle_motion.media.ffmpeg")
 
 
 @lru_cache(maxsize=1)
@@ -50,6 +55,24 @@ def run_ffmpeg(args: Sequence[str], *, timeout: float = 600.0, input_bytes: byte
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", *map(str, args)]
     if input_bytes is not None:
         cmd.remove("-nostdin")
+    for attempt in range(1, KILLED_RUNS_RETRIED + 2):
+        returncode, stdout, stderr = _run_once(cmd, args, timeout=timeout, input_bytes=input_bytes, cancel=cancel)
+        # Killed by a signal from outside (OOM killer, kill -9): the same command is run again,
+        # once; its output file is rewritten from scratch (-y). A failure of its own is not retried.
+        if returncode >= 0 or attempt > KILLED_RUNS_RETRIED:
+            break
+        log.warning("ffmpeg_killed", signal=-returncode, attempt=attempt)
+    if returncode != 0:
+        tail = stderr.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:]
+        if mentions_disk_full(tail):
+            raise disk_full_error(str(args[-1]) if args else None, cause=tail)
+        raise BackendError(f"ffmpeg exited with {returncode}", context={"cmd": cmd, "stderr": tail})
+    return subprocess.CompletedProcess(cmd, returncode, stdout, stderr)
+
+
+def _run_once(cmd: list[str], args: Sequence[str], *, timeout: float, input_bytes: bytes | None,
+              cancel: CancelSignal | None) -> tuple[int, bytes, bytes]:
+    """One ffmpeg process, polled so that ``cancel`` kills it within ``CANCEL_POLL_S``."""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
@@ -58,7 +81,7 @@ def run_ffmpeg(args: Sequence[str], *, timeout: float = 600.0, input_bytes: byte
         while True:
             try:
                 stdout, stderr = proc.communicate(pending_input, timeout=CANCEL_POLL_S)
-                break
+                return proc.returncode, stdout, stderr
             except subprocess.TimeoutExpired:
                 pending_input = None  # communicate() keeps feeding what it was first given
                 if cancel is not None and cancel.is_set():
@@ -69,12 +92,6 @@ def run_ffmpeg(args: Sequence[str], *, timeout: float = 600.0, input_bytes: byte
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    if proc.returncode != 0:
-        tail = stderr.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:]
-        if mentions_disk_full(tail):
-            raise disk_full_error(str(args[-1]) if args else None, cause=tail)
-        raise BackendError(f"ffmpeg exited with {proc.returncode}", context={"cmd": cmd, "stderr": tail})
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 class VideoWriter:
