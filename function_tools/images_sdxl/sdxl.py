@@ -37,7 +37,7 @@ from function_tools.images_sdxl.output import encode_png, output_size
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
 from sparkle_motion.gpu_utils import (SIMULATE_OOM_STAGES, LoadSpec, MemoryOptions, model_context,
-                                      raise_simulated_oom, resolve_device)
+                                      raise_simulated_oom, resolve_device, resolve_plan)
 from sparkle_motion.services.context import ToolContext
 
 DEFAULT_STEPS = 30
@@ -57,6 +57,9 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "LMSDiscrete": ("LMSDiscreteScheduler", {}),
     "PNDM": ("PNDMScheduler", {}),
 }
+
+#: The memory-plan table of SDXL (sparkle_motion.gpu.memory_plans).
+PLAN_FAMILY = "sdxl"
 
 
 def scheduler_spec(name: str) -> tuple[str, dict[str, Any]]:
@@ -191,6 +194,7 @@ class SdxlBackend:
         if self.memory.cpu_offload and device == "cpu":
             raise ConfigError("memory.cpu_offload needs an accelerator; the device is cpu",
                               field="options.memory.cpu_offload")
+        resolve_plan(PLAN_FAMILY, self.memory, device)
 
     def close(self) -> None:
         from sparkle_motion import gpu_utils
@@ -237,7 +241,8 @@ class SdxlBackend:
         t_all = time.perf_counter()
         with model_context(self._model_key(with_refiner), self._loader(with_refiner), device=self.device,
                            dtype=self.dtype, keep_warm_s=self.keep_warm_s, memory=self.memory,
-                           lock_timeout_s=self.lock_timeout_s) as handle:
+                           lock_timeout_s=self.lock_timeout_s, plan_family=PLAN_FAMILY,
+                           tool="images_sdxl") as handle:
             models: SdxlModels = handle.model
             base = models.base
             if scheduler_cls_name:

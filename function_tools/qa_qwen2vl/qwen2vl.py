@@ -34,7 +34,7 @@ from function_tools.qa_qwen2vl.signal_checks import MediaDecodeError, MediaState
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import ConfigError, InvalidInputError
 from sparkle_motion.gpu_utils import (SIMULATE_OOM_STAGES, LoadSpec, MemoryOptions, model_context,
-                                      raise_simulated_oom, resolve_device)
+                                      qwen2vl_family, raise_simulated_oom, resolve_device, resolve_plan)
 from sparkle_motion.services import ToolContext
 
 DEFAULT_MAX_NEW_TOKENS = 384
@@ -233,6 +233,7 @@ class Qwen2VLBackend:
         if self.memory.cpu_offload and device == "cpu":
             raise ConfigError("memory.cpu_offload needs an accelerator; the device is cpu",
                               field="options.memory.cpu_offload")
+        resolve_plan(qwen2vl_family(self.profile.model), self.memory, device)  # a card too small fails /ready
 
     def close(self) -> None:
         from sparkle_motion import gpu_utils
@@ -249,8 +250,9 @@ class Qwen2VLBackend:
             raise_simulated_oom("load")
         from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
-        kwargs: dict[str, Any] = {"dtype": spec.torch_dtype}
-        if self.memory.attention == "sdpa":
+        # The plan streams the weights to the device (device_map) or caps them there (device_map_offload).
+        kwargs: dict[str, Any] = {"dtype": spec.torch_dtype, **spec.pretrained_kwargs()}
+        if spec.memory.attention == "sdpa":
             kwargs["attn_implementation"] = "sdpa"
         if self.memory.cpu_offload:
             kwargs["device_map"] = "auto"  # accelerate keeps what does not fit on the GPU in host memory
@@ -260,10 +262,14 @@ class Qwen2VLBackend:
         except OSError as exc:
             raise ConfigError(f"cannot load Qwen2-VL weights: {exc}", field="model",
                               context={"model": self.profile.model}) from exc
-        if self.memory.attention == "sdpa":
+        if spec.memory.attention == "sdpa":
             spec.record("attention_sdpa")
+        if spec.plan is not None:
+            spec.record(f"plan:{spec.plan.name}")
         if self.memory.cpu_offload:
             spec.record("cpu_offload_device_map_auto")
+        elif "device_map" in kwargs:
+            spec.record(f"device_map:{kwargs['device_map']}")
         else:
             model.to(spec.device)
         return model, processor
@@ -353,7 +359,8 @@ class Qwen2VLBackend:
             return results, {}
         with model_context(self._model_key, self._load_model, device=self.device, dtype=self.dtype,
                            keep_warm_s=self.keep_warm_s, memory=self.memory,
-                           lock_timeout_s=self.lock_timeout_s) as handle:
+                           lock_timeout_s=self.lock_timeout_s, plan_family=qwen2vl_family(self.profile.model),
+                           tool="qa_qwen2vl") as handle:
             model, processor = handle.model
             for state, frames in pending:
                 prompt = build_vlm_prompt(checks, kind=state.item.kind, frame_times=[t for _, t, _ in frames],

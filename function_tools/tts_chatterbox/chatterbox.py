@@ -56,7 +56,8 @@ from function_tools.tts_chatterbox.pauses import pause_after
 from function_tools.tts_chatterbox.text import DEFAULT_MAX_CHUNK_CHARS, TextChunk, split_text
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
-from sparkle_motion.gpu_utils import LoadSpec, ModelHandle, model_context
+from sparkle_motion.gpu_utils import (LoadSpec, MemoryOptions, ModelHandle, model_context, resolve_device,
+                                      resolve_plan)
 from sparkle_motion.media import probe, write_wav
 from sparkle_motion.services import ToolContext
 
@@ -70,8 +71,10 @@ _OPTION_FIELD = "tools.tts_chatterbox.options"
 _KNOWN_OPTIONS = frozenset({
     "device", "dtype", "keep_warm_s", "lock_timeout_s", "preload", "max_new_tokens", "n_cfm_timesteps",
     "max_chunk_chars", "exaggeration", "cfg_weight", "temperature", "top_p", "min_p", "repetition_penalty",
-    "multilingual_model", "voices", "simulate_oom",
+    "multilingual_model", "voices", "simulate_oom", "memory",
 })
+#: The memory-plan table of Chatterbox (sparkle_motion.gpu.memory_plans).
+PLAN_FAMILY = "chatterbox"
 # The files each checkpoint kind needs, as upstream's from_local reads them.
 _ENGLISH_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
 _MULTILINGUAL_FILES = ("ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json")
@@ -124,6 +127,7 @@ class ChatterboxOptions:
     multilingual_model: str = DEFAULT_MULTILINGUAL_MODEL
     voices: dict[str, str] = field(default_factory=dict)
     simulate_oom: str | None = None
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
 
     @classmethod
     def from_profile(cls, options: Mapping[str, Any]) -> ChatterboxOptions:
@@ -135,6 +139,10 @@ class ChatterboxOptions:
         # diffusers pipeline, so none of the memory switches apply: refuse rather than ignore.
         if options.get("dtype") not in (None, "auto", "float32", "fp32"):
             raise ConfigError("chatterbox runs in float32 only", field=f"{_OPTION_FIELD}.dtype")
+        memory = MemoryOptions.from_options(options)
+        if memory.cpu_offload or memory.vae_tiling or memory.vae_slicing or memory.attention or memory.compile:
+            raise ConfigError("chatterbox takes only memory: auto, or {plan, estimate_gb}: it is no diffusers "
+                              "pipeline, so the offload and VAE switches do not apply", field=f"{_OPTION_FIELD}.memory")
         simulate = options.get("simulate_oom")
         if simulate not in (None, "load", "inference"):
             raise ConfigError("option simulate_oom must be load or inference (a test hook)",
@@ -163,6 +171,7 @@ class ChatterboxOptions:
             multilingual_model=str(options.get("multilingual_model") or DEFAULT_MULTILINGUAL_MODEL),
             voices=dict(voices),
             simulate_oom=simulate,
+            memory=memory,
         )
 
 
@@ -377,6 +386,7 @@ class ChatterboxBackend:
         import torch  # noqa: F401  (fail here, before /ready, when the GPU stack is missing)
 
         _require_watermarker()
+        resolve_plan(PLAN_FAMILY, self.options.memory, resolve_device(self.options.device))  # refuse at start
         self.version = importlib_metadata.version("chatterbox-tts")
         if self.options.preload:
             with self._model(ModelChoice(False, self.profile.model, None)):
@@ -386,7 +396,8 @@ class ChatterboxBackend:
     def _model(self, choice: ModelChoice) -> Iterator[ModelHandle]:
         with model_context(choice.key, choice.loader(self.options.simulate_oom), device=self.options.device,
                            dtype="float32", keep_warm_s=self.options.keep_warm_s,
-                           lock_timeout_s=self.options.lock_timeout_s) as handle:
+                           lock_timeout_s=self.options.lock_timeout_s, memory=self.options.memory,
+                           plan_family=PLAN_FAMILY, tool="tts_chatterbox") as handle:
             if not handle.telemetry["reused"]:
                 self._conds.clear()  # conditionals live on the previous model's device and weights
             yield handle
@@ -545,7 +556,8 @@ class ChatterboxBackend:
             "steps": opts.n_cfm_timesteps or 10,
             "model_id": choice.model,
             **{k: telemetry.get(k) for k in ("model_key", "device", "dtype", "load_s", "inference_s", "reused",
-                                             "load_count", "applied_memory_options")},
+                                             "load_count", "applied_memory_options", "memory_plan",
+                                             "load_peak_rss_mb")},
             **({"peak_vram_mb": telemetry["peak_vram_mb"]} if "peak_vram_mb" in telemetry else {}),
             "params": {
                 "text": request.text,

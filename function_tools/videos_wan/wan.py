@@ -79,6 +79,8 @@ from sparkle_motion.media import VideoWriter
 from sparkle_motion.services.context import ToolContext
 
 BACKEND_NAME = "wan2.1-flf2v"
+#: The memory-plan table of Wan2.1 FLF2V 14B (sparkle_motion.gpu.memory_plans): under 24 GB it names ltx-video.
+PLAN_FAMILY = "wan-flf2v-14b"
 OOM_POLICIES = ("shrink", "chunk", "fail")
 TEMPORAL_RESAMPLE_MODES = ("auto", "nearest", "linear")
 # Wan2.1's VAE: 4 frames per latent frame after the first; 8x8 pixels per latent cell.
@@ -302,6 +304,8 @@ class WanOptions:
         if unknown:
             raise ConfigError(f"unknown videos_wan options {unknown}; known: {sorted(known)}", field="options")
         raw_memory = options.get("memory") or {}
+        if raw_memory == "auto":   # the plan of the card's size (sparkle_motion.gpu.memory_plans)
+            raw_memory = {"plan": "auto"}
         if not isinstance(raw_memory, dict):
             raise ConfigError("options.memory must be a mapping", field="options.memory")
         # VAE tiling is on unless the profile says otherwise: decoding 81 frames of 720p untiled is the usual OOM.
@@ -365,7 +369,7 @@ def make_loader(model: str, options: WanOptions) -> Callable[[LoadSpec], Any]:
 
     def load(spec: LoadSpec) -> Any:
         import torch
-        from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
+        from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanTransformer3DModel
         from transformers import CLIPVisionModel
 
         from sparkle_motion.gpu_utils import torch_dtype_for
@@ -377,8 +381,12 @@ def make_loader(model: str, options: WanOptions) -> Callable[[LoadSpec], Any]:
         try:
             vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", dtype=vae_dtype)
             image_encoder = CLIPVisionModel.from_pretrained(model, subfolder="image_encoder", dtype=vae_dtype)
+            # A resident plan streams the 32.8 GB transformer straight to the device (no host copy).
+            streamed = spec.pretrained_kwargs()
+            components = {"transformer": WanTransformer3DModel.from_pretrained(
+                model, subfolder="transformer", dtype=spec.torch_dtype, **streamed)} if streamed else {}
             pipe = WanImageToVideoPipeline.from_pretrained(model, vae=vae, image_encoder=image_encoder,
-                                                           dtype=spec.torch_dtype)
+                                                           dtype=spec.torch_dtype, **components)
         except (OSError, ValueError) as exc:  # missing dir / not on the hub / offline without a cache
             raise ConfigError(f"cannot load the Wan FLF2V pipeline from {model!r}: {exc}", field="model",
                               context={"model": model, "exception_type": type(exc).__name__}) from exc
@@ -524,11 +532,12 @@ class WanFlf2vBackend:
     def load(self) -> None:
         # Fail at start-up, not on the first request, when the stack or ffmpeg is missing.
         # Weights load lazily under model_context (the device lock is only held while working).
-        from sparkle_motion.gpu_utils import resolve_device
+        from sparkle_motion.gpu_utils import resolve_device, resolve_plan
         from sparkle_motion.media import ffmpeg_exe
 
         ffmpeg_exe()
-        resolve_device(self.options.device)
+        # A card too small for any plan (< 24 GB) is refused here, naming the ltx-video backend.
+        resolve_plan(PLAN_FAMILY, self.options.memory, resolve_device(self.options.device))
         import diffusers  # noqa: F401
         import transformers  # noqa: F401
 
@@ -558,7 +567,8 @@ class WanFlf2vBackend:
         with model_context(f"{BACKEND_NAME}:{model_fingerprint(self.profile.model)}",
                            make_loader(self.profile.model, opts), device=opts.device, dtype=opts.dtype,
                            keep_warm_s=opts.keep_warm_s, memory=opts.memory,
-                           lock_timeout_s=opts.lock_timeout_s) as handle:
+                           lock_timeout_s=opts.lock_timeout_s, plan_family=PLAN_FAMILY,
+                           tool="videos_wan") as handle:
             pipe = handle.model
             temporal = int(pipe.vae_scale_factor_temporal)
             multiple = int(pipe.vae_scale_factor_spatial) * int(pipe.transformer.config.patch_size[1])
@@ -617,6 +627,7 @@ class WanFlf2vBackend:
              "dtype": generation.dtype, "peak_vram_mb": generation.peak_vram_mb,
              "process_peak_rss_mb": generation.process_peak_rss_mb,
              "applied_memory_options": generation.applied_memory_options,
+             "memory_plan": telemetry.get("memory_plan"), "load_peak_rss_mb": telemetry.get("load_peak_rss_mb"),
              "generation": generation.model_dump(mode="json"),
              "inputs": {"start_frame_uri": start_manifest.uri, "end_frame_uri": end_manifest.uri},
              "keyframe_psnr_db": None if math.isinf(similarity) else round(similarity, 3),

@@ -194,10 +194,14 @@ def offload_text_encoder_between_calls(module: Any, device: str) -> None:
     """
     if getattr(module, "_sparkle_offload_hooks", None):
         return
+    def onload(mod: Any, args: Any) -> None:   # a hook that returned a value would replace the inputs
+        mod.to(device)
+
+    def offload(mod: Any, args: Any, output: Any) -> None:
+        mod.to("cpu")
+
     module.to("cpu")
-    before = module.register_forward_pre_hook(lambda m, args: m.to(device))
-    after = module.register_forward_hook(lambda m, args, output: m.to("cpu"))
-    module._sparkle_offload_hooks = (before, after)
+    module._sparkle_offload_hooks = (module.register_forward_pre_hook(onload), module.register_forward_hook(offload))
 
 
 def apply_plan(pipe: Any, plan: MemoryPlan, device: str) -> list[str]:
@@ -211,6 +215,10 @@ def apply_plan(pipe: Any, plan: MemoryPlan, device: str) -> list[str]:
     import torch
 
     applied = [f"plan:{plan.name}"]
+    if plan.name == "sequential_offload" and device == "cpu":
+        # accelerate cannot offload layer by layer onto the CPU itself (a simulated card in tests): say so.
+        pipe.to(device)
+        return applied + ["cpu_offload_sequential(not applied: device is cpu)"]
     if plan.name in ("model_offload", "sequential_offload"):
         sequential = plan.name == "sequential_offload"
         getattr(pipe, "enable_sequential_cpu_offload" if sequential else "enable_model_cpu_offload")(device=device)
