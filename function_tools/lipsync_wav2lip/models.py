@@ -10,6 +10,7 @@ from sparkle_motion.services import ToolRequest, ToolResponse
 
 MAX_WORD_TIMINGS = 5000
 MAX_WORD_CHARS = 200
+MAX_SPEAKER_CHARS = 100
 
 FitMode = Literal["error", "pad", "trim", "pad_or_trim"]
 
@@ -22,6 +23,10 @@ class WordTiming(BaseModel):
     word: str = Field(min_length=1, max_length=MAX_WORD_CHARS)
     start_s: float = Field(ge=0)
     end_s: float = Field(gt=0)
+    speaker: str | None = Field(
+        default=None, min_length=1, max_length=MAX_SPEAKER_CHARS,
+        description="the character saying the word, named as the storyboard names its figure; the mux backend "
+                    "opens that face's mouth (unset: the clip's only face)")
 
     @model_validator(mode="after")
     def _ordered(self) -> "WordTiming":
