@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from sparkle_motion.ids import ID_PATTERN, is_valid_id
+from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, is_valid_id
 from sparkle_motion.plan.language import normalize_language_tag
 from sparkle_motion.plan.rules import (
     MAX_CHARACTERS,
@@ -78,7 +78,7 @@ _MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,199}$"
 SafeId = Annotated[
     str,
     AfterValidator(_check_id),
-    WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": 128,
+    WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": ID_MAX_LENGTH,
                     "description": "Safe id (becomes a path component); must not contain '..'."}),
 ]
 ModelId = Annotated[str, StringConstraints(strip_whitespace=True, pattern=_MODEL_ID_PATTERN)]
