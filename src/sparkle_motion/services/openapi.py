@@ -35,9 +35,15 @@ _FASTAPI_DOC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect
 
 
 class ErrorDetail(BaseModel):
-    field: str = Field(description="JSON path of the offending input, e.g. 'clips[0].uri'")
+    """One problem: a validation error ``{field, message, type}`` or a plan rule ``{path, rule, message}``."""
+
+    model_config = ConfigDict(extra="allow")
+
     message: str
-    type: str = Field(description="the validation rule that failed")
+    field: str | None = Field(default=None, description="JSON path of the offending input, e.g. 'clips[0].uri'")
+    type: str | None = Field(default=None, description="the validation rule that failed")
+    path: str | None = Field(default=None, description="MoviePlan violations: where in the plan")
+    rule: str | None = Field(default=None, description="MoviePlan violations: the rule broken")
 
 
 class ErrorInfo(BaseModel):
