@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from function_tools.images_sdxl.storyboard import describe_scene, render_frame
+from function_tools.images_sdxl.scene import describe_scene
+from function_tools.images_sdxl.storyboard import render_frame
 from function_tools.videos_wan.keyframe_motion import (
     ENCODER_CRF,
     MotionPlanner,

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image, ImageOps
 
 from function_tools.images_sdxl.models import ImagesSdxlRequest, seed_from_prompt
+from function_tools.images_sdxl.output import encode_png
+from function_tools.images_sdxl.scene import describe_scene
 from function_tools.images_sdxl.storyboard import (
     _font,
     character_color,
-    describe_scene,
-    encode_png,
     limit_chroma_to_420,
     render_frame,
     wrap_text,

@@ -11,12 +11,12 @@ from function_tools.videos_wan.keyframe_motion import (
     MotionPlanner,
     Window,
     _view,
-    fit_keyframe,
     parse_camera_move,
     render_frames,
     blend_weight,
     smoothstep,
 )
+from function_tools.videos_wan.keyframes import fit_keyframe
 from function_tools.videos_wan.models import VideosWanRequest
 
 W, H = 160, 96

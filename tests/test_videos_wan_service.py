@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from function_tools.images_sdxl.storyboard import describe_scene, encode_png, render_frame
+from function_tools.images_sdxl.output import encode_png
+from function_tools.images_sdxl.scene import describe_scene
+from function_tools.images_sdxl.storyboard import render_frame
 from sparkle_motion.artifacts import ArtifactManifest, ArtifactStore
 from sparkle_motion.testing import RunningTool
 from test_images_sdxl_service import assert_entry_point_serves  # tests/ is on sys.path (rootdir conftest)

@@ -28,7 +28,8 @@ import av
 from filelock import FileLock, Timeout
 from tiny_models.wan import build_tiny_wan_flf2v
 
-from function_tools.images_sdxl.storyboard import describe_scene, render_frame
+from function_tools.images_sdxl.scene import describe_scene
+from function_tools.images_sdxl.storyboard import render_frame
 from function_tools.videos_wan.models import VideosWanRequest
 from function_tools.videos_wan.wan import (
     RenderSpec,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from function_tools.images_sdxl.models import GeneratedImage, ImagesSdxlRequest, ImagesSdxlResponse
-from function_tools.images_sdxl.storyboard import DEFAULT_SIZE, encode_png
+from function_tools.images_sdxl.output import encode_png, output_size
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
 from sparkle_motion.gpu_utils import (SIMULATE_OOM_STAGES, LoadSpec, MemoryOptions, model_context,
@@ -189,11 +189,6 @@ class SdxlBackend:
 
     # ------------------------------------------------------------------ inference
 
-    def _size(self, request: ImagesSdxlRequest) -> tuple[int, int]:
-        render = self.settings.render or {}
-        return (request.width or int(render.get("width", DEFAULT_SIZE[0])),
-                request.height or int(render.get("height", DEFAULT_SIZE[1])))
-
     def _pair(self, name: str, default: tuple[int, int]) -> tuple[int, int]:
         value = self.options.get(name)
         if value is None:
@@ -208,7 +203,7 @@ class SdxlBackend:
         if request.use_refiner and not self.refiner_model:
             raise InvalidInputError("this deployment has no SDXL refiner (profile options.refiner_model)",
                                     field="use_refiner")
-        width, height = self._size(request)
+        width, height = output_size(request, self.settings)
         steps = request.steps or int(self.options.get("steps", DEFAULT_STEPS))
         guidance = request.guidance_scale if request.guidance_scale is not None else float(
             self.options.get("guidance_scale", DEFAULT_GUIDANCE))

@@ -40,19 +40,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from function_tools.lipsync_wav2lip.alignment import build_segments
+from function_tools.lipsync_wav2lip.audio_mux import checked_ffmpeg, mux_dialogue
+from function_tools.lipsync_wav2lip.inputs import VideoFacts, analyse_lipsync_inputs
 from function_tools.lipsync_wav2lip.models import (
     AlignmentMap,
     BackendFallback,
     LipsyncRequest,
     LipsyncResponse,
 )
-from function_tools.lipsync_wav2lip.mux import (
-    MuxBackend,
-    analyse_lipsync_inputs,
-    VideoFacts,
-    build_segments,
-    store_lipsync_outputs,
-)
+from function_tools.lipsync_wav2lip.outputs import store_lipsync_outputs
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
 from sparkle_motion.gpu_utils import (
@@ -62,7 +59,7 @@ from sparkle_motion.gpu_utils import (
     memory_snapshot,
     resolve_device,
 )
-from sparkle_motion.media import ffmpeg_exe, probe, run_ffmpeg
+from sparkle_motion.media import probe, run_ffmpeg
 from sparkle_motion.services import ToolContext
 
 #: Upstream's own words when a frame has no face (face_detect() in inference.py).
@@ -254,7 +251,6 @@ class Wav2LipBackend:
     def __init__(self, profile: ToolProfile, settings: Settings) -> None:
         self.profile = profile
         self.settings = settings
-        self.mux = MuxBackend(profile, settings)  # the fallback, and the ffmpeg check at load()
 
     # ------------------------------------------------------------------ load
 
@@ -282,8 +278,7 @@ class Wav2LipBackend:
         # This process never touches the GPU itself; "cpu" needs no torch import (hundreds of MB) to resolve.
         requested = options.device.strip().lower()
         self.device = "cpu" if requested == "cpu" else resolve_device(requested)
-        self.mux.load()
-        self.ffmpeg = ffmpeg_exe()
+        self.ffmpeg = checked_ffmpeg()  # the fallback's ffmpeg too
         if options.preflight:
             self._preflight()
         # Provenance: which weights made an output, not just which path they were read from.
@@ -495,6 +490,6 @@ class Wav2LipBackend:
                                    detail=error.message)
         ctx.log.warning("wav2lip.fallback", to="mux", reason=error.code, detail=error.message,
                         stderr_tail=error.context.get("stderr_tail", "")[-500:])
-        response = self.mux.invoke(request, _FallbackContext(ctx, fallback))  # type: ignore[arg-type]
+        response = mux_dialogue(request, _FallbackContext(ctx, fallback), self.ffmpeg)  # type: ignore[arg-type]
         return response.model_copy(update={"fallback": fallback, "lip_motion": False,
                                            "timings": {**response.timings, "wav2lip_s": wav2lip_s}})

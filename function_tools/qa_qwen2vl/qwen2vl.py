@@ -1,7 +1,7 @@
 """The ``qwen2-vl`` backend: the signal checks plus a vision-language model's verdicts.
 
 Measurement checks (black/frozen frames, speech, loudness, continuity, ...) are
-the ``signal`` backend's, run through a composed :class:`SignalBackend`.  The
+the ``signal`` backend's, run through a composed :class:`SignalChecks`.  The
 VLM checks — ``prompt_adherence`` (against ``expectations.prompt``),
 ``anatomy`` (e.g. finger count), ``artifacts`` and ``safety`` — are judged by
 Qwen2-VL (``Qwen2VLForConditionalGeneration`` + ``AutoProcessor``) from frames
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from function_tools.qa_qwen2vl import checks as qc
 from function_tools.qa_qwen2vl.models import CHECK_NAMES, VLM_CHECKS, QARequest, QAResponse
 from function_tools.qa_qwen2vl.report import QACheckResult, build_report
-from function_tools.qa_qwen2vl.signal import MediaDecodeError, MediaState, SignalBackend
+from function_tools.qa_qwen2vl.signal_checks import MediaDecodeError, MediaState, SignalChecks
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import ConfigError, InvalidInputError
 from sparkle_motion.gpu_utils import (SIMULATE_OOM_STAGES, LoadSpec, MemoryOptions, model_context,
@@ -201,7 +201,7 @@ class Qwen2VLBackend:
     def __init__(self, profile: ToolProfile, settings: Settings) -> None:
         self.profile = profile
         self.settings = settings
-        self.signal = SignalBackend(profile, settings)
+        self.signal = SignalChecks(profile, settings)
         options = dict(profile.options)
         self.options = options
         self.memory = MemoryOptions.from_options(options)
@@ -284,18 +284,18 @@ class Qwen2VLBackend:
                     f"check 'prompt_adherence' (checks[{wanted.index('prompt_adherence')}]) needs "
                     "expectations.prompt", field="expectations.prompt")
             vlm_wanted.remove("prompt_adherence")
-        self.signal._require_expectations(request, wanted, explicit)
-        states = [self.signal._resolve(i, item, ctx, policy) for i, item in enumerate(request.media)]
+        self.signal.require_expectations(request, wanted, explicit)
+        states = [self.signal.resolve(i, item, ctx, policy) for i, item in enumerate(request.media)]
         reference = None
         if request.expectations.reference_frame_uri and "continuity" in signal_wanted:
             _, reference = ctx.resolve_input(request.expectations.reference_frame_uri,
                                              "expectations.reference_frame_uri")
-            self.signal._check_size(reference, "expectations.reference_frame_uri", policy)
+            self.signal.check_size(reference, "expectations.reference_frame_uri", policy)
         resolved_s = time.perf_counter()
 
         results: list[QACheckResult] = []
         if signal_wanted:
-            results += self.signal._run_checks(request, signal_wanted, explicit, states, reference, policy)
+            results += self.signal.run_checks(request, signal_wanted, explicit, states, reference, policy)
         signal_s = time.perf_counter()
         vlm_results, telemetry = self._vlm_checks(request, vlm_wanted, explicit, states, policy)
         results += vlm_results
@@ -326,7 +326,7 @@ class Qwen2VLBackend:
 
     def _frames(self, state: MediaState, policy: qc.QAPolicy) -> list[tuple[Image.Image, float | None, int | None]]:
         if state.item.kind == "image":
-            rgb = self.signal._read_image(state.path, policy)  # same size limits and decode errors as `signal`
+            rgb = self.signal.read_image(state.path, policy)  # same size limits and decode errors as `signal`
             return [(_fit(Image.fromarray(rgb), self.frame_max_side), None, None)]
         return sample_video_frames(state.path, self.frames_per_video, self.frame_max_side,
                                    max_seconds=policy.limits.max_video_seconds)

@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 
 from function_tools.tts_chatterbox.dsp import resample, trim_silence
-from function_tools.tts_chatterbox.espeak import CLAUSE_PAUSE_S, SENTENCE_PAUSE_S
 from function_tools.tts_chatterbox.models import TtsChatterboxRequest, TtsChatterboxResponse, WordTiming
+from function_tools.tts_chatterbox.pauses import pause_after
 from function_tools.tts_chatterbox.text import DEFAULT_MAX_CHUNK_CHARS, TextChunk, split_text
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
@@ -497,10 +497,9 @@ class ChatterboxBackend:
                     if not audio.stopped:
                         ctx.log.warning("chatterbox_token_cap", chunk=index, max_new_tokens=opts.max_new_tokens)
                     if index + 1 < len(chunks):
-                        pause = SENTENCE_PAUSE_S if chunk.ends_sentence else CLAUSE_PAUSE_S
-                        pause_n = int(round(pause * native_rate))
-                        pieces.append(np.zeros(pause_n, dtype=np.float32))
-                        offset_s += pause_n / native_rate
+                        silence = pause_after(chunk, native_rate)
+                        pieces.append(silence)
+                        offset_s += len(silence) / native_rate
                 synth_s = time.perf_counter() - started
                 t0 = time.perf_counter()
                 out = resample(np.concatenate(pieces), native_rate, request.sample_rate)

@@ -19,6 +19,7 @@ from function_tools.tts_chatterbox.models import (
     TtsVoice,
     WordTiming,
 )
+from function_tools.tts_chatterbox.pauses import pause_after
 from function_tools.tts_chatterbox.text import DEFAULT_MAX_CHUNK_CHARS, TextChunk, split_text
 from function_tools.tts_chatterbox.voices import CHARACTER_VARIANTS, LanguageIndex, VoiceDesign, design_voice
 from sparkle_motion.config import Settings, ToolProfile
@@ -26,8 +27,6 @@ from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
 from sparkle_motion.media import write_wav
 from sparkle_motion.services import ToolContext
 
-SENTENCE_PAUSE_S = 0.32
-CLAUSE_PAUSE_S = 0.18
 # Word ends are refined to the last 5 ms frame of sound before the next word.
 _WORD_FRAME_S = 0.005
 _MIN_WORD_S = 0.03
@@ -159,10 +158,9 @@ def synthesize_speech(synth: Synthesizer, text: str, design: VoiceDesign, *, see
         pieces.append(kept.astype(np.float32) / 32768.0)
         offset_s += kept_s
         if index + 1 < len(chunks):
-            pause = SENTENCE_PAUSE_S if chunk.ends_sentence else CLAUSE_PAUSE_S
-            pause_n = int(round(pause * raw.sample_rate))
-            pieces.append(np.zeros(pause_n, dtype=np.float32))
-            offset_s += pause_n / raw.sample_rate
+            silence = pause_after(chunk, raw.sample_rate)
+            pieces.append(silence)
+            offset_s += len(silence) / raw.sample_rate
     joined = np.concatenate(pieces)
     if not np.any(joined):
         # punctuation-only or invisible text: nothing to pronounce is the caller's problem

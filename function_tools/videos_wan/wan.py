@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from function_tools.videos_wan.keyframe_motion import default_seed, prepare_keyframes
+from function_tools.videos_wan.keyframes import default_seed, prepare_keyframes
 from function_tools.videos_wan.models import (
     OomEvent,
     VideosWanRequest,

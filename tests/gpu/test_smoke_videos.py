@@ -64,7 +64,8 @@ def tool(home: Path) -> Iterator[RunningTool]:
 def _keyframes(store: ArtifactStore) -> tuple[str, str, np.ndarray, np.ndarray]:
     from PIL import Image
 
-    from function_tools.images_sdxl.storyboard import describe_scene, render_frame
+    from function_tools.images_sdxl.scene import describe_scene
+    from function_tools.images_sdxl.storyboard import render_frame
 
     uris, arrays = [], []
     for prompt in ("A lighthouse on a rocky coast at dusk", "The same lighthouse at night, its lamp shining"):
