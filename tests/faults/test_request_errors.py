@@ -146,3 +146,17 @@ def test_json_string_is_not_an_integer_and_2_0_is(service: TestClient) -> None:
     for path in ints:
         response = service.post("/invoke", content=body_with(path, '"5"'), headers={"content-type": "application/json"})
         assert response.status_code == 422 and json_path(path) in named_fields(response.json()), response.text
+
+
+def test_with_a_token_the_contract_needs_it_and_says_so(sparkle_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "t" * 32
+    monkeypatch.setenv("SPARKLE_TOKEN", token)
+    with TestClient(build_app("echo")) as client:
+        assert client.get("/openapi.json").status_code == 401
+        assert client.get("/docs").status_code == 401
+        assert client.get("/health").status_code == 200
+        doc = client.get("/openapi.json", headers={"Authorization": f"Bearer {token}"}).json()
+    assert doc["security"] == [{"bearer": []}]
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "401" in doc["paths"]["/invoke"]["post"]["responses"]
+    assert doc["paths"]["/health"]["get"]["security"] == [] and "401" not in doc["paths"]["/health"]["get"]["responses"]

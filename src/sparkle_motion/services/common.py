@@ -29,6 +29,7 @@ from sparkle_motion.services.readiness import Readiness
 from sparkle_motion.services.request_id import current_request_id
 from sparkle_motion.services.spec import DEFAULT_MAX_BODY_BYTES
 
+
 class ServiceState(BaseModel):
     """``/health`` and ``/ready`` answer this."""
 
