@@ -24,7 +24,7 @@ from sparkle_motion.testing import RunningTool, running_tool
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
-#: The 8 services of the issue: the framework's echo test tool, the six tools and the two agents.
+#: The mesh's 8 services (six tools, two agents) and the framework's echo test tool.
 SERVICES = {
     "echo": "function_tools.echo.service",
     "images_sdxl": "images_sdxl",
