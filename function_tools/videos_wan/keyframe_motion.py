@@ -249,11 +249,11 @@ def _view(image: Image.Image, window: Window) -> Image.Image:
 
 
 def _through(box: tuple[float, float, float, float], window: Window, width: int, height: int) -> list[int]:
-    """A source-pixel box as the window shows it in the frame (rounded outwards to whole pixels)."""
+    """A source-pixel box as the window shows it in the frame (rounded outwards, clamped to the frame)."""
     x0, y0, x1, y1 = _crop_box(window, width, height)
     sx, sy = width / (x1 - x0), height / (y1 - y0)
-    return [math.floor((box[0] - x0) * sx), math.floor((box[1] - y0) * sy),
-            math.ceil((box[2] - x0) * sx), math.ceil((box[3] - y0) * sy)]
+    return [max(0, math.floor((box[0] - x0) * sx)), max(0, math.floor((box[1] - y0) * sy)),
+            min(width, math.ceil((box[2] - x0) * sx)), min(height, math.ceil((box[3] - y0) * sy))]
 
 
 def mouth_track(transition: str, planner: MotionPlanner, composer: FigureComposer | None,
