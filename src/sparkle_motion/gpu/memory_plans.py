@@ -127,12 +127,16 @@ def qwen2vl_family(model: str) -> str:
     return "qwen2-vl-2b" if match and float(match.group(1)) <= 3 else "qwen2-vl-7b"
 
 
-def plan_for(family: str, total_bytes: int | None, *, simulated: bool = False) -> MemoryPlan:
-    """The plan of ``family`` for a device of ``total_bytes`` (None: the CPU); MemoryPlanError when none fits."""
+def _family(family: str) -> tuple[tuple[_Tier, ...], dict[str, Any]]:
     if family not in PLANS:
         raise ConfigError(f"no memory plans for model family {family!r}; known: {sorted(PLANS)}",
                           field="options.memory.plan")
-    tiers, flags = PLANS[family]
+    return PLANS[family]
+
+
+def plan_for(family: str, total_bytes: int | None, *, simulated: bool = False) -> MemoryPlan:
+    """The plan of ``family`` for a device of ``total_bytes`` (None: the CPU); MemoryPlanError when none fits."""
+    tiers, flags = _family(family)
     if total_bytes is None:
         return MemoryPlan(family=family, name="host", total_bytes=None, reason="the device is the CPU", **flags)
     for tier in tiers:
@@ -152,10 +156,7 @@ def plan_for(family: str, total_bytes: int | None, *, simulated: bool = False) -
 
 def plan_named(family: str, name: str, total_bytes: int | None, *, simulated: bool = False) -> MemoryPlan:
     """A plan chosen by name in the profile (``memory: {plan: model_offload}``), whatever the card."""
-    if family not in PLANS:
-        raise ConfigError(f"no memory plans for model family {family!r}; known: {sorted(PLANS)}",
-                          field="options.memory.plan")
-    tiers, flags = PLANS[family]
+    tiers, flags = _family(family)
     for tier in tiers:
         if tier.name == name:
             return _build(family, tier, flags, total_bytes, simulated, reason="named in the profile")
