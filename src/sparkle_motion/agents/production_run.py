@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from function_tools.assemble_ffmpeg.models import AssembleOptions, AssembleRequest, ClipRef, Subtitle
+from function_tools.assemble_ffmpeg.models import AssembleOptions, AssembleRequest, ClipRef, MusicTrack, Subtitle
 from function_tools.images_sdxl.models import ImagesSdxlRequest
 from function_tools.lipsync_wav2lip.models import LipsyncOptions, LipsyncRequest
 from function_tools.qa_qwen2vl.models import QAExpectations, QAMedia, QARequest, TimeInterval
@@ -519,7 +519,7 @@ class ProductionRun:
                          for line in audio["lines"]]
             request = AssembleRequest(clips=[ClipRef(uri=clips[shot.id]) for shot in self.plan.shots],
                                       audio_uri=audio["timeline_uri"], subtitles=subtitles,
-                                      options=AssembleOptions(loudness_lufs=-16.0))
+                                      music=self._music_track(), options=AssembleOptions(loudness_lufs=-16.0))
 
         def work() -> StepOutcome:
             response = self.invoke("assemble_ffmpeg", request, stage="assemble")
@@ -532,6 +532,18 @@ class ProductionRun:
         out = self.step("assemble", None, "assemble_ffmpeg", tool_payload(request), work)
         self.results["assemble"] = out
         return out
+
+    def _music_track(self) -> MusicTrack | None:
+        """The plan's music bed as assemble's request field; an id the store does not hold fails the stage."""
+        bed = self.plan.music
+        if bed is None:
+            return None
+        try:
+            uri = self.store.get(bed.artifact_id, field="music.artifact_id").uri
+        except SparkleError as exc:
+            raise StageFailed(f"music bed {bed.artifact_id!r}: {exc.message}",
+                              context={"stage": "assemble", "field": "music.artifact_id"}) from exc
+        return MusicTrack(uri=uri, level_lufs=bed.level_lufs, duck_db=bed.duck_db, fade_s=bed.fade_s)
 
     def _name(self, character_id: str) -> str:
         return next((c.name for c in self.plan.characters if c.id == character_id), character_id)
@@ -548,7 +560,9 @@ class ProductionRun:
                      if "static" in shot.motion_prompt.lower() or shot.start_base_image_id == shot.end_base_image_id]
             request = QARequest(
                 media=[QAMedia(uri=self.results["assemble"]["video_uri"], kind="video")],
-                checks=["black_frames", "frozen_frames", "duration_mismatch", "unexpected_speech", "clipping"]
+                # A music bed is sound between the lines by design: speech is then only checked for being there.
+                checks=["black_frames", "frozen_frames", "duration_mismatch"]
+                + ([] if self.plan.music else ["unexpected_speech"]) + ["clipping"]
                 # A film without dialogue is silent by design: nothing to find, nothing to normalise.
                 + (["missing_speech", "loudness"] if audio["lines"] else []),
                 expectations=QAExpectations(
