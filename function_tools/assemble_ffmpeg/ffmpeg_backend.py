@@ -9,11 +9,11 @@ Steps, each an ffmpeg run whose command line goes into the output metadata:
 2. sound — the request's audio track, or the clips' own audio in clip order,
    or silence; resampled to 48 kHz stereo and padded/trimmed to the picture;
    with a music bed, the bed is mixed in under it, ducked by the dialogue (``music.py``);
-3. loudness — measured with loudnorm's analysis pass; when the linear gain would
-   push peaks past the true-peak ceiling, peaks are limited first (make_headroom);
-   then loudnorm's linear second pass (measured values) while muxing: picture copied,
-   AAC audio, mov_text subtitles tagged ``eng``, ``+faststart``; the output is
-   measured again with the ebur128 scanner.
+3. loudness — measured with the ebur128 scanner (integrated, true peak); when the
+   linear gain would push peaks past the true-peak ceiling, peaks are limited first
+   (make_headroom); then that linear gain (loudnorm's linear mode, as a ``volume``)
+   while muxing: picture copied, AAC audio, mov_text subtitles tagged ``eng``,
+   ``+faststart``; the output is measured again with the ebur128 scanner.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, InvalidInputError
 from sparkle_motion.media import VideoWriter, decode_video_frames, ffmpeg_exe, probe, run_ffmpeg
-from sparkle_motion.media.loudness import integrated_loudness, loudnorm_filter, make_headroom, measure_loudnorm
+from sparkle_motion.media.loudness import gain_filter, integrated_loudness, make_headroom, measure_ebur128
 from sparkle_motion.services import ToolContext
 
 from function_tools.assemble_ffmpeg.models import AssembleRequest, AssembleResponse, ClipRef, Subtitle
@@ -359,13 +359,14 @@ class FfmpegAssembleBackend:
                                       music_s=music_s, level_lufs=request.music.level_lufs,
                                       duck_db=request.music.duck_db, fade_s=request.music.fade_s, commands=commands)
             wav_path = mixed_path
-        source_loudness = measure_loudnorm(wav_path, target_lufs=options.loudness_lufs)
+        source_loudness = measure_ebur128(wav_path)
         wav_path, measured, limiter_ceiling_db = make_headroom(
-            wav_path, source_loudness, ctx.staging_path(".wav"), target_lufs=options.loudness_lufs)
+            wav_path, source_loudness, ctx.staging_path(".wav"), target_lufs=options.loudness_lufs,
+            measure=measure_ebur128)
         if measured.is_silent:
             audio_filter = "anull"  # nothing to normalise; a gain on silence would only lift noise
         else:
-            audio_filter = f"{loudnorm_filter(measured, target_lufs=options.loudness_lufs)},aresample={AUDIO_RATE}"
+            audio_filter = f"{gain_filter(measured, target_lufs=options.loudness_lufs)},aresample={AUDIO_RATE}"
         sounded = time.perf_counter()
 
         out_path = ctx.staging_path(".mp4")
