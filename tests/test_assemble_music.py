@@ -9,7 +9,6 @@ level while a line is spoken against between lines measures the ducking.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest

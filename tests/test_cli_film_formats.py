@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from mesh_harness import mesh_env, write_test_profile
 from sparkle_motion.media import run_ffmpeg
-from test_cli import cli
+from test_cli import cli, small_mesh_env
 
 TONE_HZ = 6000
 
@@ -45,9 +43,7 @@ def test_a_file_without_audio_is_refused_as_music(tmp_path):
 @pytest.mark.slow
 @pytest.mark.xdist_group("mesh")
 def test_vertical_film_with_a_music_bed_and_a_square_plan(tmp_path):
-    home = tmp_path / "home"
-    profile = write_test_profile(home, render={"fps": 12, "width": 256, "height": 144})
-    env = mesh_env(home, profile)
+    env = small_mesh_env(tmp_path)
     music = tmp_path / "bed.mp3"
     run_ffmpeg(["-loglevel", "error", "-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}:sample_rate=44100:duration=2",
                 "-af", "volume=0.3", "-c:a", "libmp3lame", str(music)])
