@@ -365,8 +365,12 @@ def test_indexed_file_replaced_by_outward_symlink_is_refused(store: ArtifactStor
         store.path_for(m.uri)
     with pytest.raises(PathEscapeError):
         store.open(m.uri)
-    with pytest.raises(PathEscapeError):
+    with pytest.raises(PathEscapeError) as caught:
         store.verify(m.uri)
+    # The error names the store-relative path, never the root nor where the link points.
+    shown = str(caught.value) + str(caught.value.to_dict())
+    assert str(store.root) not in shown and str(tmp_path) not in shown and "secret" not in shown
+    assert caught.value.context["path"] == Path(m.local_path).relative_to(store.root).as_posix()
 
 
 def test_unknown_and_mismatched_references(store: ArtifactStore) -> None:

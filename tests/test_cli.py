@@ -112,7 +112,9 @@ def test_prune_reports_then_applies_the_retention_policy(tmp_path):
     dry = cli("prune", "--max-bytes", "1500", env=env)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines() == ["would delete run_old: 0.0 MB, 0.0 days old",
-                                       "1 run(s), 0.0 MB would be freed (dry run; --apply to delete)"]
+                                       "1 run(s), 0.0 MB would be freed (dry run; --apply to delete)",
+                                       "would sweep 0 staging file(s), 0 unindexed blob(s), "
+                                       "0 unreferenced artifact(s): 0.0 MB"]
     applied = cli("prune", "--max-bytes", "1500", "--apply", env=env)
     assert applied.returncode == 0 and applied.stdout.startswith("deleted run_old:")
     store = ArtifactStore(home)

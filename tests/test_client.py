@@ -84,7 +84,7 @@ def test_retries_503_then_succeeds_honouring_retry_after(echo: RunningTool,
         while echo.client.post("/invoke", json={"text": "probe"}).status_code != 503:
             assert time.monotonic() < deadline, "the holding call never took the slot"
         caplog.set_level(logging.INFO, logger="sparkle_motion.services.client")
-        with client_for(echo, retries=20, max_retry_after_s=0.2) as client:
+        with client_for(echo, retries=0, max_retry_after_s=0.2) as client:
             result = client.invoke({"text": "patient"}, request_id="retry-503")
     finally:
         holder.join()
@@ -92,9 +92,9 @@ def test_retries_503_then_succeeds_honouring_retry_after(echo: RunningTool,
     statuses = invoke_statuses(echo, "retry-503", expected=2)
     assert statuses[-1] == 200 and statuses.count(200) == 1
     assert 503 in statuses and set(statuses) == {200, 503}
-    # Retry-After (1 s) was honoured but bounded by max_retry_after_s.
+    # Retry-After (1 s) was honoured but bounded by max_retry_after_s, plus up to 25 % jitter.
     delays = retry_delays(caplog)
-    assert delays and all(d == 0.2 for d in delays)
+    assert delays and all(0.2 <= d <= 0.25 for d in delays)
     assert len(delays) == statuses.count(503)
 
 
@@ -155,3 +155,91 @@ def test_url_comes_from_the_registry() -> None:
 
     with ToolClient("images_sdxl", settings=load_settings({})) as client:
         assert client.base_url == "http://127.0.0.1:5002"
+
+
+def hold_slot(tool: RunningTool, seconds: float) -> threading.Thread:
+    """Occupy the echo tool's only slot for ``seconds``; returns once the slot is taken."""
+    holder = threading.Thread(target=lambda: httpx.post(f"{tool.url}/invoke", json={"text": "hold", "hold_s": seconds},
+                                                        timeout=30))
+    holder.start()
+    deadline = time.monotonic() + 10
+    while tool.client.post("/invoke", json={"text": "probe"}).status_code != 503:
+        assert time.monotonic() < deadline, "the holding call never took the slot"
+    return holder
+
+
+def test_a_busy_tool_is_waited_for_by_time_not_by_a_count_of_retries(echo: RunningTool,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sparkle_motion.services.client")
+    holder = hold_slot(echo, 4.0)  # each try also waits the tool's own 0.5 s for a slot
+    try:
+        with client_for(echo, retries=0, max_retry_after_s=0.05, busy_wait_s=60) as client:
+            assert client.invoke({"text": "patient"}, request_id="busy-budget")["text"] == "patient"
+    finally:
+        holder.join()
+    # More tries than the old fixed four, none of them counted against a limit.
+    assert len(retry_delays(caplog)) > 4
+
+
+def test_the_busy_budget_ends_the_wait_with_the_tools_503(echo: RunningTool) -> None:
+    holder = hold_slot(echo, 3.0)
+    try:
+        with client_for(echo, max_retry_after_s=0.05, busy_wait_s=0.5) as client:
+            started = time.monotonic()
+            with pytest.raises(ToolCallError) as exc_info:
+                client.invoke({"text": "impatient"})
+            waited = time.monotonic() - started
+    finally:
+        holder.join()
+    err = exc_info.value
+    assert err.status == 503 and err.remote_error["code"] == "busy"
+    assert 0.5 <= err.context["busy_waited_s"] < 2.5 and waited < 2.9
+
+
+def write_mesh_state(home: Path, url: str, *, state: str, supervisor_pid: int) -> None:
+    """mesh.json as the supervisor writes it, naming the echo service at ``url``."""
+    import json
+    import os
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "mesh.json").write_text(json.dumps({
+        "supervisor_pid": supervisor_pid, "services": {"echo": {
+            "pid": os.getpid(), "url": url, "state": state, "restarts": 1, "gave_up": state == "gave_up",
+            "log": str(home / "logs" / "echo.log")}}}))
+
+
+def test_a_service_the_supervisor_restarts_is_waited_for(tmp_path: Path) -> None:
+    import os
+
+    from sparkle_motion.config import load_settings
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # A live supervisor (this process stands in for it) says echo is restarting at that URL.
+    write_mesh_state(tmp_path, url, state="restarting", supervisor_pid=os.getpid())
+    settings = load_settings({"SPARKLE_HOME": str(tmp_path)})
+    with ToolClient("echo", settings=settings, base_url=url, token="", retries=0, restart_wait_s=120) as client:
+        result: dict = {}
+        caller = threading.Thread(target=lambda: result.update(client.invoke({"text": "after restart"})))
+        caller.start()
+        time.sleep(3.0)  # longer than the old 2-4 s of connection retries
+        assert caller.is_alive(), "the client gave up on a restarting service"
+        with running_tool(ECHO, home=tmp_path, port=port, env={"SPARKLE_TOKEN": None, "SPARKLE_ECHO_BACKEND": None}):
+            caller.join(timeout=60)
+    assert result.get("text") == "after restart"
+
+
+def test_a_service_the_supervisor_gave_up_on_fails_at_once(tmp_path: Path) -> None:
+    import os
+
+    from sparkle_motion.config import load_settings
+
+    url = f"http://127.0.0.1:{free_port()}"
+    write_mesh_state(tmp_path, url, state="gave_up", supervisor_pid=os.getpid())
+    settings = load_settings({"SPARKLE_HOME": str(tmp_path)})
+    with ToolClient("echo", settings=settings, base_url=url, token="", restart_wait_s=120) as client:
+        started = time.monotonic()
+        with pytest.raises(ToolCallError) as exc_info:
+            client.invoke({"text": "x"})
+    assert exc_info.value.code == "tool_unreachable" and "gave up" in exc_info.value.message
+    assert time.monotonic() - started < 5

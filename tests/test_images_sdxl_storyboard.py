@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from function_tools.images_sdxl.figures import character_color
 from function_tools.images_sdxl.models import ImagesSdxlRequest, seed_from_prompt
 from function_tools.images_sdxl.output import encode_png
 from function_tools.images_sdxl.scene import describe_scene
 from function_tools.images_sdxl.storyboard import (
     _font,
-    character_color,
     limit_chroma_to_420,
     render_frame,
     wrap_text,
@@ -80,7 +80,7 @@ def test_same_prompt_and_seed_give_identical_png_bytes() -> None:
         return encode_png(frame("Rainy city at night", seed=seed, characters=["Maya"]), {"seed": str(seed)})
 
     assert png(11) == png(11)
-    assert png(11) != png(12)  # the seed moves the scenery
+    assert png(11) != png(12)  # the seed moves the figures (the scenery follows the scene words)
 
 
 def test_different_prompts_are_perceptually_distinct() -> None:

@@ -489,3 +489,31 @@ def test_prune_is_a_dry_run_unless_applied(tmp_path):
     with pytest.raises(InvalidInputError) as info:
         prune_runs(settings=settings)
     assert info.value.field == "older_than_days"
+
+
+def test_notebook_home_honours_an_exported_sparkle_home(tmp_path, monkeypatch):
+    from sparkle_motion.notebook import resolve_home
+
+    monkeypatch.chdir(tmp_path)
+    mounted = []
+
+    def drive() -> Path:
+        mounted.append(True)
+        return tmp_path / "drive"
+
+    assert resolve_home("", {"SPARKLE_HOME": "/data/films"}, drive_home=drive) == Path("/data/films")
+    assert resolve_home("/p", {"SPARKLE_HOME": "/data/films"}, drive_home=drive) == Path("/p")
+    assert not mounted, "an exported home must not be replaced by Drive"
+    assert resolve_home("", {}, drive_home=drive) == tmp_path / "drive"
+    assert resolve_home("", {}) == tmp_path / ".sparkle"
+
+
+def test_the_notebook_cells_use_resolve_home_and_stop_a_headless_mesh():
+    import nbformat
+
+    from sparkle_motion.config import project_path
+
+    nb = nbformat.read(project_path("notebooks/sparkle_motion.ipynb"), as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "resolve_home(SPARKLE_HOME" in source and 'Path.cwd() / ".sparkle"' not in source
+    assert "stop_at_exit=HEADLESS" in source and "HEADLESS and readiness.started_here" in source

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from sparkle_motion.errors import PlanValidationError
+from sparkle_motion.ids import is_valid_id, path_safe_id
 from sparkle_motion.plan import (
     AUTO_MODEL,
     DialogueLine,
@@ -156,7 +157,7 @@ def test_models_are_frozen(plan: dict) -> None:
         (lambda p: p["dialogue_timeline"][0].update(type="pause"), "dialogue_timeline[0].type", "union_tag_invalid",
          "must be one of 'dialogue', 'silence' (got 'pause')"),
         (lambda p: p["metadata"].update(seed=-5), "metadata.seed", "greater_than_equal", "(got -5)"),
-        (lambda p: p["metadata"].update(plan_id="../etc"), "metadata.plan_id", "invalid_id", "safe id"),
+        (lambda p: p["metadata"].update(plan_id="../etc"), "metadata.plan_id", "invalid_name_id", "name id"),
         (lambda p: p.update(shots=[]), "shots", "too_short", "at least 1 item"),
         (lambda p: p.update(characters={"ava": {}}), "characters", "list_type", "valid list"),
     ],
@@ -266,3 +267,20 @@ def test_non_object_input_is_one_root_violation() -> None:
     with pytest.raises(PlanValidationError) as info:
         validate_plan("plan.json")  # type: ignore[arg-type]
     assert info.value.details[0]["path"] == "$"
+
+
+@pytest.mark.parametrize("name", ["le-marché-de-nuit", "夜市", "Ночной_рынок", "soirée.2024"])
+def test_plan_id_is_a_name_in_any_script(plan: dict, name: str) -> None:
+    plan["metadata"]["plan_id"] = name
+    assert validate_plan(plan).plan_id == name
+    safe = path_safe_id(name)
+    assert is_valid_id(safe) and safe != name and path_safe_id(name) == safe
+    assert path_safe_id("le-marche-de-nuit") == "le-marche-de-nuit"  # already safe: unchanged
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "a\\b", ".hidden", "two words", "tab\there", "nul\x00", ""])
+def test_plan_id_still_refuses_separators_and_dots(plan: dict, name: str) -> None:
+    plan["metadata"]["plan_id"] = name
+    with pytest.raises(PlanValidationError) as caught:
+        validate_plan(plan)
+    assert any(d.get("field", "").endswith("plan_id") or "plan_id" in str(d) for d in caught.value.details)

@@ -140,6 +140,13 @@ def test_bind_rules() -> None:
             check_bind_allowed(host, no_token)
         assert exc_info.value.field == "host"
         check_bind_allowed(host, with_token)
+    # A token anyone can guess, or one no client can send, does not count.
+    for weak in ("x", " ", "short-token-15c", "sixteen chars ok", "a" * 15 + "\t", "0123456789abcde"):
+        with pytest.raises(ConfigError) as exc_info:
+            check_bind_allowed("0.0.0.0", load_settings({"SPARKLE_TOKEN": weak}))
+        assert exc_info.value.field == "SPARKLE_TOKEN", weak
+    check_bind_allowed("0.0.0.0", load_settings({"SPARKLE_TOKEN": "0123456789abcdef"}))
+    check_bind_allowed("127.0.0.1", load_settings({"SPARKLE_TOKEN": "x"}))
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -205,6 +205,8 @@ def test_other_languages_and_ignored_chatterbox_fields(tool: RunningTool, store:
     ({"text": "Hello.", "sample_rate": 96000}, "sample_rate"),
     ({"text": "Hello.", "voice": {"pitch": 40}}, "voice.pitch"),
     ({"text": "Hello.", "speed": 2}, "speed"),
+    ({"text": "Hello.", "reference_audio_uri": "/etc/passwd"}, "reference_audio_uri"),
+    ({"text": "Hello.", "reference_audio_uri": "artifact+fs://adhoc/x/clip_000000000000"}, "reference_audio_uri"),
 ])
 def test_bad_input_is_422_naming_the_field_and_stores_nothing(tool: RunningTool, store: ArtifactStore,
                                                                payload: dict[str, Any], field: str) -> None:

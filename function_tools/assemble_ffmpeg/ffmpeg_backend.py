@@ -228,7 +228,7 @@ class FfmpegAssembleBackend:
             listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
             args = ["-loglevel", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
                     "-map", "0:v:0", "-c:v", "copy", "-an", "-map_metadata", "-1", str(video_path)]
-            run_ffmpeg(args)
+            run_ffmpeg(args, cancel=ctx.cancel_token)
             commands.append([self.ffmpeg, *args])
             return video_path, ""
         first = clips[0]
@@ -253,7 +253,7 @@ class FfmpegAssembleBackend:
         args = ["-loglevel", "error", *inputs, "-filter_complex", ";".join(graph), "-map", f"[{out_label}]",
                 "-an", "-c:v", "libx264", "-preset", options.preset, "-crf", str(options.crf),
                 "-pix_fmt", "yuv420p", "-r", str(rate), "-map_metadata", "-1", str(video_path)]
-        run_ffmpeg(args)
+        run_ffmpeg(args, cancel=ctx.cancel_token)
         commands.append([self.ffmpeg, *args])
         if options.burn_subtitles and srt_path is not None and not burnt:
             burnt_path = ctx.staging_path(".burnt.mp4")
@@ -295,7 +295,7 @@ class FfmpegAssembleBackend:
                     "-af", f"{layout},atrim=end={film_s:.6f}"]
             source = "silence"
         args += ["-ar", str(AUDIO_RATE), "-ac", "2", "-c:a", "pcm_f32le", "-f", "wav", str(wav_path)]
-        run_ffmpeg(args)
+        run_ffmpeg(args, cancel=ctx.cancel_token)
         commands.append([self.ffmpeg, *args])
         return wav_path, source
 
@@ -380,7 +380,7 @@ class FfmpegAssembleBackend:
         args += [*maps, "-c:v", "copy", "-af", audio_filter, "-c:a", "aac", "-b:a", options.audio_bitrate,
                  "-ar", str(AUDIO_RATE), "-ac", "2", *subtitle_args, "-t", f"{film_s:.6f}",
                  "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(out_path)]
-        run_ffmpeg(args)
+        run_ffmpeg(args, cancel=ctx.cancel_token)
         commands.append([self.ffmpeg, *args])
         output_lufs = integrated_loudness(out_path)
         muxed = time.perf_counter()

@@ -12,6 +12,7 @@ from sparkle_motion.services import ToolContext
 
 MAX_INPUT_BYTES = 64 * 1024
 RELEASE_FILE = "echo-slow.release"
+HOLD_STEP_S = 0.05
 
 
 class EchoBackend:
@@ -34,15 +35,19 @@ class EchoBackend:
                 pieces.append(path.read_text(encoding="utf-8"))
             except UnicodeDecodeError:
                 raise InvalidInputError("input artifact is not UTF-8 text", field=field) from None
-        if request.hold_s:
-            time.sleep(request.hold_s)
         if request.fail:
             raise RuntimeError("echo asked to fail (fail=true)")
         text = "\n".join(pieces)
         data = text.encode("utf-8")
-        # Written to staging first and moved in, the way media backends do it.
+        # Written to staging first and moved in, the way media backends do it; staged
+        # before the hold, so a process killed mid-hold leaves a staging file (the sweep's test).
         staged = ctx.staging_path(".txt")
         staged.write_bytes(data)
+        deadline = time.monotonic() + request.hold_s
+        while time.monotonic() < deadline:  # one "step" per HOLD_STEP_S, like a backend's frame loop
+            ctx.check_cancelled()
+            time.sleep(min(HOLD_STEP_S, max(deadline - time.monotonic(), 0.0)))
+        ctx.check_cancelled()
         manifest = ctx.put_output(request, "text", staged, "text/plain; charset=utf-8",
                                   {"params": {"repeat": request.repeat, "inputs": len(request.inputs)}},
                                   ext=".txt", move=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,16 @@ def scheduler_spec(name: str) -> tuple[str, dict[str, Any]]:
     if key not in SCHEDULERS:
         raise InvalidInputError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}", field="scheduler")
     return SCHEDULERS[key]
+
+
+def _cancel_check(ctx: ToolContext) -> Callable[..., dict[str, Any]]:
+    """A diffusers ``callback_on_step_end`` that stops the pipeline at the next step once ``ctx`` is cancelled."""
+
+    def on_step_end(_pipe: Any, _step: int, _timestep: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
+        ctx.check_cancelled()
+        return {}
+
+    return on_step_end
 
 
 @dataclass
@@ -246,7 +257,7 @@ class SdxlBackend:
                           negative_prompt=request.negative_prompt or None,
                           negative_prompt_2=request.negative_prompt or None,
                           num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=request.count,
-                          generator=generators)
+                          generator=generators, callback_on_step_end=_cancel_check(ctx))
             with handle.inference():
                 if self.simulate_oom == "inference":
                     raise_simulated_oom("inference")

@@ -2,8 +2,11 @@
 
 No model and no GPU: the prompt is read for scene words (time of day, weather,
 place), which pick the palette, light and scenery; a seeded RNG places the
-shapes; the characters present stand as labelled silhouettes; the prompt is
-captioned at the bottom.  Same (prompt, seed, size, style, characters) → the
+shapes; the characters present stand as labelled figures with simple faces,
+framed as the prompt's shot type asks (wide, medium, close-up, over the
+shoulder: see ``figures.py``); the prompt is captioned at the bottom.  The PNG
+records the layout (figure boxes, mouths, label mask) for keyframe_motion and
+the lip-sync mux.  Same (prompt, seed, size, style, characters) → the
 same PNG bytes, so a storyboard is reproducible from its manifest.
 """
 
@@ -19,8 +22,14 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
+from function_tools.images_sdxl.figures import (
+    LAYOUT_KEY,
+    FigureLayer,
+    Framing,
+    describe_framing,
+)
 from function_tools.images_sdxl.models import (
     DIFFUSION_OPTIONS,
     GeneratedImage,
@@ -77,14 +86,6 @@ def _lit(color: RGB, palette: Palette, weather: str) -> RGB:
 def _desaturate(color: RGB, amount: float) -> RGB:
     grey = int(0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2])
     return _mix(color, (grey, grey, grey), amount)
-
-
-def character_color(name: str) -> RGB:
-    """A stable colour per character name, so a character looks the same in every shot."""
-    digest = hashlib.sha256(name.strip().lower().encode("utf-8")).digest()
-    hue = digest[0] / 255.0
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.55 + digest[1] / 1020.0, 0.85 + digest[2] / 2550.0)
-    return int(r * 255), int(g * 255), int(b * 255)
 
 
 @lru_cache(maxsize=32)
@@ -393,39 +394,18 @@ class _Canvas:
             self.image = Image.blend(self.image, fog, 0.45)
             self.draw = ImageDraw.Draw(self.image)
 
-    def characters(self, names: list[str], label_px: int) -> None:
-        if not names:
-            return
-        n = len(names)
-        font = _font(label_px)
-        ground_y = self.horizon + (self.h - self.horizon) * 3 // 5
-        for i, name in enumerate(names):
-            color = character_color(name)
-            cx = int(self.w * (i + 1) / (n + 1) + float(self.rng.uniform(-0.3, 0.3)) * self.w / (2 * (n + 1)))
-            height = self.u(float(self.rng.uniform(0.36, 0.44)))
-            foot = ground_y + int(self.rng.integers(0, max(1, (self.h - ground_y) // 5)))
-            head = height // 10  # head radius: about 1/5 of the figure, a readable adult proportion
-            body = _mix(color, (16, 16, 24), 0.72)   # a silhouette, tinted so characters stay distinguishable
-            rim = color
-            hx, hy = cx, foot - height + head
-            shoulder, hip = height // 5, height // 8
-            torso_top, torso_bottom = hy + head + head // 4, foot - height * 2 // 5
-            outline = max(1, self.u(0.006))
-            self.draw.polygon([(cx - shoulder, torso_top), (cx + shoulder, torso_top), (cx + hip, torso_bottom),
-                               (cx - hip, torso_bottom)], fill=body, outline=rim, width=outline)
-            leg = max(2, hip * 2 // 3)
-            self.draw.rectangle((cx - hip, torso_bottom, cx - hip + leg, foot), fill=body, outline=rim, width=outline)
-            self.draw.rectangle((cx + hip - leg, torso_bottom, cx + hip, foot), fill=body, outline=rim, width=outline)
-            self.draw.ellipse((hx - head, hy - head, hx + head, hy + head), fill=body, outline=rim, width=outline)
-            # Name tag above the head, clamped inside the frame.
-            tw = int(font.getlength(name))
-            pad = max(2, label_px // 4)
-            lx = min(max(cx - tw // 2, pad), self.w - tw - pad)
-            ly = max(hy - head - label_px - 3 * pad, pad)
-            self.draw.rounded_rectangle((lx - pad, ly - pad, lx + tw + pad, ly + label_px + pad), radius=pad,
-                                        fill=color, outline=(20, 20, 20))
-            text_fill = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
-            self.draw.text((lx, ly), name, font=font, fill=text_fill)
+    def frame_set(self, framing: Framing) -> None:
+        """See the set through the shot's lens: zoom about the horizon's middle and soften (depth of field)."""
+        if framing.background_zoom > 1.0:
+            zoom = framing.background_zoom
+            half_w, half_h = self.w / (2 * zoom), self.h / (2 * zoom)
+            cy = min(max(float(self.horizon), half_h), self.h - half_h)
+            box = (self.w / 2 - half_w, cy - half_h, self.w / 2 + half_w, cy + half_h)
+            self.image = self.image.resize((self.w, self.h), Image.Resampling.BICUBIC, box=box)
+            self.horizon = int(round((self.horizon - box[1]) * zoom))
+        if framing.background_blur > 0:
+            self.image = self.image.filter(ImageFilter.GaussianBlur(framing.background_blur * min(self.w, self.h)))
+        self.draw = ImageDraw.Draw(self.image)
 
     def apply_style(self) -> None:
         style = self.scene.style
@@ -441,27 +421,36 @@ class _Canvas:
             self.image = ImageEnhance.Color(self.image).enhance(1.5)
         self.draw = ImageDraw.Draw(self.image)
 
-    def tag(self, text: str, px: int) -> None:
+    def tag(self, text: str, px: int) -> list[int]:
         font = _font(px)
         pad = max(2, px // 3)
-        tw = int(font.getlength(text))
+        tw = min(int(font.getlength(text)), self.w - 2 * pad)
         self.draw.rectangle((0, 0, tw + 2 * pad, px + 2 * pad), fill=(0, 0, 0))
         self.draw.text((pad, pad), text, font=font, fill=(235, 235, 235))
+        return [0, 0, tw + 2 * pad + 1, px + 2 * pad + 1]
 
-    def caption(self, text: str, px: int) -> None:
+    def caption_lines(self, text: str, px: int) -> tuple[list[str], int]:
+        """The wrapped caption and its band's height: figures are placed above the band."""
         font = _font(px)
         pad = max(3, px // 2)
         line_h = int(px * 1.25)
-        # At most 3 lines, and never more than ~30% of the frame on small sizes.
-        max_lines = max(1, min(3, int(self.h * 0.3 - 2 * pad) // line_h))
+        # At most 3 lines (4 in a tall frame), and never more than ~30% of the frame on small sizes.
+        most = 4 if self.h > self.w else 3
+        max_lines = max(1, min(most, int(self.h * 0.3 - 2 * pad) // line_h))
         lines = wrap_text(text, font, self.w - 2 * pad, max_lines=max_lines)
-        band_h = len(lines) * line_h + 2 * pad
-        band = Image.new("RGB", (self.w, band_h), (12, 12, 16))
-        region = (0, self.h - band_h, self.w, self.h)
-        self.image.paste(Image.blend(self.image.crop(region), band, 0.8), region[:2])
-        self.draw = ImageDraw.Draw(self.image)
+        return lines, len(lines) * line_h + 2 * pad
+
+    def caption(self, text: str, px: int) -> list[int]:
+        font = _font(px)
+        pad = max(3, px // 2)
+        line_h = int(px * 1.25)
+        lines, band_h = self.caption_lines(text, px)
+        # An opaque band: nothing of the picture shows through, so a figure cropped by the band ends
+        # at it (keyframe_motion moves figures under a caption that stays put).
+        self.draw.rectangle((0, self.h - band_h, self.w, self.h), fill=(12, 12, 16))
         for k, line in enumerate(lines):
             self.draw.text((pad, self.h - band_h + pad + k * line_h), line, font=font, fill=(250, 250, 250))
+        return [0, self.h - band_h, self.w, self.h]
 
 
 def wrap_text(text: str, font: ImageFont.FreeTypeFont, max_width: int, *, max_lines: int) -> list[str]:
@@ -470,10 +459,13 @@ def wrap_text(text: str, font: ImageFont.FreeTypeFont, max_width: int, *, max_li
     lines: list[str] = []
     current = ""
     for word in words:
+        if len(lines) > max_lines:
+            break  # cut with an ellipsis below; the rest is never drawn
         while font.getlength(word) > max_width and len(word) > 1:  # a single over-long token: hard-break it
-            cut = len(word)
-            while cut > 1 and font.getlength(word[:cut]) > max_width:
-                cut -= 1
+            cut, too_long = 1, len(word)  # binary search for the longest prefix that fits: a 2,000-character
+            while too_long - cut > 1:  # token took a minute measured one character at a time
+                mid = (cut + too_long) // 2
+                cut, too_long = (mid, too_long) if font.getlength(word[:mid]) <= max_width else (cut, mid)
             if current:
                 lines.append(current)
                 current = ""
@@ -496,14 +488,25 @@ def wrap_text(text: str, font: ImageFont.FreeTypeFont, max_width: int, *, max_li
     return lines
 
 
-def render_frame(prompt: str, seed: int, width: int, height: int, *, scene: SceneDescription,
-                 characters: list[str] | None = None) -> Image.Image:
-    """Draw one storyboard frame.  Pure function of its arguments."""
-    # The prompt digest joins the seed in the RNG so that two prompts with the same
-    # scene words and seed still get different layouts.
+def set_key(scene: SceneDescription) -> str:
+    """Which set the frame shows: every frame of the same scene words shares its scenery.
+
+    The scenery is seeded by the scene alone (not the seed or the full prompt), so the
+    keyframes of one place — a wide shot, then close-ups — show the same buildings and
+    hills, and ``keyframe_motion`` can move the figures over a shared background.  The
+    seed and prompt still place the figures.
+    """
+    return hashlib.sha256(json.dumps(asdict(scene), sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def render_storyboard(prompt: str, seed: int, width: int, height: int, *, scene: SceneDescription,
+                      characters: list[str] | None = None) -> tuple[Image.Image, dict[str, Any]]:
+    """Draw one storyboard frame and its layout (framing, figures, mouths, label mask).  Pure."""
+    # The prompt digest joins the seed in the figures' RNG so that two prompts with the same
+    # scene words and seed still place their figures differently.
     prompt_key = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big")
-    rng = np.random.default_rng([seed, prompt_key])
-    canvas = _Canvas(width, height, scene, rng)
+    key = set_key(scene)
+    canvas = _Canvas(width, height, scene, np.random.default_rng(int(key, 16)))
     if scene.place == "space":
         canvas.sky((2, 2, 10), (12, 10, 30))
     else:
@@ -517,13 +520,27 @@ def render_frame(prompt: str, seed: int, width: int, height: int, *, scene: Scen
     canvas.scenery()
     if scene.place not in INTERIORS:
         canvas.weather_layer()
-    text_px = max(10, min(96, round(min(height * 0.05, width * 0.032))))
-    canvas.characters(list(characters or []), max(9, text_px * 4 // 5))
+    framing = describe_framing(prompt)
+    canvas.frame_set(framing)
+    tall = height > width
+    text_px = max(10, min(96, round(min(height * 0.05, width * (0.045 if tall else 0.032)))))
+    _, band_h = canvas.caption_lines(prompt, text_px)
+    figures = FigureLayer(canvas.image, framing, horizon=canvas.horizon,
+                          rng=np.random.default_rng([seed, prompt_key]), unit=canvas.u(0.006))
+    label_px = max(9, text_px * 4 // 5)
+    figures.draw(list(characters or []), _font(label_px), label_px, height - band_h)
     canvas.apply_style()
     tag = " · ".join(v.upper() for v in (scene.time_of_day, scene.weather, scene.place))
-    canvas.tag(tag, max(8, text_px * 3 // 4))
-    canvas.caption(prompt, text_px)
-    return limit_chroma_to_420(canvas.image)
+    tag_box = canvas.tag(tag, max(8, text_px * 3 // 4))
+    caption_box = canvas.caption(prompt, text_px)
+    layout = figures.layout(set_key=key, caption_box=caption_box, tag_box=tag_box)
+    return limit_chroma_to_420(canvas.image), layout
+
+
+def render_frame(prompt: str, seed: int, width: int, height: int, *, scene: SceneDescription,
+                 characters: list[str] | None = None) -> Image.Image:
+    """Draw one storyboard frame.  Pure function of its arguments."""
+    return render_storyboard(prompt, seed, width, height, scene=scene, characters=characters)[0]
 
 
 def limit_chroma_to_420(image: Image.Image) -> Image.Image:
@@ -561,13 +578,15 @@ class StoryboardBackend:
                    if getattr(request, name) not in (None, False)]
         params: dict[str, Any] = request.model_dump(exclude={"run_id", "stage", "seed", "count"})
         params.update(width=width, height=height)
-        rendered: list[tuple[int, int, bytes, dict[str, float]]] = []
+        rendered: list[tuple[int, int, bytes, dict[str, Any], dict[str, float]]] = []
         t_all = time.perf_counter()
         # Render everything before storing anything: a failure mid-batch leaves no artifact behind.
         for index in range(request.count):
+            ctx.check_cancelled()
             seed = request.seed_for(index)
             t0 = time.perf_counter()
-            image = render_frame(request.prompt, seed, width, height, scene=scene, characters=request.characters)
+            image, layout = render_storyboard(request.prompt, seed, width, height, scene=scene,
+                                              characters=request.characters)
             t1 = time.perf_counter()
             png = encode_png(image, {
                 "prompt": request.prompt,
@@ -575,15 +594,19 @@ class StoryboardBackend:
                 "seed": str(seed),
                 "parameters": json.dumps({**params, "seed": seed}, sort_keys=True, ensure_ascii=False),
                 "scene": json.dumps(asdict(scene), sort_keys=True),
+                LAYOUT_KEY: json.dumps(layout, sort_keys=True),
                 "Software": f"sparkle-motion {ctx.tool_id}/{ctx.backend} {ctx.model}",
             })
-            rendered.append((index, seed, png, {"render_s": t1 - t0, "encode_png_s": time.perf_counter() - t1}))
+            summary = {k: v for k, v in layout.items() if k != "mask"}
+            rendered.append((index, seed, png, summary,
+                             {"render_s": t1 - t0, "encode_png_s": time.perf_counter() - t1}))
         images = []
-        for index, seed, png, timings in rendered:
+        for index, seed, png, summary, timings in rendered:
             manifest = ctx.put_output(
                 request, "image", png, "image/png",
                 {"seed": seed, "index": index, "params": params, "scene": asdict(scene),
-                 "ignored_options": ignored, "timings": timings},
+                 "ignored_options": ignored, "layout": summary,
+                 "timings": timings},
                 media={"width": width, "height": height}, ext=".png",
             )
             images.append(GeneratedImage(index=index, seed=seed, artifact=manifest))

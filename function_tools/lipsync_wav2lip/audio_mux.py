@@ -45,7 +45,7 @@ def mux_dialogue(request: LipsyncRequest, ctx: ToolContext, ffmpeg: str) -> Lips
         "-c:a", "aac", "-b:a", request.options.audio_bitrate,
         "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(out_path),
     ]
-    run_ffmpeg(args)
+    run_ffmpeg(args, cancel=ctx.cancel_token)
     muxed = time.perf_counter()
 
     alignment = AlignmentMap(

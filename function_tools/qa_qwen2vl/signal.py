@@ -41,6 +41,7 @@ class SignalBackend(SignalChecks):
             reference = ref_path
         resolved_s = time.perf_counter()
 
+        ctx.check_cancelled()
         results = self.run_checks(request, wanted, explicit, states, reference, policy)
         report = build_report(results, policy_version=policy.version)
         checked_s = time.perf_counter()

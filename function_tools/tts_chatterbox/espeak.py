@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,12 @@ def _phoneme_timings(raw: RawSynthesis, offset_s: float, lead_s: float, kept_s: 
 
 
 def synthesize_speech(synth: Synthesizer, text: str, design: VoiceDesign, *, seed: int, sample_rate: int,
-                      max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> Speech:
-    """Chunk, synthesize, trim and join ``text``; resample to ``sample_rate``."""
+                      max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
+                      check_cancelled: Callable[[], None] | None = None) -> Speech:
+    """Chunk, synthesize, trim and join ``text``; resample to ``sample_rate``.
+
+    ``check_cancelled`` (a ToolContext's) runs before each chunk, so a cancelled call stops between chunks.
+    """
     chunks = split_text(text, max_chunk_chars)
     if not chunks:
         raise BackendError("text has nothing to synthesize after splitting", context={"text_chars": len(text)})
@@ -138,6 +143,8 @@ def synthesize_speech(synth: Synthesizer, text: str, design: VoiceDesign, *, see
     native_rate = 0
     started = time.perf_counter()
     for index, chunk in enumerate(chunks):
+        if check_cancelled is not None:
+            check_cancelled()
         t0 = time.perf_counter()
         raw = synth.synthesize(chunk.text, params)
         synth_s += time.perf_counter() - t0
@@ -218,9 +225,17 @@ class EspeakBackend:
 
     def invoke(self, request: TtsChatterboxRequest, ctx: ToolContext) -> TtsChatterboxResponse:
         assert self.synth is not None and self.languages is not None
+        if request.reference_audio_uri is not None:
+            # espeak cannot clone a voice, but the field is still an input URI: a path or a
+            # foreign URI is refused (422 on the field) as every other tool refuses it.
+            manifest, _ = ctx.resolve_input(request.reference_audio_uri, "reference_audio_uri")
+            if not manifest.media_type.startswith("audio/"):
+                raise InvalidInputError(f"reference audio must be audio (got {manifest.media_type})",
+                                        field="reference_audio_uri")
         design = design_voice(request.voice, self.languages, self.variants)
         speech = synthesize_speech(self.synth, request.text, design, seed=request.seed,
-                                   sample_rate=request.sample_rate, max_chunk_chars=self.max_chunk_chars)
+                                   sample_rate=request.sample_rate, max_chunk_chars=self.max_chunk_chars,
+                                   check_cancelled=ctx.check_cancelled)
         staged = ctx.staging_path(".wav")
         t0 = time.perf_counter()
         write_wav(staged, speech.samples, speech.sample_rate)

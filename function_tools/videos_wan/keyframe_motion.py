@@ -1,4 +1,8 @@
-"""The ``keyframe_motion`` backend: a camera move over an eased blend between two keyframes.
+"""The ``keyframe_motion`` backend: a camera move between two keyframes.
+
+Storyboard keyframes of one set have their figures moved (``figure_motion.py``),
+keyframes of different framings cut, and other keyframes take the eased blend
+described here (see ``choose_transition``).
 
 Design — each keyframe carries its own crop window, identity at its own end
 ---------------------------------------------------------------------------
@@ -43,6 +47,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from function_tools.videos_wan.figure_motion import FigureComposer, parse_layout, shares_set
 from function_tools.videos_wan.keyframes import default_seed, prepare_keyframes
 from function_tools.videos_wan.models import (
     DIFFUSION_OPTIONS,
@@ -254,6 +259,72 @@ def render_frames(start: Image.Image, end: Image.Image, planner: MotionPlanner) 
         yield np.asarray(frame)
 
 
+# How the clip gets from the start keyframe to the end one (recorded as ``transition``):
+#   figures  — both keyframes show one storyboard set at one framing: the figures move over it
+#              (figure_motion.py) and the camera drifts there and back, identity at both ends;
+#   cut      — different sets or framings: the start keyframe holds under the camera move and the
+#              clip cuts to the end keyframe on its last frame (the end keyframe composes the next
+#              shot: a talking close-up keeps its speaker for the whole line);
+#   dissolve — keyframes without a storyboard layout (diffusion stills), or a prompt that asks for
+#              a dissolve/crossfade: the eased blend above.
+# The motion prompt may force one: "cut"/"hard cut" or "dissolve"/"crossfade"/"fade".
+_FORCE_CUT = re.compile(r"\b(?:hard|jump|straight)[\s-]+cuts?\b|\bcuts?[\s-]+(?:to|away)\b", re.I)
+_FORCE_DISSOLVE = re.compile(r"\b(dissolve[sd]?|cross[\s-]*fade[sd]?|fade[sd]?|blend(?:s|ed)?)\b", re.I)
+# A held or there-and-back shot with no move of its own still drifts: a frozen picture
+# reads as a stall (QA's frozen_frames), and the drift keeps both ends exact.
+IDLE_STRENGTH = 0.25
+
+
+def choose_transition(motion_prompt: str, start: Image.Image, end: Image.Image, start_layout: str | None,
+                      end_layout: str | None) -> tuple[str, FigureComposer | None]:
+    """The transition for this pair of keyframes, and the composer when figures move."""
+    if _FORCE_DISSOLVE.search(motion_prompt):
+        return "dissolve", None
+    layouts = parse_layout(start_layout, start.size), parse_layout(end_layout, end.size)
+    if layouts[0] is None or layouts[1] is None:
+        return ("cut" if _FORCE_CUT.search(motion_prompt) else "dissolve"), None
+    start_px, end_px = np.asarray(start), np.asarray(end)
+    if _FORCE_CUT.search(motion_prompt) or not shares_set(start_px, end_px, *layouts):
+        return "cut", None
+    return "figures", FigureComposer(start_px, end_px, *layouts)
+
+
+def camera_for(transition: str, move: CameraMoveInfo) -> CameraMoveInfo:
+    """The move the frames follow: ``move`` itself for a dissolve; else one that moves the start's window.
+
+    Cut and figure clips frame everything through the start keyframe's window, which a
+    pull-out leaves at rest (it is carried by the end keyframe): there it becomes a
+    push-in, and a static shot a slow one (see IDLE_STRENGTH).
+    """
+    if transition == "dissolve":
+        return move
+    if move.name == "static" or (move.zoom == "pull_out" and not (move.pan or move.tilt or move.handheld)):
+        strength = IDLE_STRENGTH if move.name == "static" else move.strength
+        return move.model_copy(update={"zoom": "push_in", "strength": strength})
+    return move
+
+
+def render_cut_frames(start: Image.Image, end: Image.Image, planner: MotionPlanner) -> Iterator[np.ndarray]:
+    """The start keyframe under the camera move, then the end keyframe on the last frame."""
+    last = planner.num_frames - 1
+    for plan in planner:
+        yield np.asarray(end if plan.index == last else _view(start, plan.start))
+
+
+def render_figure_frames(start: Image.Image, end: Image.Image, composer: FigureComposer,
+                         planner: MotionPlanner) -> Iterator[np.ndarray]:
+    """Figures moving over the shared set; the camera goes out along the move and back (identity at both ends)."""
+    last = planner.num_frames - 1
+    for plan in planner:
+        if plan.index == 0 or plan.index == last:
+            yield np.asarray(start if plan.index == 0 else end)
+            continue
+        picture = composer.frame(blend_weight(plan.t))
+        # planner.frame at t' = min(t, 1-t) gives the start window at that progress: out, then back.
+        window = planner.frame(round(min(plan.t, 1.0 - plan.t) * last)).start
+        yield np.asarray(_view(picture, window))
+
+
 def keyframe_zone_args(num_frames: int, qp: int = KEYFRAME_QP) -> tuple[str, ...]:
     last = num_frames - 1
     return ("-x264-params", f"zones=0,0,q={qp}/{last},{last},q={qp}")
@@ -281,7 +352,10 @@ class KeyframeMotionBackend:
         start_manifest, end_manifest, resized = keys.start_manifest, keys.end_manifest, keys.resized
         move = parse_camera_move(request.motion_prompt)
         seed = request.seed if request.seed is not None else default_seed(request)
-        planner = MotionPlanner(move, width, height, num_frames, request.fps, seed)
+        transition, composer = choose_transition(request.motion_prompt, start, end, keys.start_layout,
+                                                 keys.end_layout)
+        camera = camera_for(transition, move)
+        planner = MotionPlanner(camera, width, height, num_frames, request.fps, seed)
         t_decoded = time.perf_counter()
 
         out_path = ctx.staging_path(".mp4")
@@ -289,8 +363,14 @@ class KeyframeMotionBackend:
         writer = VideoWriter(out_path, width, height, request.fps, crf=self.crf, preset=self.preset,
                              extra_args=keyframe_zone_args(num_frames))
         try:
-            frames = render_frames(start, end, planner)
+            if composer is not None:
+                frames = render_figure_frames(start, end, composer, planner)
+            elif transition == "cut":
+                frames = render_cut_frames(start, end, planner)
+            else:
+                frames = render_frames(start, end, planner)
             while True:
+                ctx.check_cancelled()  # a disconnected caller / cancelled job stops here, per frame
                 t_frame = time.perf_counter()
                 frame = next(frames, None)
                 synth_s += time.perf_counter() - t_frame
@@ -320,7 +400,9 @@ class KeyframeMotionBackend:
             request, "video", out_path, "video/mp4",
             {"seed": seed, "params": params, "num_frames": num_frames, "fps": request.fps,
              "duration_s": duration_s, "camera_move": move.model_dump(),
-             "blend": "0.5*linear+0.5*smoothstep", "inputs": {"start_frame_uri": start_manifest.uri,
+             "blend": "0.5*linear+0.5*smoothstep", "transition": transition,
+             "camera_path": camera.name if transition != "figures" else f"{camera.name} out and back",
+             "moving_figures": composer.moving if composer else 0, "inputs": {"start_frame_uri": start_manifest.uri,
                                                 "end_frame_uri": end_manifest.uri},
              "resized_inputs": [r.model_dump() for r in resized], "ignored_options": ignored,
              "encoder": {"codec": "libx264", "pix_fmt": "yuv420p", "crf": self.crf, "preset": self.preset,

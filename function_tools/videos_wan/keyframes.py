@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from function_tools.videos_wan.figure_motion import LAYOUT_KEY
 from function_tools.videos_wan.models import (
     MAX_SIDE,
     MAX_TOTAL_PIXELS,
@@ -39,7 +40,10 @@ def load_keyframe(path: Path, field: str, media_type: str) -> Image.Image:
                 raise InvalidInputError(f"keyframe is {image.width}x{image.height}; at most "
                                         f"{MAX_KEYFRAME_PIXELS} pixels are accepted", field=field)
             image.load()
-            return image.convert("RGB")
+            rgb = image.convert("RGB")
+            # Keep the PNG text chunks (the storyboard's layout travels in one) on the decoded frame.
+            rgb.info.update({k: v for k, v in getattr(image, "text", {}).items() if isinstance(v, str)})
+            return rgb
     except InvalidInputError:
         raise
     except UnidentifiedImageError:
@@ -90,6 +94,8 @@ class PreparedKeyframes:
     start_manifest: ArtifactManifest
     end_manifest: ArtifactManifest
     resized: list[ResizedInput]
+    start_layout: str | None = None   # the storyboard's layout chunk; None when absent or the frame was refitted
+    end_layout: str | None = None
 
 
 def prepare_keyframes(request: VideosWanRequest, ctx: ToolContext) -> PreparedKeyframes:
@@ -107,4 +113,8 @@ def prepare_keyframes(request: VideosWanRequest, ctx: ToolContext) -> PreparedKe
     start, start_resized = fit_keyframe(start, (width, height), "start_frame_uri")
     end, end_resized = fit_keyframe(end, (width, height), "end_frame_uri")
     resized = [r for r in (start_resized, end_resized) if r is not None]
-    return PreparedKeyframes(start, end, width, height, num_frames, start_manifest, end_manifest, resized)
+    # A refitted frame's recorded figure boxes no longer match its pixels, so its layout is dropped.
+    start_layout = None if start_resized else start.info.get(LAYOUT_KEY)
+    end_layout = None if end_resized else end.info.get(LAYOUT_KEY)
+    return PreparedKeyframes(start, end, width, height, num_frames, start_manifest, end_manifest, resized,
+                             start_layout, end_layout)

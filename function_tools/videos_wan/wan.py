@@ -415,6 +415,7 @@ class StepProgress:
     """callback_on_step_end target: counts and logs every denoising step; ``passes`` counts finished pipeline calls."""
 
     log: SparkleLogger | None
+    check_cancelled: Callable[[], None] | None = None  # the ToolContext's: a cancel stops at the next step
     steps_completed: int = 0
     passes: int = 0
     pass_name: str = ""
@@ -424,6 +425,8 @@ class StepProgress:
         self.pass_name, self.started = name, time.perf_counter()
 
     def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.check_cancelled is not None:
+            self.check_cancelled()
         self.steps_completed += 1
         if self.log is not None:
             self.log.info("wan.step", pass_name=self.pass_name, step=step + 1, of=pipe.num_timesteps,
@@ -550,7 +553,7 @@ class WanFlf2vBackend:
         guidance = request.guidance_scale if request.guidance_scale is not None else opts.guidance
         t_inputs = time.perf_counter()
 
-        progress = StepProgress(ctx.log)
+        progress = StepProgress(ctx.log, ctx.check_cancelled)
         events: list[OomEvent] = []
         with model_context(f"{BACKEND_NAME}:{model_fingerprint(self.profile.model)}",
                            make_loader(self.profile.model, opts), device=opts.device, dtype=opts.dtype,

@@ -195,10 +195,29 @@ def _request_plan(settings, idea: str, *, title, shots, duration, seed, style, a
         return client.invoke({k: v for k, v in payload.items() if v is not None})
 
 
-def _production(settings, timeout: float = 30.0):
+def _production(settings, timeout: float = 30.0, restart_wait_s: float | None = None):
     from sparkle_motion.agents.production_client import ProductionClient
 
-    return ProductionClient(settings, timeout=timeout)
+    return ProductionClient(settings, timeout=timeout, restart_wait_s=restart_wait_s)
+
+
+#: How long the progress watch retries a refused production_agent before telling the user it went away.
+NOTICE_LOST_AFTER_S = 2.0
+
+
+def _resume_hint(run_id: str) -> str:
+    return f"resume with: sparkle-motion resume {run_id}"
+
+
+def _announce_lost(run_id: str, settings):
+    """What `produce`/`make` print when production_agent goes away mid-run (it may come back by itself)."""
+    def announce(exc) -> None:
+        waiting = " — the mesh supervisor restarts it"
+        waiting += " and it resumes the run by itself; waiting" if settings.auto_resume else "; waiting for it"
+        err_console.print(f"[bold yellow]production_agent went away during run {run_id}[/]{waiting} "
+                          f"(up to {settings.client.restart_wait_s:.0f} s). If it does not come back: "
+                          f"{_resume_hint(run_id)}")
+    return announce
 
 
 def _watch(settings, run_id: str, graph: list[dict]):
@@ -207,12 +226,12 @@ def _watch(settings, run_id: str, graph: list[dict]):
 
     totals = {g["stage"]: max(1, g.get("calls", 0) + g.get("qa_calls", 0)) for g in graph}
     totals["dialogue_audio"] = totals.get("dialogue_audio", 0) + 1  # the stitched timeline
-    with _production(settings) as client, Progress(
+    with _production(settings, restart_wait_s=NOTICE_LOST_AFTER_S) as client, Progress(
         TextColumn("{task.description:<15}"), BarColumn(), TextColumn("{task.completed:>3.0f}/{task.total:<3.0f}"),
         TimeElapsedColumn(), console=console, transient=False,
     ) as progress:
         tasks = {stage: progress.add_task(stage, total=totals.get(stage, 1)) for stage in totals}
-        for state in client.watch(run_id, interval=0.5):
+        for state in client.watch(run_id, interval=0.5, on_service_lost=_announce_lost(run_id, settings)):
             done: dict[str, int] = {}
             for step in state.steps:
                 if step.status in ("succeeded", "cached"):
@@ -241,12 +260,17 @@ def _produce(settings, *, plan: dict | None = None, plan_uri: str | None = None,
         from sparkle_motion.agents.production_models import STAGES
 
         graph = [{"stage": s, "calls": 1} for s in STAGES]
-    final = _watch(settings, run_id, graph)
+    try:
+        final = _watch(settings, run_id, graph)
+    except SparkleError:
+        # production_agent is gone for good (or never answered again): the run is recorded; say how to go on.
+        err_console.print(f"[bold red]lost production_agent while watching run {run_id}[/]; {_resume_hint(run_id)}")
+        raise
     if final.status != "succeeded":
         error = final.error or {}
         err_console.print(f"[bold red]run {run_id} {final.status}[/] in stage "
                           f"[bold]{error.get('stage') or final.current_stage}[/]: {error.get('message', '')}")
-        err_console.print(f"resume with: sparkle-motion resume {run_id}")
+        err_console.print(_resume_hint(run_id))
         raise typer.Exit(EXIT_FAILURE)
     with _production(settings) as client:
         arts = client.artifacts(run_id, "finalize")
@@ -431,7 +455,7 @@ def prune(
     max_bytes: Optional[int] = typer.Option(None, min=0, help="Keep the newest runs within this many bytes."),
     apply: bool = typer.Option(False, "--apply", help="Delete for real (default: dry run, only report)."),
 ) -> None:
-    """Retention: remove old runs' artifacts by age or byte budget (dry run by default)."""
+    """Retention: remove old runs' artifacts by age or byte budget, and sweep crash leftovers (dry run by default)."""
     from sparkle_motion.artifacts import ArtifactStore
     from sparkle_motion.artifacts.retention import prune_runs
 
@@ -439,8 +463,9 @@ def prune(
         err_console.print("[bold red]error[/]: give --older-than-days and/or --max-bytes")
         raise typer.Exit(EXIT_BAD_INPUT)
     try:
-        result = prune_runs(ArtifactStore(_settings(None).home), older_than_days=older_than_days,
-                            max_bytes=max_bytes, apply=apply)
+        settings = _settings(None)
+        result = prune_runs(ArtifactStore(settings.home, db_path=settings.db_path), older_than_days=older_than_days,
+                            max_bytes=max_bytes, apply=apply, sweep=settings.sweep)
     except SparkleError as exc:
         raise _fail(exc) from None
     for line in result.lines():

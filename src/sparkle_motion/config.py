@@ -7,17 +7,17 @@
 * Env overrides, and no others: ``SPARKLE_PROFILE``, ``SPARKLE_HOME`` (artifact
   root, default ``./.sparkle``), ``SPARKLE_<TOOL>_BACKEND`` (e.g.
   ``SPARKLE_IMAGES_SDXL_BACKEND=storyboard``) and ``SPARKLE_TOKEN`` (bearer token,
-  required to bind a non-loopback address).
+  required to bind a non-loopback address: at least 16 characters, no whitespace).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -42,6 +42,22 @@ def project_path(relative: str) -> Path:
     raise ConfigError(f"project file not found: {relative}", context={"searched": [str(PACKAGE_DIR / '_data'), str(REPO_ROOT)]})
 
 
+MIN_TOKEN_CHARS = 16
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` may not guard a service reachable from the network, or None if it may.
+
+    A token of ``x`` is guessed at once, and one with a space (``" "``) can never
+    be sent in a bearer header; neither is protection worth binding 0.0.0.0 for.
+    """
+    if any(ch.isspace() for ch in token):
+        return "must not contain spaces or other whitespace"
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"must be at least {MIN_TOKEN_CHARS} characters (got {len(token)})"
+    return None
+
+
 @dataclass(frozen=True)
 class ToolEntry:
     tool_id: str
@@ -62,6 +78,34 @@ class ToolProfile:
 
 
 @dataclass(frozen=True)
+class SweepSettings:
+    """What the crash-leftover sweep may remove (profile section ``sweep``).
+
+    ``longest_job_s``: no call runs longer, so a staging file older than this
+    belongs to a call that died.  ``unreferenced_grace_s``: an artifact of a
+    production run that no step (nor the run's plan) names after this long was
+    orphaned by a crash between the tool's put and the step's record.
+    """
+
+    longest_job_s: float = 6 * 3600.0
+    unreferenced_grace_s: float = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """How long a caller waits for a service instead of failing (profile block ``client:``).
+
+    ``busy_wait_s``: a tool that answers 503 busy / warming up is retried (Retry-After,
+    with jitter) until this many seconds have passed since the first such answer.
+    ``restart_wait_s``: a service that the mesh supervisor manages and that refuses the
+    connection or drops it mid-call (crashed, restarting) is waited for this long.
+    """
+
+    busy_wait_s: float = 3600.0
+    restart_wait_s: float = 120.0
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     profile_name: str
@@ -71,6 +115,10 @@ class Settings:
     tools: dict[str, ToolEntry]
     profile: dict[str, ToolProfile]
     render: dict[str, Any]
+    sweep: SweepSettings = field(default_factory=SweepSettings)
+    client: ClientPolicy = field(default_factory=ClientPolicy)
+    #: production_agent resumes, when it starts, the runs its crashed predecessor left interrupted.
+    auto_resume: bool = True
 
     def tool(self, tool_id: str) -> ToolEntry:
         try:
@@ -176,6 +224,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
             tools[tool_id] = ToolEntry(entry.tool_id, int(raw.get("port") or entry.port), entry.module,
                                        entry.backends, raw.get("python") or entry.python)
     home = Path(env.get("SPARKLE_HOME") or ".sparkle").expanduser().resolve()
+    auto_resume = raw_profile.get("auto_resume", True)
+    if not isinstance(auto_resume, bool):
+        raise ConfigError(f"profile {profile_path.name}: auto_resume must be true or false", field="auto_resume")
     return Settings(
         home=home,
         profile_name=str(raw_profile.get("name") or profile_path.stem),
@@ -185,7 +236,34 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         tools=tools,
         profile=per_tool,
         render=dict(raw_profile.get("render") or {}),
+        sweep=_seconds_section(SweepSettings, "sweep", raw_profile.get("sweep"), profile_path, lowest=1.0, highest=1e9),
+        client=_seconds_section(ClientPolicy, "client", raw_profile.get("client"), profile_path, lowest=0.0,
+                                highest=86_400.0),
+        auto_resume=auto_resume,
     )
+
+
+SecondsSectionT = TypeVar("SecondsSectionT", SweepSettings, ClientPolicy)
+
+
+def _seconds_section(cls: type[SecondsSectionT], name: str, raw: Any, profile_path: Path, *,
+                     lowest: float, highest: float) -> SecondsSectionT:
+    """A profile block whose every key is a number of seconds (``sweep:``, ``client:``), checked field by field."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile {profile_path.name}: {name} must be a mapping", field=name)
+    known = {f.name for f in fields(cls)}
+    values: dict[str, float] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"profile {profile_path.name}: unknown {name} setting {key!r} "
+                              f"(known: {', '.join(sorted(known))})", field=f"{name}.{key}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= highest:
+            raise ConfigError(f"profile {profile_path.name}: {name}.{key} must be seconds in [{lowest:g}, {highest:g}]",
+                              field=f"{name}.{key}")
+        values[key] = float(value)
+    return cls(**values)
 
 
 @lru_cache(maxsize=1)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkle_motion.config import project_path
+from sparkle_motion.diskspace import disk_full_error, is_disk_full
 from sparkle_motion.errors import ConfigError, InvalidInputError, PayloadTooLargeError
 
 BUSY_TIMEOUT_MS = 30_000
@@ -241,6 +242,9 @@ class Database:
                 conn.execute("COMMIT")
             except BaseException as exc:
                 _rollback(conn, exc)
+                if isinstance(exc, sqlite3.Error) and is_disk_full(exc):
+                    # SQLITE_FULL: the transaction rolled back whole; say so plainly (507).
+                    raise disk_full_error(self.path, self.path.parent, cause=str(exc)) from exc
                 raise
 
     def close(self) -> None:

@@ -149,3 +149,27 @@ class ToolCallError(SparkleError):
         self.tool_id = tool_id
         self.status = status
         self.remote_error = remote_error or {}
+
+
+class DiskFullError(SparkleError):
+    """The volume under ``SPARKLE_HOME`` is full (HTTP 507 Insufficient Storage).
+
+    ``context`` names the store-relative ``path`` that could not be written and
+    the ``free_bytes`` left, so the message says what to free and where; a run
+    that fails with it can be resumed once space is freed.
+    """
+
+    code = "disk_full"
+    http_status = 507
+
+
+class Cancelled(SparkleError):
+    """The work was cancelled before it finished: its caller went away, or a cancel was asked for.
+
+    Raised by ``ToolContext.check_cancelled()`` at the next step of a backend's
+    loop; nobody is waiting for the answer of a disconnected call, so the status
+    only matters to a job's record (409: the work no longer exists to finish).
+    """
+
+    code = "cancelled"
+    http_status = 409

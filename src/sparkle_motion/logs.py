@@ -21,7 +21,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
+import stat
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -124,6 +127,64 @@ class SparkleLogger:
         self._log(logging.ERROR, event, fields, exc_info=True)
 
 
+class WholeLineHandler(logging.Handler):
+    """Writes each record as one JSON line, whole or not at all.
+
+    A buffered text stream hands a long line (a traceback) to the OS in pieces;
+    on a full disk the first piece lands and the rest fails, leaving half a JSON
+    object in the log.  Here the encoded line goes out in one ``os.write`` on the
+    stream's file descriptor; if the OS takes only part of it (ENOSPC), the part
+    is cut off again (``ftruncate``) so the file ends on a line boundary.  A
+    stream without a descriptor (a test's StringIO) gets one ``write`` call.
+    A line that cannot be written is counted in ``dropped``, never retried.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self.stream = stream
+        self.dropped = 0
+
+    def _fd(self) -> int | None:
+        try:
+            return self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+            return
+        fd = self._fd()
+        if fd is None:
+            self.stream.write(line)
+            self.stream.flush()
+            return
+        self.stream.flush()  # whatever others printed through the text layer goes first
+        write_whole_line(fd, line.encode("utf-8"), self)
+
+
+def write_whole_line(fd: int, data: bytes, counter: WholeLineHandler | None = None) -> bool:
+    """One ``os.write`` of ``data``; a short write on a regular file is truncated away. True if written."""
+    try:
+        written = os.write(fd, data)
+    except OSError:
+        written = 0
+    if written == len(data):
+        return True
+    if written:
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode):
+                os.ftruncate(fd, max(info.st_size - written, 0))
+        except OSError:
+            pass  # the line stays cut; nothing else can be done without space
+    if counter is not None:
+        counter.dropped += 1
+    return False
+
+
 def get_logger(name: str, **bound: Any) -> SparkleLogger:
     return SparkleLogger(logging.getLogger(name), bound)
 
@@ -138,11 +199,14 @@ def configure_logging(level: int | str = logging.INFO, stream: IO[str] | None = 
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = WholeLineHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonLineFormatter())
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(level)
+    # A thread that dies of an exception would print its traceback through the
+    # text layer (cut on a full disk, and not JSON); route it through the handler.
+    threading.excepthook = _log_uncaught_thread_exception
     # uvicorn installs its own handlers and formats only when given a log
     # config; we run it without one, so make its loggers propagate to ours.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
@@ -150,6 +214,14 @@ def configure_logging(level: int | str = logging.INFO, stream: IO[str] | None = 
         uv.handlers.clear()
         uv.propagate = True
     return handler
+
+
+def _log_uncaught_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    logging.getLogger("sparkle_motion.threads").error(
+        "thread.uncaught_exception", exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={_FIELDS_ATTR: {"thread": args.thread.name if args.thread is not None else None}})
 
 
 @contextmanager

@@ -2,8 +2,12 @@
 
 ``sparkle-motion up`` starts a detached supervisor (``python -m sparkle_motion.mesh``)
 that launches every service of the registry as its own process, restarts one
-that crashes (at most ``MAX_RESTARTS`` times each) and records pids and ports
-in ``SPARKLE_HOME/mesh.json``. ``down`` asks the supervisor to stop everything.
+that crashes (at most ``MAX_RESTARTS`` times each) and records pids, ports and
+each service's ``state`` in ``SPARKLE_HOME/mesh.json``: ``starting`` (spawned,
+not yet ready), ``ready``, ``restarting`` (crashed; respawned at
+``restart_at``) or ``gave_up``. Callers read it (:func:`supervision`) to tell a
+service that is being restarted, worth waiting for, from one that is gone.
+``down`` asks the supervisor to stop everything.
 """
 
 from __future__ import annotations
@@ -86,6 +90,39 @@ def _ready(client: httpx.Client, url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Supervision:
+    """What the supervisor says about one service at one URL: is it worth waiting for?"""
+
+    managed: bool          # a live supervisor runs this service at this URL
+    state: str | None      # starting | ready | restarting | gave_up (None: not managed)
+    restarts: int = 0
+    log: str | None = None
+
+    @property
+    def gave_up(self) -> bool:
+        return self.state == "gave_up"
+
+
+def supervision(settings: Settings, tool_id: str, url: str | None = None) -> Supervision:
+    """Read mesh.json: whether a live supervisor manages ``tool_id`` (at ``url``, when given), and its state.
+
+    Never raises: a missing or unreadable mesh.json means "not managed" (the
+    caller then does not wait for a restart that nobody will do).
+    """
+    try:
+        state = read_state(settings)
+    except MeshError:
+        return Supervision(False, None)
+    if not state or not _pid_alive(state.get("supervisor_pid")):
+        return Supervision(False, None)
+    info = (state.get("services") or {}).get(tool_id)
+    if not isinstance(info, dict) or (url is not None and str(info.get("url", "")).rstrip("/") != url.rstrip("/")):
+        return Supervision(False, None)
+    service_state = info.get("state") or ("gave_up" if info.get("gave_up") else "starting")
+    return Supervision(True, str(service_state), int(info.get("restarts") or 0), info.get("log"))
+
+
 @dataclass
 class ServiceRow:
     tool_id: str
@@ -111,6 +148,12 @@ def status(settings: Settings | None = None) -> tuple[dict[str, Any] | None, lis
             rows.append(ServiceRow(tool_id, url, pid, _pid_alive(pid), _ready(client, url), info.get("restarts", 0),
                                    settings.tool_profile(tool_id).backend if tool_id in settings.profile else "?"))
     return state, rows
+
+
+def supervisor_running(settings: Settings | None = None) -> bool:
+    """True while this home's supervisor process lives (ready or not): ``up()`` would reuse it."""
+    state = read_state(settings or get_settings())
+    return bool(state) and _pid_alive(state.get("supervisor_pid"))
 
 
 def is_up(settings: Settings | None = None) -> bool:
@@ -201,13 +244,19 @@ def down(settings: Settings | None = None, *, timeout: float = 30.0) -> bool:
 
 
 class Supervisor:
-    """Runs in its own process: starts, watches and restarts the services."""
+    """Runs in its own process: starts, watches and restarts the services.
+
+    A crashed service is marked ``restarting`` in mesh.json at once, and
+    respawned after a backoff without blocking the watch of the others; a
+    spawned one is ``starting`` until its /ready answers 200, then ``ready``.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, int] = {t: 0 for t in settings.tools}
-        self.gave_up: set[str] = set()
+        self.states: dict[str, str] = {}
+        self.restart_at: dict[str, float] = {}
         self.stopping = False
 
     def _spawn(self, tool_id: str) -> subprocess.Popen[bytes]:
@@ -216,20 +265,28 @@ class Supervisor:
         env = {**os.environ, "SPARKLE_HOME": str(self.settings.home), "SPARKLE_PROFILE": str(self.settings.profile_path)}
         out = open(logs_dir(self.settings) / f"{tool_id}.log", "ab")  # noqa: SIM115 - owned by the child
         try:
-            return subprocess.Popen([python, "-m", "sparkle_motion.services", tool_id], env=env, stdout=out,
+            proc = subprocess.Popen([python, "-m", "sparkle_motion.services", tool_id], env=env, stdout=out,
                                     stderr=out, stdin=subprocess.DEVNULL)
         finally:
             out.close()
+        self.states[tool_id] = "starting"
+        return proc
 
     def _record(self) -> None:
+        wall_now, mono_now = time.time(), time.monotonic()
+        services = {}
+        for t, p in self.procs.items():
+            info: dict[str, Any] = {
+                "pid": p.pid, "port": self.settings.tool(t).port, "url": self.settings.url_for(t),
+                "restarts": self.restarts[t], "state": self.states[t], "gave_up": self.states[t] == "gave_up",
+                "log": str(logs_dir(self.settings) / f"{t}.log")}
+            if t in self.restart_at:
+                info["restart_at"] = round(wall_now + self.restart_at[t] - mono_now, 3)
+            services[t] = info
         _write_state(self.settings, {
             "supervisor_pid": os.getpid(), "profile": self.settings.profile_name,
             "profile_path": str(self.settings.profile_path), "home": str(self.settings.home),
-            "started_at": self.started_at,
-            "services": {t: {"pid": p.pid, "port": self.settings.tool(t).port, "url": self.settings.url_for(t),
-                             "restarts": self.restarts[t], "gave_up": t in self.gave_up,
-                             "log": str(logs_dir(self.settings) / f"{t}.log")}
-                         for t, p in self.procs.items()},
+            "started_at": self.started_at, "services": services,
         })
 
     def run(self) -> None:
@@ -240,25 +297,44 @@ class Supervisor:
             self.procs[tool_id] = self._spawn(tool_id)
             log.info("service_started", tool_id=tool_id, pid=self.procs[tool_id].pid)
         self._record()
-        while not self.stopping:
-            changed = False
-            for tool_id, proc in list(self.procs.items()):
-                code = proc.poll()
-                if code is None or tool_id in self.gave_up:
-                    continue
+        headers = {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else {}
+        with httpx.Client(headers=headers) as client:
+            while not self.stopping:
+                if self._watch_once(client):
+                    self._record()
+                time.sleep(POLL_S)
+        self._shutdown()
+
+    def _watch_once(self, client: httpx.Client) -> bool:
+        """One pass over the services; True when a state changed (mesh.json is rewritten)."""
+        changed = False
+        for tool_id, proc in list(self.procs.items()):
+            state = self.states[tool_id]
+            if state == "gave_up":
+                continue
+            if state == "restarting":
+                if time.monotonic() >= self.restart_at[tool_id]:
+                    del self.restart_at[tool_id]
+                    self.procs[tool_id] = self._spawn(tool_id)
+                    log.warning("service_restarted", tool_id=tool_id, pid=self.procs[tool_id].pid,
+                                restarts=self.restarts[tool_id])
+                    changed = True
+                continue
+            code = proc.poll()
+            if code is not None:
                 if self.restarts[tool_id] >= MAX_RESTARTS:
                     log.error("service_gave_up", tool_id=tool_id, exit_code=code, restarts=self.restarts[tool_id])
-                    self.gave_up.add(tool_id)
+                    self.states[tool_id] = "gave_up"
                 else:
                     self.restarts[tool_id] += 1
-                    log.warning("service_restarted", tool_id=tool_id, exit_code=code, restarts=self.restarts[tool_id])
-                    time.sleep(min(5.0, 0.5 * 2 ** self.restarts[tool_id]))
-                    self.procs[tool_id] = self._spawn(tool_id)
+                    self.states[tool_id] = "restarting"
+                    self.restart_at[tool_id] = time.monotonic() + min(5.0, 0.5 * 2 ** self.restarts[tool_id])
+                    log.warning("service_crashed", tool_id=tool_id, exit_code=code, restarts=self.restarts[tool_id])
                 changed = True
-            if changed:
-                self._record()
-            time.sleep(POLL_S)
-        self._shutdown()
+            elif state == "starting" and _ready(client, self.settings.url_for(tool_id)):
+                self.states[tool_id] = "ready"
+                changed = True
+        return changed
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True

@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from sparkle_motion.agents.production_models import ArtifactsView, ProductionAccepted, RunStatus
-from sparkle_motion.config import Settings
+from sparkle_motion.config import ClientPolicy, Settings
 from sparkle_motion.errors import SparkleError, ToolCallError
 from sparkle_motion.runs.models import RUN_STATUSES, RunRecord
 from sparkle_motion.services.client import ToolClient
@@ -63,9 +63,14 @@ class ProductionClient:
     """Calls production_agent over HTTP and answers with its response models."""
 
     def __init__(self, settings: Settings | None = None, *, base_url: str | None = None, token: str | None = None,
-                 timeout: float = 30.0, retries: int = 4) -> None:
+                 timeout: float = 30.0, retries: int = 4, restart_wait_s: float | None = None) -> None:
+        # Starting a run twice is worse than reporting a dropped POST: only reads are redone after a drop.
         self._tool = ToolClient(TOOL_ID, settings=settings, base_url=base_url, timeout=timeout, retries=retries,
-                                token=token)
+                                token=token, restart_wait_s=restart_wait_s, retry_dropped_posts=False)
+        policy = settings.client if settings is not None else ClientPolicy()
+        #: How long watch() waits for a restarted production_agent (the profile's, not the per-call budget above).
+        self.restart_budget_s = policy.restart_wait_s
+        self.auto_resume = settings.auto_resume if settings is not None else False
 
     @property
     def base_url(self) -> str:
@@ -117,16 +122,34 @@ class ProductionClient:
     # -- waiting ------------------------------------------------------------------------
 
     def watch(self, run_id: str, until: Collection[str] = ENDED_STATUSES, *, interval: float = 0.5,
-              timeout: float | None = None,
-              predicate: Callable[[RunStatus], bool] | None = None) -> Iterator[RunStatus]:
+              timeout: float | None = None, predicate: Callable[[RunStatus], bool] | None = None,
+              on_service_lost: Callable[[ToolCallError], None] | None = None) -> Iterator[RunStatus]:
         """Poll GET /status every ``interval`` s, yielding each answer, up to and including the first
-        whose status is in ``until`` (and satisfies ``predicate``); RunWaitTimeout after ``timeout`` s."""
+        whose status is in ``until`` (and satisfies ``predicate``); RunWaitTimeout after ``timeout`` s.
+
+        With ``on_service_lost``, a production_agent that goes away while the mesh
+        supervisor manages it is waited for: ``on_service_lost`` is called once per
+        outage (to tell the user), then the watch waits for the restarted service
+        (``restart_budget_s``), which with ``auto_resume`` picks the run up again — so
+        an ``interrupted`` status right after the restart is not taken as the end.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         last: RunStatus | None = None
+        back_at: float | None = None  # when production_agent answered again after an outage
         while deadline is None or time.monotonic() < deadline:
-            last = self.status(run_id)
+            try:
+                last = self.status(run_id)
+            except ToolCallError as exc:
+                if on_service_lost is None or exc.code != "tool_unreachable" or not self._tool.supervision().managed:
+                    raise
+                on_service_lost(exc)
+                self._tool.wait_ready(self.restart_budget_s)
+                back_at = time.monotonic()
+                continue
             yield last
-            if last.status in until and (predicate is None or predicate(last)):
+            resuming = (last.status == "interrupted" and self.auto_resume and back_at is not None
+                        and time.monotonic() - back_at < self.restart_budget_s)
+            if last.status in until and not resuming and (predicate is None or predicate(last)):
                 return
             time.sleep(interval)
         state = {} if last is None else {"status": last.status, "current_stage": last.current_stage,

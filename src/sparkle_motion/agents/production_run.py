@@ -34,6 +34,7 @@ from function_tools.tts_chatterbox.models import TtsChatterboxRequest, TtsVoice
 from function_tools.videos_wan.models import VideosWanRequest
 from sparkle_motion.agents.fan_out import fan_out, tool_capacity
 from sparkle_motion.agents.production_models import STAGES
+from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
 from sparkle_motion.errors import ConflictError, InvalidInputError, SparkleError, ToolCallError
@@ -148,7 +149,7 @@ class ProductionRun:
         self._done_units = 0
         self._total_units = self._count_units()
         self.fps, self.width, self.height = render_geometry(plan, settings)
-        self.frame_counts = self._frame_counts()
+        self.frame_counts = frame_counts(plan, self.fps)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -164,16 +165,6 @@ class ProductionRun:
         lines = sum(1 for e in plan.dialogue_timeline if e.type == "dialogue")
         closeups = sum(1 for s in plan.shots if s.is_talking_closeup)
         return 1 + lines + 1 + qa * len(plan.base_images) + qa * len(plan.shots) + closeups + 1 + 1 + 1
-
-    def _frame_counts(self) -> list[int]:
-        # Cumulative rounding: the film has exactly round(runtime * fps) frames and
-        # every cut lands on the frame nearest its planned time.
-        counts, start = [], 0.0
-        for shot in self.plan.shots:
-            end = start + shot.duration_sec
-            counts.append(round(end * self.fps) - round(start * self.fps))
-            start = end
-        return counts
 
     def _forced(self, stage: str) -> bool:
         return self.force_from is not None and STAGES.index(stage) >= STAGES.index(self.force_from)
@@ -201,13 +192,12 @@ class ProductionRun:
         self.control.checkpoint()
         key = {"stage": stage, "item": item, **self._tool_identity(tool_id), "inputs": inputs}
         input_hash = hashlib.sha256(_canonical(key).encode()).hexdigest()
-        if not self._forced(stage):
-            cached = self.registry.find_cached_step(stage, item, input_hash)
-            if cached is not None and self._artifacts_present(cached.artifact_ids):
-                rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
-                self.registry.finish_step(rec.step_id, "cached", artifact_ids=cached.artifact_ids, output=cached.output)
-                self._advance()
-                return dict(cached.output or {})
+        cached = None if self._forced(stage) else self.registry.find_cached_step(stage, item, input_hash)
+        if cached is not None and self._artifacts_present(cached.artifact_ids):
+            rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
+            self.registry.finish_step(rec.step_id, "cached", artifact_ids=cached.artifact_ids, output=cached.output)
+            self._advance()
+            return dict(cached.output or {})
         rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
         try:
             outcome = work()
@@ -482,24 +472,21 @@ class ProductionRun:
         return out["uri"], self._qa("video_clips", f"{shot.id}.qa", qa)
 
     def _shot_bounds(self) -> list[tuple[float, float]]:
-        bounds, frame = [], 0
-        for count in self.frame_counts:
-            bounds.append((frame / self.fps, (frame + count) / self.fps))
-            frame += count
-        return bounds
+        return shot_bounds(self.frame_counts, self.fps)
 
     def lipsync(self) -> dict[str, Any]:
         self.begin_stage("lipsync")
         clips = dict(self.results["video_clips"]["clips"])
         audio = self.results["dialogue_audio"]
-        closeups = [(shot, bounds) for shot, bounds in zip(self.plan.shots, self._shot_bounds())
+        bounds = self._shot_bounds()
+        per_shot = words_by_shot([w for line in audio["lines"] for w in line["word_timings"]], bounds,
+                                 TIMELINE_SAMPLE_RATE, round(self.plan.runtime_s * TIMELINE_SAMPLE_RATE))
+        closeups = [(shot, span, words) for shot, span, words in zip(self.plan.shots, bounds, per_shot)
                     if shot.is_talking_closeup]
 
-        def sync(item: tuple[Any, tuple[float, float]]) -> str:
-            shot, (start, end) = item
+        def sync(item: tuple[Any, tuple[float, float], list[dict[str, Any]]]) -> str:
+            shot, (start, end), words = item
             inputs = {"clip": clips[shot.id], "timeline": audio["timeline_uri"], "start": start, "end": end}
-            words = [{**w, "start_s": w["start_s"] - start, "end_s": w["end_s"] - start}
-                     for line in audio["lines"] for w in line["word_timings"] if start <= w["start_s"] < end]
 
             def work(shot_id: str = shot.id, start: float = start, end: float = end,
                      words: list[dict[str, Any]] = words) -> StepOutcome:
@@ -521,7 +508,7 @@ class ProductionRun:
             return self.step("lipsync", shot.id, "lipsync_wav2lip", inputs, work)["uri"]
 
         uris = fan_out(closeups, sync, lambda: self.capacity("lipsync_wav2lip"))
-        synced = {shot.id: uri for (shot, _), uri in zip(closeups, uris)}
+        synced = {shot.id: uri for (shot, _, _), uri in zip(closeups, uris)}
         clips.update(synced)
         self.results["lipsync"] = {"clips": clips, "synced": synced}
         return self.results["lipsync"]

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
@@ -32,21 +32,26 @@ from sparkle_motion.agents.production_models import (
     ProductionRequest,
     RunStatus,
     StageArtifacts,
+    StageName,
     StepView,
 )
 from sparkle_motion.agents.production_run import ProductionRun, RunStopped, estimate, start_adhoc_run
 from sparkle_motion.agents.production_workflow import APP_NAME, build_production_workflow
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.adk_service import SparkleArtifactService
+from sparkle_motion.artifacts.sweep import sweep_at_start
 from sparkle_motion.config import Settings, get_settings
-from sparkle_motion.errors import ConflictError, InvalidInputError, NotFoundError, ServiceBusyError, SparkleError
-from sparkle_motion.ids import new_id
+from sparkle_motion.diskspace import Ballast, disk_full_error, is_disk_full
+from sparkle_motion.errors import (ConflictError, DiskFullError, InvalidInputError, NotFoundError, ServiceBusyError,
+                                   SparkleError)
+from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
 from sparkle_motion.plan.validation import PLAN_ARTIFACT_KEY
 from sparkle_motion.runs import Heartbeat, RunRegistry
 from sparkle_motion.services import install_common
 from sparkle_motion.services.app import current_request_id
+from sparkle_motion.services.openapi import error_responses
 
 __all__ = ["SCHEMA_MODELS", "ProductionService", "create_app"]
 
@@ -55,8 +60,12 @@ HEARTBEAT_S = 2.0
 # A run whose owner has not written a heartbeat for this long is taken as dead.
 STALE_AFTER_S = 15.0
 MAX_PLAN_BYTES = 5 << 20
+BALLAST_NAME = ".disk-ballast"  # under SPARKLE_HOME: 1 MB given up to record a disk-full failure
 
 log = get_logger("sparkle_motion.production_service")
+
+RunIdQuery = Annotated[str, Query(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH,
+                                  description="a run id (safe id)")]
 
 
 class ProductionService:
@@ -71,6 +80,8 @@ class ProductionService:
         self.settings = settings or get_settings()
         self.store = ArtifactStore(self.settings.home)
         self.registry = RunRegistry(self.settings.db_path)
+        # Room to record a run's failure when the disk is full (diskspace.Ballast).
+        self.ballast = Ballast(self.settings.home / BALLAST_NAME)
         self.runs = ActiveRuns(adhoc=self.adhoc_run)
         self.workflow = build_production_workflow(self.runs)
         self._threads: dict[str, threading.Thread] = {}
@@ -83,7 +94,32 @@ class ProductionService:
         interrupted = self.registry.mark_interrupted(stale_after_s=STALE_AFTER_S)
         for run_id in interrupted:
             log.warning("run_interrupted", run_id=run_id)
+        sweep_at_start(self.settings, log, self.store)  # crash leftovers, before any run writes again
+        self.ballast.ensure()
         self._heartbeat.start()
+        if self.settings.auto_resume:
+            for run_id in interrupted:
+                self.auto_resume(run_id)
+
+    def auto_resume(self, run_id: str) -> None:
+        """Continue a run that a crashed production_agent left interrupted (profile ``auto_resume``).
+
+        The step cache makes it a resume: finished steps are reused, the step
+        that was cut off is done again. A run that cannot be resumed (its plan
+        is gone, say) stays interrupted, with the reason in its log.
+        """
+        run = self.registry.get_run(run_id)
+        if run.mode != "run":
+            return
+        self.registry.log(run_id, "info", "resuming automatically after production_agent restarted")
+        try:
+            self.submit(ProductionRequest(run_id=run_id, qa_mode=run.qa_mode,
+                                          resume_from=run.options.get("resume_from")))
+        except SparkleError as exc:
+            self.registry.log(run_id, "error", f"automatic resume failed: {exc.message}", error=exc.to_dict())
+            log.error("auto_resume_failed", run_id=run_id, error=exc.to_dict())
+        else:
+            log.warning("run_auto_resumed", run_id=run_id)
 
     def close(self) -> None:
         self._heartbeat.stop()
@@ -125,6 +161,7 @@ class ProductionService:
 
     def submit(self, request: ProductionRequest) -> ProductionAccepted:
         plan = self.load_plan(request)
+        self.ballast.ensure()  # given up by a disk-full failure; back once space was freed
         existing = None
         if request.run_id:
             try:
@@ -191,19 +228,31 @@ class ProductionService:
         except RunStopped:
             # /control/stop already moved the run to 'stopped'.
             self.registry.log(run.run_id, "warning", "run stopped; artifacts kept")
-        except Exception as exc:  # every failure is recorded on the run, with its stage
+        except Exception as caught:  # every failure is recorded on the run, with its stage
+            exc = caught
+            if is_disk_full(caught) and not isinstance(caught, SparkleError):  # e.g. the ADK session DB
+                exc = disk_full_error(getattr(caught, "filename", None), self.settings.home, cause=repr(caught))
             error = exc.to_dict() if isinstance(exc, SparkleError) else {"code": "internal_error", "message": repr(exc)}
             stage = (exc.context.get("stage") if isinstance(exc, SparkleError) else None) or \
                 self.registry.get_run(run.run_id).current_stage
             error["stage"] = stage
-            self.registry.log(run.run_id, "error", f"run failed in {stage}: {error.get('message')}")
             log.error("run_failed", run_id=run.run_id, stage=stage, error=error)
-            self.registry.set_status(run.run_id, "failed", error=error)
+            self._record_failure(run.run_id, stage, error)
         else:
             self.registry.set_status(run.run_id, "succeeded")
             self.registry.log(run.run_id, "info", f"run succeeded in {time.perf_counter() - started:.1f} s")
         finally:
             self.runs.remove(run.run_id)
+
+    def _record_failure(self, run_id: str, stage: str | None, error: dict[str, Any]) -> None:
+        """Mark the run failed; on a full disk, give up the ballast so the record (and its why) fits."""
+        try:
+            self.registry.set_status(run_id, "failed", error=error)
+        except DiskFullError:
+            released = self.ballast.release()
+            log.warning("ballast.released", run_id=run_id, released=released)
+            self.registry.set_status(run_id, "failed", error=error)
+        self.registry.log(run_id, "error", f"run failed in {stage}: {error.get('message')}")
 
     async def _drive(self, run: ProductionRun) -> None:
         sessions = SqliteSessionService(str(self.settings.home / "adk_sessions.db"))
@@ -283,7 +332,7 @@ class ProductionService:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     service = ProductionService(settings)
-    app = FastAPI(title="production_agent", version=VERSION,
+    app = FastAPI(title="production_agent", version=VERSION, docs_url=None, redoc_url=None,
                   description="Executes MoviePlans through the Sparkle Motion FunctionTools.")
     install_common(app, "production_agent", VERSION, settings)
     service.start()
@@ -296,22 +345,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "backends": {t: p.backend for t, p in settings.profile.items()},
                 "request_schema": ProductionRequest.model_json_schema()}
 
-    @app.post("/invoke", status_code=202, response_model=ProductionAccepted)
+    @app.post("/invoke", status_code=202, response_model=ProductionAccepted,
+              responses={200: {"model": ProductionAccepted, "description": "mode=dry: the estimate, nothing ran"},
+                         **error_responses(404, 409, 503, 507)})
     def invoke(request: ProductionRequest) -> Any:
         accepted = service.submit(request)
         if accepted.mode == "dry":
             return JSONResponse(accepted.model_dump(mode="json"), status_code=200)
         return accepted
 
-    @app.get("/status", response_model=RunStatus)
-    def status(run_id: str = Query(..., max_length=128)) -> RunStatus:
+    @app.get("/status", response_model=RunStatus, responses=error_responses(404))
+    def status(run_id: RunIdQuery) -> RunStatus:
         return service.status(run_id)
 
-    @app.get("/artifacts", response_model=ArtifactsView)
-    def artifacts(run_id: str = Query(..., max_length=128),
-                  stage: str | None = Query(None, max_length=64)) -> ArtifactsView:
-        if stage is not None and stage not in STAGES:
-            raise InvalidInputError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}", field="stage")
+    @app.get("/artifacts", response_model=ArtifactsView, responses=error_responses(404))
+    def artifacts(run_id: RunIdQuery, stage: StageName | None = Query(None)) -> ArtifactsView:
         return service.artifacts(run_id, stage)
 
     @app.get("/runs")
@@ -326,6 +374,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return control
 
     for action in ("pause", "resume", "stop"):
-        app.post(f"/control/{action}", response_model=RunStatus, name=f"control_{action}")(control_route(action))
+        # resume may restart the run here, so it can also be busy or find the disk full.
+        errors = error_responses(404, 409, 503, 507) if action == "resume" else error_responses(404, 409)
+        app.post(f"/control/{action}", response_model=RunStatus, name=f"control_{action}",
+                 responses=errors)(control_route(action))
 
     return app

@@ -13,7 +13,10 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from sparkle_motion.artifacts.store import ArtifactStore, RunUsage
+from sparkle_motion.artifacts.sweep import SweepReport, sweep_leftovers
+from sparkle_motion.config import SweepSettings
 from sparkle_motion.errors import InvalidInputError, SparkleError
+from sparkle_motion.logs import get_logger
 
 __all__ = ["PruneResult", "PrunedRun", "RetentionError", "check_limits", "prune_runs", "select_runs"]
 
@@ -42,6 +45,7 @@ class PruneResult(BaseModel):
 
     applied: bool
     runs: list[PrunedRun] = Field(default_factory=list)
+    sweep: SweepReport | None = None  # crash leftovers removed (or found) alongside
 
     @property
     def freed_bytes(self) -> int:
@@ -50,7 +54,8 @@ class PruneResult(BaseModel):
     def lines(self) -> list[str]:
         total = (f"{len(self.runs)} run(s), {self.freed_bytes / 1e6:.1f} MB "
                  f"{'freed' if self.applied else 'would be freed (dry run; --apply to delete)'}")
-        return [run.line(self.applied) for run in self.runs] + [total]
+        swept = self.sweep.lines() if self.sweep is not None else []
+        return [run.line(self.applied) for run in self.runs] + [total] + swept
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -83,8 +88,12 @@ def select_runs(usage: list[RunUsage], *, now: datetime, older_than_days: float 
 
 
 def prune_runs(store: ArtifactStore, *, older_than_days: float | None = None, max_bytes: int | None = None,
-               apply: bool = False) -> PruneResult:
-    """Remove (``apply``) or list (a dry run) the runs the policy selects; RetentionError if a removal fails."""
+               apply: bool = False, sweep: SweepSettings | None = None) -> PruneResult:
+    """Remove (``apply``) or list (a dry run) the runs the policy selects; RetentionError if a removal fails.
+
+    With ``sweep`` (the profile's policy) crash leftovers are swept too (``artifacts/sweep.py``)
+    and counted in the result.
+    """
     check_limits(older_than_days, max_bytes)
     doomed = select_runs(store.runs_usage(), now=datetime.now(timezone.utc), older_than_days=older_than_days,
                          max_bytes=max_bytes)
@@ -95,4 +104,7 @@ def prune_runs(store: ArtifactStore, *, older_than_days: float | None = None, ma
             except (OSError, SparkleError) as exc:
                 raise RetentionError(f"cannot remove run {run.run_id}: {exc}", context={
                     "run_id": run.run_id, "deleted": [r.run_id for r in doomed[:done]]}) from exc
-    return PruneResult(applied=apply, runs=doomed)
+    swept = None
+    if sweep is not None:
+        swept = sweep_leftovers(store, sweep, apply=apply, log=get_logger("sparkle_motion.retention"))
+    return PruneResult(applied=apply, runs=doomed, sweep=swept)

@@ -33,8 +33,10 @@ from sparkle_motion.artifacts.models import (
     parse_uri,
 )
 from sparkle_motion.db import Database, encode_json, utc_now
+from sparkle_motion.diskspace import disk_full_error, disk_full_guard, home_relative, is_disk_full
 from sparkle_motion.errors import (
     ArtifactNotFoundError,
+    DiskFullError,
     IntegrityError,
     InvalidInputError,
     PathEscapeError,
@@ -177,9 +179,16 @@ class ArtifactStore:
     def _inside_root(self, path: Path, field: str) -> Path:
         resolved = path.resolve()
         if not resolved.is_relative_to(self.root):
-            raise PathEscapeError(f"resolves outside the artifact root {self.root} (got {str(path)!r:.160})",
-                                  field=field, context={"resolved": str(resolved)})
+            # Name the path as the caller knows it (store-relative); never the absolute
+            # root or where a symlink points, which would map the server's disk for them.
+            shown = self.relative(path)
+            raise PathEscapeError(f"{shown!r:.160} resolves outside the artifact root",
+                                  field=field, context={"path": shown})
         return resolved
+
+    def relative(self, path: str | os.PathLike[str]) -> str:
+        """``path`` as errors may show it: relative to the store root (a foreign path: its name only)."""
+        return home_relative(path, self.root)
 
     def _stage_dir(self, run_id: str, stage: str) -> Path:
         directory = self.blob_root / run_id / stage
@@ -236,11 +245,12 @@ class ArtifactStore:
 
         artifact_id = new_id(artifact_type[:40])
         final = self._stage_dir(run_id, stage) / f"{artifact_id}{extension}"
-        if move:
-            sha256, size, undo = self._publish_by_move(source, final)
-        else:
-            sha256, size = self._publish_by_copy(source, final)
-            undo = lambda: final.unlink(missing_ok=True)  # noqa: E731
+        with disk_full_guard(final, self.root):
+            if move:
+                sha256, size, undo = self._publish_by_move(source, final)
+            else:
+                sha256, size = self._publish_by_copy(source, final)
+                undo = lambda: final.unlink(missing_ok=True)  # noqa: E731
         try:
             manifest = ArtifactManifest(
                 artifact_id=artifact_id, uri=make_uri(run_id, stage, artifact_id), run_id=run_id,
@@ -258,8 +268,10 @@ class ArtifactStore:
                      manifest.sample_rate, metadata_json))
                 if on_insert is not None:
                     on_insert(conn, manifest)
-        except BaseException:
+        except BaseException as exc:
             undo()
+            if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                raise disk_full_error(self.db_path, self.root, cause=str(exc)) from exc
             raise
         return manifest
 
@@ -277,12 +289,12 @@ class ArtifactStore:
             try:
                 handle = open(path, "rb")
             except FileNotFoundError:
-                raise InvalidInputError(f"file not found: {path}", field="source") from None
+                raise InvalidInputError(f"file not found: {self.relative(path)}", field="source") from None
             except IsADirectoryError:
-                raise InvalidInputError(f"is a directory, not a file: {path}", field="source") from None
+                raise InvalidInputError(f"is a directory, not a file: {self.relative(path)}", field="source") from None
             with handle:
                 if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise InvalidInputError(f"is not a regular file: {path}", field="source")
+                    raise InvalidInputError(f"is not a regular file: {self.relative(path)}", field="source")
                 while chunk := handle.read(CHUNK_BYTES):
                     yield chunk
             return
@@ -338,13 +350,14 @@ class ArtifactStore:
         try:
             info = given.lstat()
         except FileNotFoundError:
-            raise InvalidInputError(f"file not found: {given}", field="source") from None
+            raise InvalidInputError(f"file not found: {self.relative(given)}", field="source") from None
         if not stat.S_ISREG(info.st_mode):
-            raise InvalidInputError(f"must be a regular file, not a link or folder: {given}", field="source")
+            raise InvalidInputError(f"must be a regular file, not a link or folder: {self.relative(given)}", field="source")
         # The parent is resolved (not the file): the file itself is known not to be a link.
         path = given.parent.resolve() / given.name
         if not path.is_relative_to(staging):
-            raise PathEscapeError(f"move=True only accepts files under {staging} (got {given})", field="source")
+            raise PathEscapeError(f"move=True only accepts files under staging/ (got {self.relative(given)!r})",
+                                  field="source")
         self._check_size(info.st_size)
         sha256, size = _hash_file(path)
         self._check_size(size)
@@ -403,7 +416,7 @@ class ArtifactStore:
         path = self._inside_root(Path(manifest.local_path), field)
         if not path.is_file():
             raise ArtifactNotFoundError(f"artifact {manifest.uri} is indexed but its file is missing",
-                                        field=field, context={"path": str(path)})
+                                        field=field, context={"path": self.relative(path)})
         return path
 
     def open(self, ref: str) -> BinaryIO:
@@ -432,7 +445,7 @@ class ArtifactStore:
         """Re-hash the blob; raise IntegrityError if it is missing or changed."""
         manifest = self.get(ref)
         path = Path(manifest.local_path)
-        context: dict[str, Any] = {"uri": manifest.uri, "path": str(path),
+        context: dict[str, Any] = {"uri": manifest.uri, "path": self.relative(path),
                                    "expected_sha256": manifest.sha256, "expected_size": manifest.size_bytes}
         try:
             path = self._inside_root(path, "uri")
@@ -480,11 +493,25 @@ class ArtifactStore:
                 paths.append(self.root / row["rel_path"])
         return paths
 
-    def sweep(self, older_than_s: float = 3600.0) -> list[Path]:
-        """Remove temp files and unindexed blobs older than ``older_than_s`` (crash leftovers).
+    @property
+    def database(self) -> Database:
+        """The index database (shared with the run registry); the sweep reads which steps name what."""
+        return self._db
+
+    def delete_artifacts(self, artifact_ids: list[str]) -> int:
+        """Remove these artifacts (rows first, then files); returns how many were indexed."""
+        with self._db.write() as conn:
+            paths = self._delete_artifacts(conn, list(artifact_ids))
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return len(paths)
+
+    def sweep(self, older_than_s: float = 3600.0, *, apply: bool = True) -> list[Path]:
+        """Remove (``apply``) temp files and unindexed blobs older than ``older_than_s`` (crash leftovers).
 
         The age threshold keeps it from racing a put that has renamed its file
-        but not yet committed the row.
+        but not yet committed the row.  ``artifacts/sweep.py`` adds staging and
+        unreferenced artifacts on top of this.
         """
         if not self.blob_root.exists():
             return []
@@ -503,7 +530,8 @@ class ArtifactStore:
                     continue
                 if path.relative_to(self.root).as_posix() in indexed:
                     continue
-                path.unlink(missing_ok=True)
+                if apply:
+                    path.unlink(missing_ok=True)
                 removed.append(path)
         return removed
 

@@ -13,12 +13,19 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from sparkle_motion.errors import BackendError, InvalidInputError
+from sparkle_motion.diskspace import disk_full_error, mentions_disk_full
+from sparkle_motion.errors import BackendError, Cancelled, InvalidInputError, SparkleError
+from sparkle_motion.logs import get_logger
 
 STDERR_TAIL_CHARS = 4000
+#: How many times an ffmpeg run killed by a signal is started again.
+KILLED_RUNS_RETRIED = 1
+
+log = get_logger("sparkle_motion.media.ffmpeg")
 
 
 @lru_cache(maxsize=1)
@@ -28,19 +35,63 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def run_ffmpeg(args: Sequence[str], *, timeout: float = 600.0, input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run ffmpeg with ``args`` (without the binary); raise BackendError with the stderr tail on failure."""
+class CancelSignal(Protocol):
+    """Anything with ``is_set()``: a ``threading.Event`` or a ToolContext's cancel token."""
+
+    def is_set(self) -> bool: ...
+
+
+CANCEL_POLL_S = 0.1
+
+
+def run_ffmpeg(args: Sequence[str], *, timeout: float = 600.0, input_bytes: bytes | None = None,
+               cancel: CancelSignal | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run ffmpeg with ``args`` (without the binary); raise BackendError with the stderr tail on failure.
+
+    The last argument is the output, as ffmpeg takes it: a full disk there is a
+    DiskFullError naming it.  When ``cancel`` is set, ffmpeg is killed within
+    ``CANCEL_POLL_S`` and :class:`Cancelled` is raised.
+    """
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", *map(str, args)]
     if input_bytes is not None:
         cmd.remove("-nostdin")
+    for attempt in range(1, KILLED_RUNS_RETRIED + 2):
+        returncode, stdout, stderr = _run_once(cmd, args, timeout=timeout, input_bytes=input_bytes, cancel=cancel)
+        # Killed by a signal from outside (OOM killer, kill -9): the same command is run again,
+        # once; its output file is rewritten from scratch (-y). A failure of its own is not retried.
+        if returncode >= 0 or attempt > KILLED_RUNS_RETRIED:
+            break
+        log.warning("ffmpeg_killed", signal=-returncode, attempt=attempt)
+    if returncode != 0:
+        tail = stderr.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:]
+        if mentions_disk_full(tail):
+            raise disk_full_error(str(args[-1]) if args else None, cause=tail)
+        raise BackendError(f"ffmpeg exited with {returncode}", context={"cmd": cmd, "stderr": tail})
+    return subprocess.CompletedProcess(cmd, returncode, stdout, stderr)
+
+
+def _run_once(cmd: list[str], args: Sequence[str], *, timeout: float, input_bytes: bytes | None,
+              cancel: CancelSignal | None) -> tuple[int, bytes, bytes]:
+    """One ffmpeg process, polled so that ``cancel`` kills it within ``CANCEL_POLL_S``."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    pending_input = input_bytes
     try:
-        proc = subprocess.run(cmd, input=input_bytes, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise BackendError(f"ffmpeg timed out after {timeout:.0f} s", context={"cmd": cmd}) from exc
-    if proc.returncode != 0:
-        tail = proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:]
-        raise BackendError(f"ffmpeg exited with {proc.returncode}", context={"cmd": cmd, "stderr": tail})
-    return proc
+        while True:
+            try:
+                stdout, stderr = proc.communicate(pending_input, timeout=CANCEL_POLL_S)
+                return proc.returncode, stdout, stderr
+            except subprocess.TimeoutExpired:
+                pending_input = None  # communicate() keeps feeding what it was first given
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled: ffmpeg was stopped", context={"output": Path(str(args[-1])).name})
+                if time.monotonic() > deadline:
+                    raise BackendError(f"ffmpeg timed out after {timeout:.0f} s", context={"cmd": cmd}) from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 class VideoWriter:
@@ -92,9 +143,12 @@ class VideoWriter:
             self._proc.wait()
         self.path.unlink(missing_ok=True)
 
-    def _failure(self, message: str) -> BackendError:
+    def _failure(self, message: str) -> SparkleError:
         stderr = self._proc.stderr.read().decode("utf-8", "replace") if self._proc.stderr else ""
-        return BackendError(message, context={"cmd": self.cmd, "stderr": stderr[-STDERR_TAIL_CHARS:]})
+        tail = stderr[-STDERR_TAIL_CHARS:]
+        if mentions_disk_full(tail):
+            return disk_full_error(self.path, cause=tail)
+        return BackendError(message, context={"cmd": self.cmd, "stderr": tail})
 
     def __enter__(self) -> "VideoWriter":
         return self

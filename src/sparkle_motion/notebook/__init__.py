@@ -19,6 +19,7 @@ from sparkle_motion.notebook.preflight import (
     in_colab,
     mesh_readiness,
     mount_drive,
+    resolve_home,
     run_preflight,
     start_mesh,
 )
@@ -27,5 +28,5 @@ from sparkle_motion.notebook.retention import PruneResult, RetentionError, prune
 __all__ = [
     "ACTIVE_STATUSES", "FINAL_STATUSES", "CheckResult", "ControlPanel", "MeshReadiness", "PanelActionError",
     "PanelMessage", "PlanReview", "PreflightReport", "PruneResult", "RetentionError", "create_control_panel",
-    "in_colab", "mesh_readiness", "mount_drive", "prune_runs", "run_preflight", "start_mesh",
+    "in_colab", "mesh_readiness", "mount_drive", "prune_runs", "resolve_home", "run_preflight", "start_mesh",
 ]

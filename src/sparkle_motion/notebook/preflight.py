@@ -7,14 +7,16 @@ or dies on the first problem is worse than none.
 
 from __future__ import annotations
 
+import atexit
 import html
 import importlib.metadata
+import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -201,10 +203,27 @@ def mount_drive(mount_point: str = "/content/drive", subdir: str = "MyDrive/spar
     return home
 
 
+def resolve_home(parameter: str, environ: Mapping[str, str] | None = None, *,
+                 drive_home: Callable[[], Path | None] | None = None) -> Path:
+    """The notebook's SPARKLE_HOME: its parameter, else an exported ``SPARKLE_HOME``, else Drive, else ./.sparkle.
+
+    An exported home is the user's (or CI's) choice and is never overwritten;
+    ``drive_home`` (mounting Google Drive in Colab) is only called when neither is set.
+    """
+    environ = os.environ if environ is None else environ
+    if parameter:
+        return Path(parameter).expanduser()
+    if environ.get("SPARKLE_HOME"):
+        return Path(environ["SPARKLE_HOME"]).expanduser()
+    mounted = drive_home() if drive_home is not None else None
+    return mounted if mounted is not None else Path.cwd() / ".sparkle"
+
+
 class MeshReadiness(BaseModel):
     profile: str
     home: str
     services: list[dict[str, object]]
+    started_here: bool = False  # this call started the supervisor (a headless run stops what it started)
 
     @property
     def all_ready(self) -> bool:
@@ -238,12 +257,19 @@ def mesh_readiness(settings: Settings | None = None) -> MeshReadiness:
                                     "ready": r.ready, "restarts": r.restarts, "backend": r.backend} for r in rows])
 
 
-def start_mesh(settings: Settings | None = None, *, timeout_s: float = 240.0) -> MeshReadiness:
+def start_mesh(settings: Settings | None = None, *, timeout_s: float = 240.0,
+               stop_at_exit: bool = False) -> MeshReadiness:
     """``sparkle-motion up`` from Python: start (or reuse) the mesh, wait for every /ready, report.
 
     Raises :class:`sparkle_motion.mesh.MeshError` naming the services that failed,
-    with their log tails in ``context`` — after at most ``timeout_s``.
+    with their log tails in ``context`` — after at most ``timeout_s``.  With
+    ``stop_at_exit`` (a headless / CI run) a mesh this call started is stopped when
+    the kernel exits, even if a later cell failed; a mesh that was already running
+    is left alone.
     """
     settings = settings or get_settings()
+    started_here = not mesh.supervisor_running(settings)
+    if started_here and stop_at_exit:
+        atexit.register(mesh.down, settings)  # registered first: a failed up() leaves services too
     mesh.up(settings, timeout=timeout_s)
-    return mesh_readiness(settings)
+    return mesh_readiness(settings).model_copy(update={"started_here": started_here})

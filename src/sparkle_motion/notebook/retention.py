@@ -16,8 +16,10 @@ __all__ = ["PruneResult", "RetentionError", "prune_runs"]
 def prune_runs(*, older_than_days: float | None = None, max_bytes: int | None = None, apply: bool = False,
                settings: Settings | None = None) -> PruneResult:
     """Prune old runs' artifacts under the settings' SPARKLE_HOME; RetentionError if a removal fails."""
-    store = ArtifactStore((settings or get_settings()).home)
+    settings = settings or get_settings()
+    store = ArtifactStore(settings.home, db_path=settings.db_path)
     try:
-        return retention.prune_runs(store, older_than_days=older_than_days, max_bytes=max_bytes, apply=apply)
+        return retention.prune_runs(store, older_than_days=older_than_days, max_bytes=max_bytes, apply=apply,
+                                    sweep=settings.sweep)
     finally:
         store.close()

@@ -26,7 +26,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFu
                       WithJsonSchema, model_serializer, model_validator)
 from pydantic_core import PydanticCustomError
 
-from sparkle_motion.ids import ID_PATTERN, is_valid_id
+from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, NAME_ID_PATTERN, is_valid_id, is_valid_name_id
 from sparkle_motion.plan.language import normalize_language_tag
 from sparkle_motion.plan.rules import (
     MAX_CHARACTERS,
@@ -70,6 +70,17 @@ def _check_id(value: str) -> str:
     return value
 
 
+def _check_name_id(value: str) -> str:
+    if not is_valid_name_id(value):
+        raise PydanticCustomError(
+            "invalid_name_id",
+            "must be a name id: 1-128 characters (letters of any script, digits, punctuation) without "
+            "whitespace, '/', '\\', control characters, a leading '.' or '..' (got {value})",
+            {"value": repr(value[:80])},
+        )
+    return value
+
+
 def _check_language(value: str) -> str:
     try:
         return normalize_language_tag(value)
@@ -82,8 +93,15 @@ _MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,199}$"
 SafeId = Annotated[
     str,
     AfterValidator(_check_id),
-    WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": 128,
+    WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": ID_MAX_LENGTH,
                     "description": "Safe id (becomes a path component); must not contain '..'."}),
+]
+# An id that is only a name (metadata.plan_id): any script; ids.path_safe_id maps it for paths.
+NameId = Annotated[
+    str,
+    AfterValidator(_check_name_id),
+    WithJsonSchema({"type": "string", "pattern": NAME_ID_PATTERN, "minLength": 1, "maxLength": ID_MAX_LENGTH,
+                    "description": "A name (letters of any script); no whitespace, separators or '..'."}),
 ]
 ModelId = Annotated[str, StringConstraints(strip_whitespace=True, pattern=_MODEL_ID_PATTERN)]
 LanguageTag = Annotated[
@@ -251,7 +269,7 @@ class PlanMetadata(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    plan_id: SafeId | None = Field(
+    plan_id: NameId | None = Field(
         None, description="Stable plan id; when absent, MoviePlan.plan_id derives one from plan_hash.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Base seed; stages derive their seeds from it.")
     source: _text(200) = "manual"

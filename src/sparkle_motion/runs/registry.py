@@ -26,7 +26,7 @@ from typing import Any
 
 from sparkle_motion.db import Database, encode_json, format_ts, parse_ts, utc_now
 from sparkle_motion.errors import ConflictError, InvalidInputError, NotFoundError, SparkleError
-from sparkle_motion.ids import new_id, validate_id
+from sparkle_motion.ids import new_id, validate_id, validate_name_id
 from sparkle_motion.runs.models import (
     FINAL_RUN_STATUSES,
     FINISHED_STEP_STATUSES,
@@ -148,7 +148,7 @@ class RunRegistry:
                    mode: str = "run", qa_mode: str = "full", options: dict[str, Any] | None = None) -> RunRecord:
         run_id = validate_id(run_id if run_id is not None else new_id("run"), "run_id")
         if plan_id is not None:
-            validate_id(plan_id, "plan_id")
+            validate_name_id(plan_id, "plan_id")
         plan_uri = _optional_text(plan_uri, "plan_uri")
         _choice(mode, ("dry", "run"), "mode")
         _choice(qa_mode, ("full", "skip"), "qa_mode")
@@ -198,7 +198,7 @@ class RunRegistry:
         columns: dict[str, Any] = {}
         for name, value in fields.items():
             if name == "plan_id":
-                columns[name] = None if value is None else validate_id(value, "plan_id")
+                columns[name] = None if value is None else validate_name_id(value, "plan_id")
             elif name == "plan_uri":
                 columns[name] = _optional_text(value, "plan_uri")
             elif name == "current_stage":

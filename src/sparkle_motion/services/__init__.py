@@ -6,7 +6,7 @@ See docs/architecture.md ("FunctionTool framework") for the contract.
 from sparkle_motion.services.app import create_app
 from sparkle_motion.services.client import ToolClient
 from sparkle_motion.services.common import install_common
-from sparkle_motion.services.context import ToolContext
+from sparkle_motion.services.context import CancelToken, ToolContext
 from sparkle_motion.services.models import ToolRequest, ToolResponse
 from sparkle_motion.services.readiness import Readiness
 from sparkle_motion.services.serve import serve
@@ -15,6 +15,7 @@ from sparkle_motion.services.spec import ToolSpec
 __all__ = [
     "Readiness",
     "ToolClient",
+    "CancelToken",
     "ToolContext",
     "ToolRequest",
     "ToolResponse",

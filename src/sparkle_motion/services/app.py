@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,15 +21,21 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from sparkle_motion.artifacts import ArtifactStore
+from sparkle_motion.artifacts.sweep import sweep_at_start
 from sparkle_motion.config import Settings, ToolProfile, get_settings
-from sparkle_motion.errors import BackendError, InvalidInputError, ServiceBusyError, SparkleError
+from sparkle_motion.diskspace import disk_full_error, is_disk_full
+from sparkle_motion.errors import BackendError, Cancelled, InvalidInputError, ServiceBusyError, SparkleError
 from sparkle_motion.logs import get_logger, tool_id_var
 from sparkle_motion.services.common import install_common
-from sparkle_motion.services.context import ToolContext
-from sparkle_motion.services.http_errors import validation_error
+from sparkle_motion.services.context import CancelToken, ToolContext
+from sparkle_motion.services.http_errors import parse_json_body, validation_error
+from sparkle_motion.services.openapi import error_responses, json_body_doc
 from sparkle_motion.services.readiness import Readiness
 from sparkle_motion.services.request_id import current_request_id
 from sparkle_motion.services.spec import ToolSpec, import_string, resolve_profile
+
+# An ASGI receive channel: /invoke watches it for the client's http.disconnect.
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 # The agents' services import current_request_id and install_common from here too.
 __all__ = ["Readiness", "ToolRuntime", "create_app", "current_request_id", "install_common"]
@@ -62,6 +68,7 @@ class ToolRuntime:
         self.log.info("backend.load_start", backend=name, model=self.profile.model)
         try:
             self.store = ArtifactStore(self.settings.home, db_path=self.settings.db_path)
+            sweep_at_start(self.settings, self.log, self.store)  # a killed call's staging files
             backend_cls = import_string(self.spec.backends[name], what=f"backend {name!r}")
             backend = backend_cls(self.profile, self.settings)
             backend.load()
@@ -100,23 +107,28 @@ class ToolRuntime:
             "request_id": current_request_id(),
         }
 
-    async def invoke(self, body: bytes) -> dict[str, Any]:
+    async def invoke(self, body: bytes, *, receive: Receive | None = None) -> dict[str, Any]:
+        """Validate ``body``, take a slot and run the backend.
+
+        ``receive`` is the request's ASGI receive channel: while the backend runs,
+        it is watched for ``http.disconnect`` and a client that goes away sets the
+        call's cancel token, so the backend stops at its next step and frees the slot.
+        """
         self.readiness.check()
         spec = self.spec
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"request body is not valid JSON: {exc}", code="invalid_json",
-                                    field="body") from None
-        except RecursionError:  # 1 MiB of '[' fits under the size limit
-            raise InvalidInputError("request body nests too deeply", code="invalid_json", field="body") from None
+        data = parse_json_body(body)
         if not isinstance(data, dict):
             raise InvalidInputError(f"request body must be a JSON object (got {type(data).__name__})",
                                     field="body")
         try:
-            request = spec.request_model.model_validate(data)
+            # Strict: a JSON "5" is not the integer 5 the schema asks for.  Re-encoded from `data`
+            # so that 2.0 reads as the integer JSON Schema says it is (JSON mode: arrays fill tuples).
+            request = spec.request_model.model_validate_json(json.dumps(data), strict=True)
         except ValidationError as exc:
             raise validation_error(list(exc.errors())) from None
+        except ArithmeticError as exc:  # a validator's arithmetic on a number the schema let through
+            raise InvalidInputError(f"request body: a number is out of range ({type(exc).__name__}: {exc})",
+                                    field="body") from None
 
         acquired = False
         with anyio.move_on_after(spec.busy_wait_s):
@@ -127,11 +139,38 @@ class ToolRuntime:
                 f"{spec.tool_id} is busy: all {self.capacity} slot(s) in use",
                 retry_after=1.0, context={"max_concurrency": self.capacity})
         try:
-            return await self._run(request)
+            return await self._run(request, receive)
         finally:
             self.slots.release()
 
-    async def _run(self, request: Any) -> dict[str, Any]:
+    async def _watch_disconnect(self, receive: Receive, token: CancelToken) -> None:
+        while True:
+            message = await receive()
+            if message.get("type") == "http.disconnect":
+                token.cancel("client disconnected")
+                self.log.warning("invoke.client_disconnected", backend=self.profile.backend)
+                return
+
+    async def _call_backend(self, request: Any, ctx: ToolContext, receive: Receive | None) -> Any:
+        """The backend's invoke on a worker thread, with the disconnect watcher beside it.
+
+        The thread cannot be interrupted; the watcher only sets the token, and the
+        slot is released once the backend has noticed it and returned.
+        """
+        outcome: dict[str, Any] = {}
+        async with anyio.create_task_group() as group:
+            if receive is not None:
+                group.start_soon(self._watch_disconnect, receive, ctx.cancel_token)
+            try:
+                outcome["result"] = await anyio.to_thread.run_sync(self.backend.invoke, request, ctx)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group
+                outcome["error"] = exc
+            group.cancel_scope.cancel()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
+    async def _run(self, request: Any, receive: Receive | None = None) -> dict[str, Any]:
         spec, profile = self.spec, self.profile
         request_id = current_request_id()
         assert self.store is not None
@@ -142,13 +181,20 @@ class ToolRuntime:
                                          tool_id=spec.tool_id))
         started = time.perf_counter()
         try:
-            result = await anyio.to_thread.run_sync(self.backend.invoke, request, ctx)
+            result = await self._call_backend(request, ctx, receive)
             response = self._checked_response(result)
+        except Cancelled:
+            self.log.warning("invoke.cancelled", backend=profile.backend, reason=ctx.cancel_token.reason,
+                             duration_ms=round((time.perf_counter() - started) * 1000, 3))
+            raise
         except SparkleError:
             self._log_failure(ctx, started)
             raise
         except Exception as exc:
             self._log_failure(ctx, started)
+            if is_disk_full(exc):
+                raise disk_full_error(getattr(exc, "filename", None) or self.store.root / "staging",
+                                      self.store.root, cause=f"{type(exc).__name__}: {exc}") from exc
             raise BackendError(
                 f"{spec.tool_id} backend {profile.backend!r} failed: {type(exc).__name__}: {exc}",
                 context={"backend": profile.backend, "exception_type": type(exc).__name__,
@@ -210,21 +256,23 @@ def create_app(spec: ToolSpec, settings: Settings | None = None, *, profile: Too
             await anyio.to_thread.run_sync(runtime.close)
 
     app = FastAPI(title=f"sparkle-motion {spec.tool_id}", version=spec.version, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  description=spec.description or f"FunctionTool {spec.tool_id}")
     app.state.runtime = runtime
     install_common(app, spec.tool_id, spec.version, settings, max_body_bytes=spec.max_body_bytes,
                    readiness=readiness)
 
-    @app.get("/metadata")
+    @app.get("/metadata", summary="tool id, version, backends, limits and the request/response JSON Schema")
     async def metadata() -> dict[str, Any]:
         return runtime.metadata()
 
-    @app.post("/invoke")
+    @app.post("/invoke", summary=f"run {spec.tool_id} once", openapi_extra=json_body_doc(app, spec.request_model),
+              responses={200: {"model": spec.response_model, "description": "the outputs, stored as artifacts"},
+                         **error_responses(503, 507)})
     async def invoke(request: Request) -> JSONResponse:
         # The body is read by hand (not as a FastAPI parameter) so that invalid
         # JSON, validation errors and the size limit all get our JSON errors.
         runtime.readiness.check()
         body = await request.body()
-        return JSONResponse(await runtime.invoke(body))
+        return JSONResponse(await runtime.invoke(body, receive=request.receive))
 
     return app

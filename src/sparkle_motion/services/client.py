@@ -10,9 +10,10 @@ from typing import Any, TypeVar, overload
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from sparkle_motion.config import Settings, get_settings
+from sparkle_motion.config import ClientPolicy, Settings, get_settings
 from sparkle_motion.errors import ToolCallError
 from sparkle_motion.logs import get_logger, request_id_var
+from sparkle_motion.mesh import Supervision, supervision
 
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
 
@@ -23,12 +24,27 @@ _PERMANENT_503_CODES = frozenset({"load_failed"})
 class ToolClient:
     """Calls one mesh service over HTTP.
 
-    Retries (exponential backoff with jitter, bounded) happen only when the
-    request cannot have reached the service (connection refused / connect
-    timeout) or the service answered 503 (busy, warming up) — honouring its
-    Retry-After up to ``max_retry_after_s``.  Any other non-2xx answer raises
-    :class:`ToolCallError` at once, carrying the status and the remote error
-    body; a read timeout is not retried because the tool may still be working.
+    A call is retried only when the service did not do it, and for as long as
+    waiting is worth it, measured in time, not in attempts:
+
+    * **busy** — a 503 (all slots in use, warming up) is retried, honouring
+      its Retry-After (at most ``max_retry_after_s``) plus up to 25 % jitter,
+      until ``busy_wait_s`` have passed since the first 503. Five runs sharing
+      one single-slot tool all finish: each waits its turn.
+    * **restarting** — a refused connection, or a connection dropped before
+      the answer (the process died mid-call), is retried with exponential
+      backoff while the mesh supervisor manages this service at this URL
+      (``SPARKLE_HOME/mesh.json``, :func:`sparkle_motion.mesh.supervision`),
+      up to ``restart_wait_s``; at once when the supervisor has given up on it.
+      A service nobody restarts gets ``retries`` more attempts only.
+
+    Budgets default to the profile's ``client:`` block. A hand-written loop
+    rather than tenacity/stamina: each decision reads the answer (Retry-After,
+    the remote error code) and mesh.json, with one time budget per kind of
+    failure, which in those libraries would be the same code spread over
+    retry/wait/stop callbacks. Any other non-2xx answer raises
+    :class:`ToolCallError` at once with the remote error; a read timeout is
+    never retried (the tool may still be working).
     """
 
     def __init__(
@@ -43,6 +59,9 @@ class ToolClient:
         backoff_s: float = 0.25,
         max_backoff_s: float = 5.0,
         max_retry_after_s: float = 30.0,
+        busy_wait_s: float | None = None,
+        restart_wait_s: float | None = None,
+        retry_dropped_posts: bool = True,
         token: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -50,6 +69,7 @@ class ToolClient:
         if settings is None and (base_url is None or token is None):
             settings = get_settings()
         self.tool_id = tool_id
+        self.settings = settings
         if base_url is None:
             assert settings is not None
             base_url = settings.url_for(tool_id)
@@ -58,6 +78,12 @@ class ToolClient:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_retry_after_s = max_retry_after_s
+        policy = settings.client if settings is not None else ClientPolicy()
+        self.busy_wait_s = policy.busy_wait_s if busy_wait_s is None else max(0.0, busy_wait_s)
+        self.restart_wait_s = policy.restart_wait_s if restart_wait_s is None else max(0.0, restart_wait_s)
+        # A POST whose connection dropped may have been done; tools' /invoke is safe to redo
+        # (same inputs, same outputs, the caller records only the answer it gets).
+        self.retry_dropped_posts = retry_dropped_posts
         if token is None and settings is not None:
             token = settings.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -69,17 +95,20 @@ class ToolClient:
 
     @overload
     def invoke(self, payload: BaseModel | Mapping[str, Any], response_model: None = None, *,
-               request_id: str | None = None) -> dict[str, Any]: ...
+               request_id: str | None = None, busy_wait_s: float | None = None) -> dict[str, Any]: ...
 
     @overload
     def invoke(self, payload: BaseModel | Mapping[str, Any], response_model: type[ResponseT], *,
-               request_id: str | None = None) -> ResponseT: ...
+               request_id: str | None = None, busy_wait_s: float | None = None) -> ResponseT: ...
 
     def invoke(self, payload: BaseModel | Mapping[str, Any], response_model: type[ResponseT] | None = None, *,
-               request_id: str | None = None) -> dict[str, Any] | ResponseT:
-        """POST /invoke; returns the JSON body, or ``response_model`` parsed from it."""
+               request_id: str | None = None, busy_wait_s: float | None = None) -> dict[str, Any] | ResponseT:
+        """POST /invoke; returns the JSON body, or ``response_model`` parsed from it.
+
+        ``busy_wait_s`` overrides the client's busy budget for this call.
+        """
         body = payload.model_dump(mode="json", exclude_unset=False) if isinstance(payload, BaseModel) else dict(payload)
-        data = self._call("POST", "/invoke", json=body, request_id=request_id)
+        data = self._call("POST", "/invoke", json=body, request_id=request_id, busy_wait_s=busy_wait_s)
         if response_model is None:
             return data
         try:
@@ -165,22 +194,32 @@ class ToolClient:
         ceiling = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
+    def supervision(self) -> Supervision:
+        """What mesh.json says about this service at this client's URL (not managed without settings)."""
+        if self.settings is None:
+            return Supervision(False, None)
+        return supervision(self.settings, self.tool_id, self.base_url)
+
     def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
-              request_id: str | None = None) -> dict[str, Any]:
+              request_id: str | None = None, busy_wait_s: float | None = None) -> dict[str, Any]:
         headers = self._request_headers(request_id)
+        busy_budget = self.busy_wait_s if busy_wait_s is None else max(0.0, busy_wait_s)
         attempt = 0
+        busy_since: float | None = None    # first 503 of the current busy spell
+        away_since: float | None = None    # first refused/dropped connection of the current outage
         while True:
             try:
                 response = self._http.request(method, path, json=json, params=dict(params) if params else None,
                                               headers=headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempt >= self.retries:
-                    raise ToolCallError(
-                        f"cannot reach {self.tool_id} at {self.base_url} after {attempt + 1} attempt(s): "
-                        f"{type(exc).__name__}: {exc}", tool_id=self.tool_id, code="tool_unreachable",
-                        context={"url": self.base_url, "attempts": attempt + 1, "exception_type": type(exc).__name__},
-                    ) from exc
-                delay = self._backoff(attempt)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+                    httpx.WriteError) as exc:
+                dropped = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                if dropped and method != "GET" and not self.retry_dropped_posts:
+                    raise self._lost(method, path, exc, attempt, "the connection dropped before the answer; "
+                                     "the call may have been done") from exc
+                busy_since = None
+                away_since = time.monotonic() if away_since is None else away_since
+                delay = self._wait_for_restart(exc, method, path, attempt, away_since)
                 self._log.warning("tool_call.retry", path=path, attempt=attempt + 1, reason=type(exc).__name__,
                                   delay_s=round(delay, 3))
             except httpx.TimeoutException as exc:
@@ -193,15 +232,47 @@ class ToolClient:
             else:
                 if 200 <= response.status_code < 300:
                     return self._json(response, method, path)
+                away_since = None
                 retryable = (response.status_code == 503
                              and self._remote_error(response).get("code") not in _PERMANENT_503_CODES)
-                if not retryable or attempt >= self.retries:
-                    raise self._error_from(response, method, path, attempts=attempt + 1)
-                delay = self._retry_after(response) or self._backoff(attempt)
+                busy_since = time.monotonic() if busy_since is None else busy_since
+                left = busy_budget - (time.monotonic() - busy_since)
+                if not retryable or left <= 0:
+                    raise self._error_from(response, method, path, attempts=attempt + 1,
+                                           waited_s=time.monotonic() - busy_since if retryable else None)
+                retry_after = self._retry_after(response)
+                delay = (retry_after * random.uniform(1.0, 1.25) if retry_after is not None
+                         else self._backoff(attempt))
+                delay = min(delay, left)
                 self._log.warning("tool_call.retry", path=path, attempt=attempt + 1, reason="503",
                                   remote_code=self._remote_error(response).get("code"), delay_s=round(delay, 3))
             time.sleep(delay)
             attempt += 1
+
+    def _wait_for_restart(self, exc: httpx.TransportError, method: str, path: str, attempt: int,
+                          away_since: float) -> float:
+        """The delay before the next try at a service that refused or dropped the connection, or raise."""
+        supervised = self.supervision()
+        if supervised.gave_up:
+            raise self._lost(method, path, exc, attempt, f"the mesh supervisor gave up restarting it after "
+                             f"{supervised.restarts} restart(s); see {supervised.log}")
+        if supervised.managed:
+            left = self.restart_wait_s - (time.monotonic() - away_since)
+            if left <= 0:
+                raise self._lost(method, path, exc, attempt, f"still down after {self.restart_wait_s:.0f} s "
+                                 f"(supervisor state: {supervised.state})")
+            return min(self._backoff(min(attempt, 8)), left)
+        if attempt >= self.retries:
+            raise self._lost(method, path, exc, attempt, "no mesh supervisor restarts it")
+        return self._backoff(attempt)
+
+    def _lost(self, method: str, path: str, exc: Exception, attempt: int, why: str) -> ToolCallError:
+        return ToolCallError(
+            f"cannot reach {self.tool_id} at {self.base_url} after {attempt + 1} attempt(s) ({why}): "
+            f"{type(exc).__name__}: {exc}", tool_id=self.tool_id, code="tool_unreachable",
+            context={"url": self.base_url, "attempts": attempt + 1, "exception_type": type(exc).__name__,
+                     "method": method, "path": path},
+        )
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         value = response.headers.get("Retry-After")
@@ -234,7 +305,8 @@ class ToolClient:
                                 tool_id=self.tool_id, status=response.status_code, code="invalid_tool_response")
         return data
 
-    def _error_from(self, response: httpx.Response, method: str, path: str, *, attempts: int = 1) -> ToolCallError:
+    def _error_from(self, response: httpx.Response, method: str, path: str, *, attempts: int = 1,
+                    waited_s: float | None = None) -> ToolCallError:
         remote = self._remote_error(response)
         try:
             body = response.json()
@@ -247,5 +319,6 @@ class ToolClient:
             f"{self.tool_id} {method} {path} → {response.status_code} {code}: {message}",
             tool_id=self.tool_id, status=response.status_code, remote_error=remote, field=remote.get("field"),
             context={"url": self.base_url, "remote_request_id": remote_request_id or
-                     response.headers.get("X-Request-ID"), "attempts": attempts},
+                     response.headers.get("X-Request-ID"), "attempts": attempts,
+                     **({"busy_waited_s": round(waited_s, 3)} if waited_s is not None else {})},
         )

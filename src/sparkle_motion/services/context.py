@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,9 +11,31 @@ from typing import Any, BinaryIO
 
 from sparkle_motion.artifacts import ArtifactManifest, ArtifactStore
 from sparkle_motion.config import Settings
-from sparkle_motion.errors import InvalidInputError, NotFoundError
+from sparkle_motion.errors import Cancelled, InvalidInputError, NotFoundError
 from sparkle_motion.logs import SparkleLogger
 from sparkle_motion.services.models import ToolRequest
+
+
+class CancelToken:
+    """A thread-safe, set-once cancel flag with a reason.
+
+    The runtime sets it when a sync ``/invoke``'s client disconnects; a job
+    runner sets it for ``DELETE /jobs/{id}``.  The backend, running on a worker
+    thread, polls it between steps (``ToolContext.check_cancelled``), and
+    subprocess helpers (``run_ffmpeg(cancel=...)``) kill their child when it is set.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
 
 
 class ToolContext:
@@ -38,6 +61,7 @@ class ToolContext:
         store: ArtifactStore,
         request_id: str,
         log: SparkleLogger,
+        cancel_token: CancelToken | None = None,
     ) -> None:
         self.tool_id = tool_id
         self.tool_version = tool_version
@@ -50,6 +74,18 @@ class ToolContext:
         self.log = log
         self.outputs: list[ArtifactManifest] = []
         self._staged: list[Path] = []
+        self.cancel_token = cancel_token if cancel_token is not None else CancelToken()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the caller went away or a cancel was asked for; the backend should stop soon."""
+        return self.cancel_token.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if the work was cancelled; backends call it once per frame/chunk/step."""
+        if self.cancel_token.is_set():
+            raise Cancelled(f"{self.tool_id} call cancelled: {self.cancel_token.reason or 'cancel requested'}",
+                            context={"reason": self.cancel_token.reason})
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
         """Provenance for an output: who made it and how; ``extra`` wins on conflicts."""

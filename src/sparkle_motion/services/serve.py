@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from sparkle_motion.config import LOOPBACK_HOSTS, Settings, get_settings
+from sparkle_motion.config import LOOPBACK_HOSTS, Settings, get_settings, token_problem
 from sparkle_motion.errors import ConfigError, SparkleError
 from sparkle_motion.logs import configure_logging, get_logger, tool_id_var
 from sparkle_motion.services.app import create_app
@@ -34,12 +34,17 @@ def is_loopback(host: str) -> bool:
 
 def check_bind_allowed(host: str, settings: Settings) -> None:
     """Refuse to expose a service beyond this machine without a bearer token."""
-    if not is_loopback(host) and not settings.token:
+    if is_loopback(host):
+        return
+    if not settings.token:
         raise ConfigError(
             f"refusing to bind {host!r} without SPARKLE_TOKEN: a non-loopback address exposes the service "
             "to the network; set SPARKLE_TOKEN (clients send it as 'Authorization: Bearer') or bind 127.0.0.1",
             field="host",
         )
+    problem = token_problem(settings.token)
+    if problem is not None:
+        raise ConfigError(f"refusing to bind {host!r}: SPARKLE_TOKEN {problem}", field="SPARKLE_TOKEN")
 
 
 def _import_target(tool_id_or_module: str, settings: Settings) -> tuple[str, ModuleType, int | None]:
