@@ -242,7 +242,7 @@ def test_word_timing_estimate_is_proportional_to_length() -> None:
     ({"simulate_oom": "always"}, "simulate_oom"),
     ({"voices": {"mara": 3}}, "voices"),
     ({"max_new_tokens": 0}, "max_new_tokens"),
-    ({"memory": {"cpu_offload": True}}, "options"),
+    ({"memory": {"cpu_offload": True}}, "memory"),   # only memory: auto | {plan, estimate_gb} apply
 ])
 def test_bad_profile_options_name_the_option(options: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as caught:
