@@ -639,8 +639,10 @@ def estimate(plan: MoviePlan, settings: Settings, qa_mode: str) -> tuple[list[di
         "audio_s": plan.runtime_s, "dialogue_lines": len(lines), "tool_calls": sum(g["calls"] + g.get("qa_calls", 0) for g in graph),
         "disk_bytes": int(len(plan.base_images) * pixels * 1.5 + 3 * frames * pixels * 0.1 + plan.runtime_s * 24_000 * 2 * 2),
         "backends": backends,
-        "gpu_required": any(b in {"sdxl", "wan2.1-flf2v", "chatterbox", "wav2lip", "qwen2-vl"} for b in backends.values()),
-        "peak_vram_gb": max([{"sdxl": 10, "wan2.1-flf2v": 24, "chatterbox": 4, "wav2lip": 2, "qwen2-vl": 18}.get(b, 0)
+        "gpu_required": any(b in {"sdxl", "wan2.1-flf2v", "ltx-video", "chatterbox", "wav2lip", "qwen2-vl"}
+                            for b in backends.values()),
+        "peak_vram_gb": max([{"sdxl": 10, "wan2.1-flf2v": 24, "ltx-video": 16, "chatterbox": 4, "wav2lip": 2,
+                              "qwen2-vl": 18}.get(b, 0)
                              for b in backends.values()] or [0]),
     }
     if not math.isfinite(estimate_["runtime_s"]):
