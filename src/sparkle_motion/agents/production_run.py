@@ -41,6 +41,7 @@ from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.media import read_wav, write_wav
 from sparkle_motion.plan import MoviePlan, validate_plan
+from sparkle_motion.plan.render_models import render_models
 from sparkle_motion.runs import RunRegistry
 from sparkle_motion.services import ToolClient, ToolRequest
 
@@ -248,7 +249,8 @@ class ProductionRun:
 
         def work() -> StepOutcome:
             manifest = self.store.put_json(self.run_id, "plan_intake", "movie_plan", plan_json,
-                                           metadata={"tool": "production_agent", "plan_id": self.plan.plan_id})
+                                           metadata={"tool": "production_agent", "plan_id": self.plan.plan_id,
+                                                     "render_models": render_models(self.plan, self.settings)})
             return StepOutcome({"plan_uri": manifest.uri}, [manifest.artifact_id])
 
         out = self.step("plan_intake", None, None, {"plan": plan_json}, work)
@@ -595,6 +597,7 @@ def start_adhoc_run(message: Any, *, settings: Settings, store: ArtifactStore,
     if not isinstance(message, dict) or not message:
         raise InvalidInputError("send a MoviePlan JSON object (or {'plan': {...}})", field="message")
     plan = validate_plan(message.get("plan", message))
+    render_models(plan, settings)   # a model the profile cannot serve fails here, at intake
     run_id = new_id("run")
     plan_uri = store.put_json(run_id, "plan_intake", "movie_plan_request", plan.model_dump(mode="json"),
                               metadata={"tool": "production_agent", "source": "adk"}).uri
