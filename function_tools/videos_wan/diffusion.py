@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from function_tools.videos_wan.keyframes import PreparedKeyframes
+from function_tools.videos_wan.keyframes import PreparedKeyframes, default_seed
 from function_tools.videos_wan.models import VideosWanRequest, VideosWanResponse, WanGenerationInfo
 from sparkle_motion.errors import ConfigError
 from sparkle_motion.logs import SparkleLogger
@@ -330,3 +330,32 @@ def deliver_clip(ctx: ToolContext, request: VideosWanRequest, keys: PreparedKeyf
         width=width, height=height, seed=rendered.seed, resized_inputs=keys.resized, timings=timings,
         warnings=rendered.warnings, generation=generation,
     )
+
+
+def check_diffusion_stack(device: str) -> None:
+    """A diffusion backend's ``load``: fail at start-up, not on the first request, when ffmpeg, the device or
+    the diffusers stack is missing.  Weights load lazily under model_context (the device lock is held only
+    while working)."""
+    from sparkle_motion.gpu_utils import resolve_device
+    from sparkle_motion.media import ffmpeg_exe
+
+    ffmpeg_exe()
+    resolve_device(device)
+    import diffusers  # noqa: F401
+    import transformers  # noqa: F401
+
+
+def request_text(request: VideosWanRequest, default_negative: str) -> tuple[int, str, str]:
+    """(seed, prompt, negative prompt) of a request: its own values, else the derived seed and the profile's."""
+    seed = request.seed if request.seed is not None else default_seed(request)
+    return seed, text_prompt(request), request.negative_prompt or default_negative
+
+
+def generation_info(telemetry: dict[str, Any], **fields: Any) -> WanGenerationInfo:
+    """The ``generation`` record: model_context's telemetry plus the backend's sampling fields."""
+    return WanGenerationInfo(
+        model_key=telemetry["model_key"], device=telemetry["device"], dtype=telemetry["dtype"],
+        load_s=telemetry["load_s"], inference_s=telemetry["inference_s"], reused=telemetry["reused"],
+        load_count=telemetry["load_count"], applied_memory_options=telemetry["applied_memory_options"],
+        peak_vram_mb=telemetry.get("peak_vram_mb"), process_peak_rss_mb=telemetry.get("process_peak_rss_mb"),
+        temporal_resample="none", **fields)

@@ -44,16 +44,18 @@ from function_tools.videos_wan.diffusion import (
     Rendered,
     StepProgress,
     aligned_generation_size,
+    check_diffusion_stack,
     deliver_clip,
+    generation_info,
     identical_keyframes_warning,
     model_fingerprint,
     model_frame_count,
     option_value,
     quiet_hub_progress,
-    text_prompt,
+    request_text,
 )
-from function_tools.videos_wan.keyframes import default_seed, prepare_keyframes
-from function_tools.videos_wan.models import VideosWanRequest, VideosWanResponse, WanGenerationInfo
+from function_tools.videos_wan.keyframes import prepare_keyframes
+from function_tools.videos_wan.models import VideosWanRequest, VideosWanResponse
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import ConfigError
 from sparkle_motion.gpu_utils import LoadSpec, MemoryOptions, model_context, resolve_dtype
@@ -252,23 +254,14 @@ class LtxVideoBackend:
         self.options = LtxOptions.from_profile(dict(profile.options))
 
     def load(self) -> None:
-        # Fail at start-up when the stack or ffmpeg is missing; weights load lazily under model_context.
-        from sparkle_motion.gpu_utils import resolve_device
-        from sparkle_motion.media import ffmpeg_exe
-
-        ffmpeg_exe()
-        resolve_device(self.options.device)
-        import diffusers  # noqa: F401
-        import transformers  # noqa: F401
+        check_diffusion_stack(self.options.device)
 
     def invoke(self, request: VideosWanRequest, ctx: ToolContext) -> VideosWanResponse:
         opts = self.options
         t0 = time.perf_counter()
         keys = prepare_keyframes(request, ctx)
         similarity, warnings = identical_keyframes_warning(keys.start, keys.end, ctx, "LTX-Video")
-        seed = request.seed if request.seed is not None else default_seed(request)
-        prompt = text_prompt(request)
-        negative = request.negative_prompt or opts.negative_prompt
+        seed, prompt, negative = request_text(request, opts.negative_prompt)
         # Distilled checkpoints run a fixed timestep list: its length is the step count.
         steps = len(opts.timesteps) if opts.timesteps else (request.steps or opts.steps)
         guidance = request.guidance_scale if request.guidance_scale is not None else opts.guidance
@@ -295,15 +288,12 @@ class LtxVideoBackend:
             telemetry = handle.telemetry
         t_rendered = time.perf_counter()
 
-        generation = WanGenerationInfo(
-            model_key=telemetry["model_key"], device=telemetry["device"], dtype=telemetry["dtype"],
-            load_s=telemetry["load_s"], inference_s=telemetry["inference_s"], reused=telemetry["reused"],
-            load_count=telemetry["load_count"], applied_memory_options=telemetry["applied_memory_options"],
-            peak_vram_mb=telemetry.get("peak_vram_mb"), process_peak_rss_mb=telemetry.get("process_peak_rss_mb"),
+        generation = generation_info(
+            telemetry,
             steps=steps, steps_completed=progress.steps_completed, passes=progress.passes, guidance_scale=guidance,
             text_prompt=prompt, negative_prompt=negative, scheduler=scheduler,
             conditioning_frames=[0, spec.num_frames - 1], generated_width=gen_w, generated_height=gen_h,
-            generated_frames=frames.shape[0], temporal_resample="none", oom_policy="fail",
+            generated_frames=frames.shape[0], oom_policy="fail",
         )
         sampler = {"scheduler": scheduler, "steps": steps, "timesteps": list(opts.timesteps or []),
                    "guidance_scale": guidance, "guidance_rescale": opts.guidance_rescale,

@@ -64,23 +64,24 @@ from function_tools.videos_wan.diffusion import (
     StepProgress,
     Rendered,
     aligned_generation_size,
+    check_diffusion_stack,
     deliver_clip,
+    generation_info,
     identical_keyframes_warning,
     model_fingerprint,
     model_frame_count,
     option_value,
     quiet_hub_progress,
+    request_text,
     release_device_memory,
     shrunk_size,
-    text_prompt,
     to_uint8,
 )
-from function_tools.videos_wan.keyframes import default_seed, prepare_keyframes
+from function_tools.videos_wan.keyframes import prepare_keyframes
 from function_tools.videos_wan.models import (
     OomEvent,
     VideosWanRequest,
     VideosWanResponse,
-    WanGenerationInfo,
 )
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import ConfigError
@@ -377,15 +378,7 @@ class WanFlf2vBackend:
         self.options = WanOptions.from_profile(dict(profile.options))
 
     def load(self) -> None:
-        # Fail at start-up, not on the first request, when the stack or ffmpeg is missing.
-        # Weights load lazily under model_context (the device lock is only held while working).
-        from sparkle_motion.gpu_utils import resolve_device
-        from sparkle_motion.media import ffmpeg_exe
-
-        ffmpeg_exe()
-        resolve_device(self.options.device)
-        import diffusers  # noqa: F401
-        import transformers  # noqa: F401
+        check_diffusion_stack(self.options.device)
 
     def invoke(self, request: VideosWanRequest, ctx: ToolContext) -> VideosWanResponse:
         opts = self.options
@@ -393,9 +386,7 @@ class WanFlf2vBackend:
         keys = prepare_keyframes(request, ctx)
         start, end, width, height, num_frames = keys.start, keys.end, keys.width, keys.height, keys.num_frames
         similarity, warnings = identical_keyframes_warning(start, end, ctx, "Wan2.1 FLF2V")
-        seed = request.seed if request.seed is not None else default_seed(request)
-        prompt = text_prompt(request)
-        negative = request.negative_prompt or opts.negative_prompt
+        seed, prompt, negative = request_text(request, opts.negative_prompt)
         steps = request.steps if request.steps is not None else opts.steps
         guidance = request.guidance_scale if request.guidance_scale is not None else opts.guidance
         t_inputs = time.perf_counter()
@@ -421,15 +412,12 @@ class WanFlf2vBackend:
             telemetry = handle.telemetry   # the context adds the memory peaks as it exits
         t_rendered = time.perf_counter()
 
-        generation = WanGenerationInfo(
-            model_key=telemetry["model_key"], device=telemetry["device"], dtype=telemetry["dtype"],
-            load_s=telemetry["load_s"], inference_s=telemetry["inference_s"], reused=telemetry["reused"],
-            load_count=telemetry["load_count"], applied_memory_options=telemetry["applied_memory_options"],
-            peak_vram_mb=telemetry.get("peak_vram_mb"), process_peak_rss_mb=telemetry.get("process_peak_rss_mb"),
+        generation = generation_info(
+            telemetry,
             steps=steps, steps_completed=progress.steps_completed, passes=progress.passes, guidance_scale=guidance,
             text_prompt=prompt, negative_prompt=negative, scheduler=sampler["scheduler"],
             flow_shift=sampler["flow_shift"], generated_width=spec.width, generated_height=spec.height,
-            generated_frames=frames.shape[0], temporal_resample="none", chunks=chunks, oom_policy=opts.oom_policy,
+            generated_frames=frames.shape[0], chunks=chunks, oom_policy=opts.oom_policy,
             oom_events=events,
         )
         sampler.update(steps=steps, guidance_scale=guidance, negative_prompt=negative)
