@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import wave
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from function_tools.tts_chatterbox.dsp import estimate_f0
+from sparkle_motion.artifacts import ArtifactStore
 
 
 def decode_wav(path: Path) -> tuple[np.ndarray, int, int, int]:
@@ -51,3 +55,18 @@ def looks_like_speech(ev: dict[str, float], duration_s: float, words: int) -> bo
     return (ev["dips"] >= words // 3 and ev["voiced_frames"] >= 0.3 * duration_s * 100
             and 0.4 < ev["active_fraction"] < 0.99 and ev["zcr_cv"] > 0.5 and ev["flatness_std"] > 0.03
             and 60 < ev["median_f0"] < 400)
+
+
+REPEATED_REQUEST = {"text": "Do you remember the night we met?", "voice": {"character_id": "zoe", "style": "calm"},
+                    "seed": 11}
+
+
+def assert_same_request_same_bytes(invoke: Callable[..., dict[str, Any]], store: ArtifactStore
+                                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Send one request twice: two artifacts with byte-identical WAVs; returns both replies."""
+    first, second = invoke(**REPEATED_REQUEST), invoke(**REPEATED_REQUEST)
+    assert first["audio_uri"] != second["audio_uri"]
+    digest = [hashlib.sha256(store.path_for(b["audio_uri"]).read_bytes()).hexdigest() for b in (first, second)]
+    assert digest[0] == digest[1]
+    assert store.get(first["audio_uri"]).sha256 == store.get(second["audio_uri"]).sha256
+    return first, second

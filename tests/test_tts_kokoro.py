@@ -7,7 +7,6 @@ missing package fails this module instead of skipping it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from function_tools.tts_chatterbox.kokoro_voices import FEMALE_RECIPES, MALE_REC
 from function_tools.tts_chatterbox.models import TtsVoice
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.testing import RunningTool
-from speech_checks import decode_wav, looks_like_speech, speech_evidence
+from speech_checks import assert_same_request_same_bytes, decode_wav, looks_like_speech, speech_evidence
 from tool_fixtures import module_tool_fixtures
 
 pytestmark = pytest.mark.xdist_group("tts_kokoro")
@@ -91,12 +90,7 @@ def test_line_becomes_neural_speech_with_model_timed_words(tool: RunningTool, st
 
 
 def test_same_request_gives_identical_wav_bytes(tool: RunningTool, store: ArtifactStore) -> None:
-    request = {"text": "Do you remember the night we met?", "voice": {"character_id": "zoe", "style": "calm"},
-               "seed": 11}
-    first, second = invoke(tool, **request), invoke(tool, **request)
-    assert first["audio_uri"] != second["audio_uri"]
-    digest = [hashlib.sha256(store.path_for(b["audio_uri"]).read_bytes()).hexdigest() for b in (first, second)]
-    assert digest[0] == digest[1]
+    first, second = assert_same_request_same_bytes(lambda **request: invoke(tool, **request), store)
     assert first["words"] == second["words"] and first["voice_id"] == second["voice_id"]
 
 

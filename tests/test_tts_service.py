@@ -6,7 +6,6 @@ checked for the properties of speech, not just for being a WAV file.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import av
@@ -16,7 +15,7 @@ import pytest
 from function_tools.tts_chatterbox.dsp import estimate_f0
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.testing import RunningTool
-from speech_checks import decode_wav, looks_like_speech, speech_evidence
+from speech_checks import assert_same_request_same_bytes, decode_wav, looks_like_speech, speech_evidence
 from tool_fixtures import module_tool_fixtures
 
 pytestmark = pytest.mark.xdist_group("tts_chatterbox")
@@ -98,13 +97,7 @@ def test_word_and_phoneme_timings_fit_the_audio(tool: RunningTool) -> None:
 
 
 def test_same_request_gives_identical_wav_bytes(tool: RunningTool, store: ArtifactStore) -> None:
-    request = {"text": "Do you remember the night we met?", "voice": {"character_id": "zoe", "style": "calm"},
-               "seed": 11}
-    first, second = invoke(tool, **request), invoke(tool, **request)
-    assert first["audio_uri"] != second["audio_uri"]
-    digest = [hashlib.sha256(store.path_for(b["audio_uri"]).read_bytes()).hexdigest() for b in (first, second)]
-    assert digest[0] == digest[1]
-    assert store.get(first["audio_uri"]).sha256 == store.get(second["audio_uri"]).sha256
+    assert_same_request_same_bytes(lambda **request: invoke(tool, **request), store)
 
 
 def test_two_characters_sound_different(tool: RunningTool, store: ArtifactStore) -> None:
