@@ -16,9 +16,10 @@ Per model it measures, each with its own peak VRAM:
   guidance batch of 2 where the backend uses it), ``torch.cuda.synchronize``d;
 * ``decode``: one VAE decode of the final latent;
 
-Not measured yet: our backends' own render call next to a bare diffusers loop on
-the same pipeline object (the ratio issue 11 asks for) needs full pipelines with
-stand-in text encoders of the real widths; the two stages above are the bare loop.
+* ``render``: a whole ``--render-steps``-step render through our backend's call
+  next to a bare ``pipe(...)`` with the same arguments on the same pipeline
+  object, and the ratio ours/bare (``bench/gpu_pipelines.py`` assembles the
+  pipelines with one-layer stand-in encoders of the real widths; 0 skips it).
 
 No CUDA: it says so and exits 0.  ``--tiny`` runs the same code with tiny
 configs (CPU is fine): that is how the test suite checks the script.
@@ -33,6 +34,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+import gpu_pipelines  # bench/ is sys.path[0] when this runs as a script
 
 # --------------------------------------------------------------------------- configs (public config.json)
 
@@ -145,7 +148,7 @@ class Stage:
 
 # --------------------------------------------------------------------------- per model
 
-def bench_sdxl(device: str, dtype: Any, tiny: bool) -> dict[str, Any]:
+def bench_sdxl(device: str, dtype: Any, tiny: bool, render_steps: int, repeats: int) -> dict[str, Any]:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -162,10 +165,16 @@ def bench_sdxl(device: str, dtype: Any, tiny: bool) -> dict[str, Any]:
     step = stage.measure(lambda: unet(latents, torch.tensor([999.0], device=device), encoder_hidden_states=text,
                                       added_cond_kwargs=added).sample)
     decode = stage.measure(lambda: vae.decode(latents[:1] / vae.config.scaling_factor).sample)
-    return {"geometry": f"{width}x{height}", "step": step, "decode": decode}
+    out = {"geometry": f"{width}x{height}", "step": step, "decode": decode}
+    if render_steps:
+        del latents, text, added
+        pipe = gpu_pipelines.sdxl_pipeline(unet, vae, device, dtype)
+        out["render"] = gpu_pipelines.sdxl_render(pipe, stage.measure, device, dtype, width, height, render_steps,
+                                                  repeats)
+    return out
 
 
-def bench_wan(device: str, dtype: Any, tiny: bool) -> dict[str, Any]:
+def bench_wan(device: str, dtype: Any, tiny: bool, render_steps: int, repeats: int) -> dict[str, Any]:
     import torch
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
@@ -185,10 +194,16 @@ def bench_wan(device: str, dtype: Any, tiny: bool) -> dict[str, Any]:
                                              encoder_hidden_states=text, encoder_hidden_states_image=image,
                                              return_dict=False)[0])
     decode = stage.measure(lambda: vae.decode(noise[:1]).sample)
-    return {"geometry": f"{width}x{height}x{frames}", "step": step, "decode": decode}
+    out = {"geometry": f"{width}x{height}x{frames}", "step": step, "decode": decode}
+    if render_steps:
+        del noise, condition, text, image
+        pipe = gpu_pipelines.wan_pipeline(transformer, vae, device, dtype)
+        out["render"] = gpu_pipelines.wan_render(pipe, stage.measure, width, height, frames, render_steps,
+                                                  repeats)
+    return out
 
 
-def bench_ltx(device: str, dtype: Any, tiny: bool) -> dict[str, Any]:
+def bench_ltx(device: str, dtype: Any, tiny: bool, render_steps: int, repeats: int) -> dict[str, Any]:
     import torch
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
 
@@ -208,7 +223,13 @@ def bench_ltx(device: str, dtype: Any, tiny: bool) -> dict[str, Any]:
     latents = tokens.reshape(1, f, h, w, channels).permute(0, 4, 1, 2, 3)
     temb = torch.tensor([0.05], device=device, dtype=dtype) if vae_cfg["timestep_conditioning"] else None
     decode = stage.measure(lambda: vae.decode(latents, temb, return_dict=False)[0])
-    return {"geometry": f"{width}x{height}x{frames}", "step": step, "decode": decode}
+    out = {"geometry": f"{width}x{height}x{frames}", "step": step, "decode": decode}
+    if render_steps:
+        del tokens, text, mask, latents
+        pipe = gpu_pipelines.ltx_pipeline(transformer, vae, device, dtype)
+        out["render"] = gpu_pipelines.ltx_render(pipe, stage.measure, width, height, frames, render_steps,
+                                                  repeats)
+    return out
 
 
 BENCHES = {"sdxl": bench_sdxl, "wan": bench_wan, "ltx": bench_ltx}
@@ -220,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="default: cuda when available")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--tiny", action="store_true", help="tiny configs (a code check; CPU is fine)")
+    parser.add_argument("--render-steps", type=int, default=2,
+                        help="steps of the ours-vs-bare render comparison (0: skip it)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds of the render comparison, fastest kept (default 1; 3 with --tiny)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args(argv)
     import torch
@@ -232,10 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype) if device != "cpu" else torch.float32
     results: dict[str, Any] = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else device,
                                "dtype": str(dtype).removeprefix("torch."), "tiny": args.tiny, "models": {}}
+    repeats = args.repeats or (3 if args.tiny else 1)
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         if name not in BENCHES:
             parser.error(f"unknown model {name!r}; choose from {sorted(BENCHES)}")
-        outcome = BENCHES[name](device, dtype, args.tiny)
+        outcome = BENCHES[name](device, dtype, args.tiny, args.render_steps, repeats)
         for key in ("step", "decode"):
             outcome[key].pop("result", None)
         results["models"][name] = outcome
@@ -245,10 +271,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results))
         return 0
     print(f"device {results['device']}  dtype {results['dtype']}{'  (tiny configs)' if args.tiny else ''}")
-    print(f"{'model':6} {'geometry':16} {'step s':>8} {'step GB':>8} {'decode s':>9} {'decode GB':>9}")
+    print(f"{'model':6} {'geometry':16} {'step s':>8} {'step GB':>8} {'decode s':>9} {'decode GB':>9}"
+          f" {'ours s':>8} {'ours GB':>8} {'bare s':>8} {'bare GB':>8} {'ours/bare':>9}")
     for name, r in results["models"].items():
+        render = r.get("render")
+        tail = (f" {render['ours']['s']:8.3f} {render['ours'].get('peak_vram_gb', '-'):>8}"
+                f" {render['bare']['s']:8.3f} {render['bare'].get('peak_vram_gb', '-'):>8} {render['ratio']:9.3f}"
+                if render else "")
         print(f"{name:6} {r['geometry']:16} {r['step']['s']:8.3f} {r['step'].get('peak_vram_gb', '-'):>8} "
-              f"{r['decode']['s']:9.3f} {r['decode'].get('peak_vram_gb', '-'):>9}")
+              f"{r['decode']['s']:9.3f} {r['decode'].get('peak_vram_gb', '-'):>9}{tail}")
+    if args.render_steps:
+        print(f"render: {args.render_steps} steps through our backend (ours) and a bare pipe(...) call (bare) on "
+              "the same pipeline object, same process, after one untimed warm-up; fastest of "
+              f"{repeats} alternating rounds")
     return 0
 
 
