@@ -412,10 +412,14 @@ class RenderSpec:
 
 @dataclass
 class StepProgress:
-    """callback_on_step_end target: counts and logs every denoising step; ``passes`` counts finished pipeline calls."""
+    """callback_on_step_end target: counts, logs and reports every denoising step; ``passes`` counts pipeline calls.
+
+    ``report`` is the ToolContext's ``progress``: a job shows the step, and a cancel
+    raised from it stops the pipeline at the next step.
+    """
 
     log: SparkleLogger | None
-    check_cancelled: Callable[[], None] | None = None  # the ToolContext's: a cancel stops at the next step
+    report: Callable[[int, int | None, str], None] | None = None
     steps_completed: int = 0
     passes: int = 0
     pass_name: str = ""
@@ -425,12 +429,12 @@ class StepProgress:
         self.pass_name, self.started = name, time.perf_counter()
 
     def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self.check_cancelled is not None:
-            self.check_cancelled()
         self.steps_completed += 1
         if self.log is not None:
             self.log.info("wan.step", pass_name=self.pass_name, step=step + 1, of=pipe.num_timesteps,
                           elapsed_s=round(time.perf_counter() - self.started, 3))
+        if self.report is not None:
+            self.report(step + 1, int(pipe.num_timesteps), self.pass_name)
         return {}
 
 
@@ -553,7 +557,7 @@ class WanFlf2vBackend:
         guidance = request.guidance_scale if request.guidance_scale is not None else opts.guidance
         t_inputs = time.perf_counter()
 
-        progress = StepProgress(ctx.log, ctx.check_cancelled)
+        progress = StepProgress(ctx.log, ctx.progress)
         events: list[OomEvent] = []
         with model_context(f"{BACKEND_NAME}:{model_fingerprint(self.profile.model)}",
                            make_loader(self.profile.model, opts), device=opts.device, dtype=opts.dtype,

@@ -32,6 +32,7 @@ from function_tools.lipsync_wav2lip.models import LipsyncOptions, LipsyncRequest
 from function_tools.qa_qwen2vl.models import QAExpectations, QAMedia, QARequest, TimeInterval
 from function_tools.tts_chatterbox.models import TtsChatterboxRequest, TtsVoice
 from function_tools.videos_wan.models import VideosWanRequest
+from sparkle_motion.agents.item_progress import InFlightItems
 from sparkle_motion.agents.production_models import STAGES
 from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
 from sparkle_motion.artifacts import ArtifactStore
@@ -52,6 +53,7 @@ MAX_RATE_GAIN = 1.35  # how much faster a line may be re-voiced to fit before th
 MAX_VOICE_RATE = 4.0  # the plan's VoiceProfile bound
 FIT_ATTEMPTS = 3
 SEED_STRIDE = 7919  # a prime: retry seeds never collide with neighbouring items' seeds
+JOB_LOST_RESUBMITS = 2  # a tool job lost to a tool restart is submitted again this often (the step is redone)
 # Used only when a profile file sets no `render:` block.
 RENDER_FALLBACK = {"fps": 24, "width": 640, "height": 360}
 
@@ -99,6 +101,10 @@ class RunControl:
         self.registry = registry
         self.run_id = run_id
 
+    def stop_requested(self) -> str | None:
+        """A reason to cancel the tool job in flight ("run stopped"), or None; a pause lets it finish."""
+        return "run stopped" if self.registry.get_run(self.run_id).status == "stopped" else None
+
     def checkpoint(self) -> None:
         announced = False
         while True:
@@ -144,6 +150,7 @@ class ProductionRun:
         # Outputs passed between stages (also mirrored into the ADK session state).
         self.results: dict[str, Any] = {}
         self.attempts: dict[str, int] = {"base_images": 0, "video_clips": 0}
+        self.in_flight = InFlightItems()   # what /status shows as items (with tool job progress)
         self._done_units = 0
         self._total_units = self._count_units()
         self.fps, self.width, self.height = render_geometry(plan, settings)
@@ -197,7 +204,8 @@ class ProductionRun:
             return dict(cached.output or {})
         rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
         try:
-            outcome = work()
+            with self.in_flight.working_on(stage, item, tool_id):
+                outcome = work()
         except Exception as exc:
             error = exc.to_dict() if isinstance(exc, SparkleError) else {"code": "internal_error", "message": repr(exc)}
             self.registry.finish_step(rec.step_id, "failed", error=error)
@@ -229,16 +237,30 @@ class ProductionRun:
                                                         "field": where}}) from None
 
     def invoke(self, tool_id: str, request: ToolRequest, *, stage: str) -> dict[str, Any]:
+        """Call the tool (a job, for a long-running one: its progress goes to ``in_flight``, a stop cancels it)."""
         payload = {**tool_payload(request), "run_id": self.run_id, "stage": stage}
-        try:
-            return self.client(tool_id).invoke(payload)
-        except ToolCallError as exc:
-            remote = exc.remote_error or {}
-            detail = remote.get("message") or exc.message
-            where = f" ({remote['field']})" if remote.get("field") else ""
-            raise StageFailed(f"{tool_id} failed in stage {stage}: {detail}{where}",
-                              context={"stage": stage, "tool_id": tool_id, "status": exc.status,
-                                       "remote_error": remote}) from exc
+        for resubmit in range(JOB_LOST_RESUBMITS + 1):
+            try:
+                return self.client(tool_id).invoke(payload, on_progress=self.in_flight.on_job_view,
+                                                   cancel_check=self.control.stop_requested)
+            except ToolCallError as exc:
+                if exc.code == "job_cancelled" and self.control.stop_requested():
+                    raise RunStopped("run stopped by request; the tool job in flight was cancelled",
+                                     context={"run_id": self.run_id, "stage": stage}) from exc
+                if exc.code != "job_lost" or resubmit == JOB_LOST_RESUBMITS:
+                    raise self._stage_failed(tool_id, stage, exc) from exc
+                self.registry.log(self.run_id, "warning", f"{tool_id} lost the job of this step ({exc.message}); "
+                                  "submitting it again", stage=stage, error=exc.to_dict())
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    @staticmethod
+    def _stage_failed(tool_id: str, stage: str, exc: ToolCallError) -> StageFailed:
+        remote = exc.remote_error or {}
+        detail = remote.get("message") or exc.message
+        where = f" ({remote['field']})" if remote.get("field") else ""
+        return StageFailed(f"{tool_id} failed in stage {stage}: {detail}{where}",
+                           context={"stage": stage, "tool_id": tool_id, "status": exc.status,
+                                    "remote_error": remote})
 
     # -- stages ---------------------------------------------------------------------
 
