@@ -236,16 +236,32 @@ class ToolClient:
             view = self._poll_job(job_id)
 
     def _poll_job(self, job_id: str) -> dict[str, Any]:
-        try:
-            return self.job(job_id)
-        except ToolCallError as exc:
-            if exc.status == 404 or exc.code == "tool_unreachable":
-                why = ("the tool process does not know it (it restarted)" if exc.status == 404
-                       else "the tool process is unreachable")
-                raise ToolCallError(f"{self.tool_id} job {job_id} was lost: {why}", tool_id=self.tool_id,
-                                    status=exc.status, code="job_lost", remote_error=exc.remote_error,
-                                    context={"url": self.base_url, "job_id": job_id, "cause": exc.code}) from exc
-            raise
+        """GET the job; a poll that times out is asked again (it changes nothing) for up to ``restart_wait_s``."""
+        slow_since: float | None = None
+        while True:
+            try:
+                return self.job(job_id)
+            except ToolCallError as exc:
+                if exc.code == "tool_timeout":
+                    slow_since = time.monotonic() if slow_since is None else slow_since
+                    if time.monotonic() - slow_since <= self.restart_wait_s:
+                        self._log.warning("tool_call.job_poll_timeout", job_id=job_id)
+                        continue
+                lost = self._job_lost_or(exc, job_id)
+                if lost is exc:
+                    raise
+                raise lost from exc
+
+    def _job_lost_or(self, exc: ToolCallError, job_id: str) -> ToolCallError:
+        """``job_lost`` when the tool process forgot the job or stays out of reach; else ``exc`` itself."""
+        if exc.status != 404 and exc.code not in ("tool_unreachable", "tool_timeout"):
+            return exc
+        why = ("the tool process does not know it (it restarted)" if exc.status == 404
+               else "the tool process is unreachable" if exc.code == "tool_unreachable"
+               else f"its polls kept timing out for {self.restart_wait_s:.0f} s")
+        return ToolCallError(f"{self.tool_id} job {job_id} was lost: {why}", tool_id=self.tool_id,
+                             status=exc.status, code="job_lost", remote_error=exc.remote_error,
+                             context={"url": self.base_url, "job_id": job_id, "cause": exc.code})
 
     def _job_cancelled(self, view: dict[str, Any], why: str) -> ToolCallError:
         return ToolCallError(f"{self.tool_id} job {view['job_id']} cancelled: {why}", tool_id=self.tool_id,
