@@ -229,3 +229,55 @@ def test_a_job_lost_to_a_tool_restart_is_resubmitted_by_the_production_step(spar
     assert outcome.get("text") == "again", outcome
     messages = [e.message for e in registry.log_tail("run_lost", 20)]
     assert any("lost the job" in m for m in messages), messages
+
+
+def test_stop_cancels_the_job_in_flight_and_pause_lets_it_finish(echo, sparkle_home):
+    settings = load_settings({"SPARKLE_HOME": str(sparkle_home)})
+    registry = RunRegistry(settings.db_path)
+    plan = validate_plan(json.loads((PLANS / "rooftop_valid.json").read_text()))
+    registry.create_run("run_ctl", plan_id=plan.metadata.plan_id)
+    registry.set_status("run_ctl", "running")
+    run = ProductionRun("run_ctl", plan, settings=settings, store=ArtifactStore(sparkle_home), registry=registry,
+                        client_factory=lambda tool_id: ToolClient(tool_id, base_url=echo.url, token="",
+                                                                  use_jobs=True))
+
+    class EchoRequest(ToolRequest):
+        text: str
+        hold_s: float
+
+    def call(hold_s: float, outcome: dict) -> None:
+        try:
+            with run.in_flight.working_on("video_clips", "shot_001", "echo"):
+                outcome["response"] = run.invoke("echo", EchoRequest(text="held", hold_s=hold_s), stage="video_clips")
+        except Exception as exc:  # noqa: BLE001 - inspected by the test
+            outcome["error"] = exc
+
+    def started_job() -> str:
+        deadline = time.monotonic() + 30
+        while True:
+            items = run.in_flight.snapshot()
+            if items and items[0].step:
+                return str(items[0].job_id)
+            assert time.monotonic() < deadline, items
+            time.sleep(0.05)
+
+    paused: dict = {}
+    worker = threading.Thread(target=call, args=(1.5, paused))
+    worker.start()
+    started_job()
+    registry.set_status("run_ctl", "paused")
+    worker.join(30)
+    assert paused.get("response", {}).get("text") == "held", paused
+
+    registry.set_status("run_ctl", "running")
+    stopped: dict = {}
+    worker = threading.Thread(target=call, args=(10.0, stopped))
+    worker.start()
+    job_id = started_job()
+    asked = time.monotonic()
+    registry.set_status("run_ctl", "stopped")
+    worker.join(30)
+    assert time.monotonic() - asked < 8
+    assert type(stopped.get("error")).__name__ == "RunStopped", stopped
+    job = echo.client.get(f"/jobs/{job_id}").json()
+    assert job["state"] == "cancelled" and "DELETE /jobs" in job["error"]["context"]["reason"]
