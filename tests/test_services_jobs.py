@@ -190,21 +190,28 @@ def test_tool_client_cancel_check_cancels_the_job(echo):
     assert time.monotonic() - started < 8
 
 
-def test_a_job_lost_to_a_tool_restart_is_resubmitted_by_the_production_step(sparkle_home, tmp_path):
-    """The tool process dies mid-job and comes back on its port: the step submits the work again."""
-    port = free_port()
-    settings = load_settings({"SPARKLE_HOME": str(sparkle_home)})
+class EchoRequest(ToolRequest):
+    text: str
+    hold_s: float
+
+
+def echo_production_run(home: Path, run_id: str, url: str) -> tuple[ProductionRun, RunRegistry]:
+    """A running ProductionRun whose tool clients all call the echo process at ``url`` through jobs."""
+    settings = load_settings({"SPARKLE_HOME": str(home)})
     registry = RunRegistry(settings.db_path)
     plan = validate_plan(json.loads((PLANS / "rooftop_valid.json").read_text()))
-    registry.create_run("run_lost", plan_id=plan.metadata.plan_id)
-    registry.set_status("run_lost", "running")
-    run = ProductionRun("run_lost", plan, settings=settings, store=ArtifactStore(sparkle_home), registry=registry,
-                        client_factory=lambda tool_id: ToolClient(tool_id, base_url=f"http://127.0.0.1:{port}",
-                                                                  token="", use_jobs=True, retries=20))
+    registry.create_run(run_id, plan_id=plan.metadata.plan_id)
+    registry.set_status(run_id, "running")
+    run = ProductionRun(run_id, plan, settings=settings, store=ArtifactStore(home), registry=registry,
+                        client_factory=lambda tool_id: ToolClient(tool_id, base_url=url, token="", use_jobs=True,
+                                                                  retries=20))
+    return run, registry
 
-    class EchoRequest(ToolRequest):
-        text: str
-        hold_s: float
+
+def test_a_job_lost_to_a_tool_restart_is_resubmitted_by_the_production_step(sparkle_home):
+    """The tool process dies mid-job and comes back on its port: the step submits the work again."""
+    port = free_port()
+    run, registry = echo_production_run(sparkle_home, "run_lost", f"http://127.0.0.1:{port}")
 
     outcome: dict = {}
     first = running_tool(ECHO, home=sparkle_home, port=port)
@@ -232,18 +239,7 @@ def test_a_job_lost_to_a_tool_restart_is_resubmitted_by_the_production_step(spar
 
 
 def test_stop_cancels_the_job_in_flight_and_pause_lets_it_finish(echo, sparkle_home):
-    settings = load_settings({"SPARKLE_HOME": str(sparkle_home)})
-    registry = RunRegistry(settings.db_path)
-    plan = validate_plan(json.loads((PLANS / "rooftop_valid.json").read_text()))
-    registry.create_run("run_ctl", plan_id=plan.metadata.plan_id)
-    registry.set_status("run_ctl", "running")
-    run = ProductionRun("run_ctl", plan, settings=settings, store=ArtifactStore(sparkle_home), registry=registry,
-                        client_factory=lambda tool_id: ToolClient(tool_id, base_url=echo.url, token="",
-                                                                  use_jobs=True))
-
-    class EchoRequest(ToolRequest):
-        text: str
-        hold_s: float
+    run, registry = echo_production_run(sparkle_home, "run_ctl", echo.url)
 
     def call(hold_s: float, outcome: dict) -> None:
         try:
