@@ -110,6 +110,16 @@ def test_plan_becomes_a_film(production, mesh_settings):
     assert psnr(frames[-1], keyframes["frame_002"]) > 30
     assert psnr(frames[cut // 2], keyframes["frame_000"]) < 30  # it moves in between
 
+    # The talking close-up's speaker moves their storyboard mouth (lipsync `mux`, from the word timings).
+    synced = [a for a in stages["lipsync"]["artifacts"] if a["media_type"] == "video/mp4"]
+    assert synced and all(a["metadata"]["lip_motion"] for a in synced), [a["metadata"].get("mouth_motion")
+                                                                           for a in synced]
+    speakers = {f["speaker"] for a in synced for f in a["metadata"]["mouth_motion"]["track"]}
+    assert speakers and speakers <= {c["name"] for c in plan["characters"]}
+    # ... re-encoded with the clips' own settings, so the film is still concatenated by stream copy.
+    film = next(a for a in stages["assemble"]["artifacts"] if a["media_type"] == "video/mp4")
+    assert film["metadata"]["concat_mode"] == "stream_copy", film["metadata"].get("concat_reason")
+
     # Speech inside every line's slot, silence outside the spoken intervals.
     sr = 24000
     assert abs(len(audio) / sr - runtime) < 0.1

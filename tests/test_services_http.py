@@ -109,7 +109,7 @@ def test_validation_error_lists_every_problem(echo: RunningTool) -> None:
                         422, "invalid_input")
     fields = {d["field"]: d["type"] for d in body["error"]["details"]}
     assert fields == {"text": "missing", "repeat": "less_than_equal", "bogus": "extra_forbidden",
-                      "run_id": "value_error"}
+                      "run_id": "string_pattern_mismatch"}
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b"", b"[" * 200_000])
@@ -185,7 +185,7 @@ def test_chunked_limit_answers_before_the_body_ends(echo: RunningTool) -> None:
 
 def test_unknown_route_is_json_404(echo: RunningTool) -> None:
     assert_error(echo.client.get("/no/such/route"), 404, "not_found")
-    assert_error(echo.client.post("/docs"), 404, "not_found")  # no docs/openapi surface
+    assert_error(echo.client.post("/docs"), 405, "method_not_allowed")  # /docs exists, for GET only
 
 
 def test_wrong_method_is_json_405(echo: RunningTool) -> None:

@@ -11,6 +11,8 @@ from sparkle_motion.services import ToolRequest, ToolResponse
 MAX_CLIPS = 500
 MAX_SUBTITLES = 2000
 MAX_SUBTITLE_CHARS = 500
+# Times are seconds into a clip or the film; a day keeps them finite and far past any film.
+MAX_TIME_S = 86_400.0
 
 X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
 ConcatMode = Literal["stream_copy", "reencode"]
@@ -22,8 +24,8 @@ class ClipRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     uri: str = Field(description="artifact URI of a clip with a video stream")
-    in_s: float | None = Field(default=None, ge=0, description="start of the used part (s); default 0")
-    out_s: float | None = Field(default=None, gt=0, description="end of the used part (s); default the clip's end")
+    in_s: float | None = Field(default=None, ge=0, le=MAX_TIME_S, description="start of the used part (s); default 0")
+    out_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S, description="end of the used part (s); default the clip's end")
 
     @model_validator(mode="after")
     def _ordered(self) -> "ClipRef":
@@ -39,8 +41,8 @@ class ClipRef(BaseModel):
 class Subtitle(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start_s: float = Field(ge=0)
-    end_s: float = Field(gt=0)
+    start_s: float = Field(ge=0, le=MAX_TIME_S)
+    end_s: float = Field(gt=0, le=MAX_TIME_S)
     text: str = Field(min_length=1, max_length=MAX_SUBTITLE_CHARS)
 
     @model_validator(mode="after")

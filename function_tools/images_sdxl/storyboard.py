@@ -459,10 +459,13 @@ def wrap_text(text: str, font: ImageFont.FreeTypeFont, max_width: int, *, max_li
     lines: list[str] = []
     current = ""
     for word in words:
+        if len(lines) > max_lines:
+            break  # cut with an ellipsis below; the rest is never drawn
         while font.getlength(word) > max_width and len(word) > 1:  # a single over-long token: hard-break it
-            cut = len(word)
-            while cut > 1 and font.getlength(word[:cut]) > max_width:
-                cut -= 1
+            cut, too_long = 1, len(word)  # binary search for the longest prefix that fits: a 2,000-character
+            while too_long - cut > 1:  # token took a minute measured one character at a time
+                mid = (cut + too_long) // 2
+                cut, too_long = (mid, too_long) if font.getlength(word[:mid]) <= max_width else (cut, mid)
             if current:
                 lines.append(current)
                 current = ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -10,6 +10,11 @@ from sparkle_motion.services import ToolRequest, ToolResponse
 
 MAX_WORD_TIMINGS = 5000
 MAX_WORD_CHARS = 200
+MAX_SPEAKER_CHARS = 100
+# Word times are seconds into one shot's audio; a day is far past any shot and keeps numbers finite.
+MAX_TIME_S = 86_400.0
+MAX_PAD_PX = 512
+Pad = Annotated[int, Field(ge=0, le=MAX_PAD_PX)]
 
 FitMode = Literal["error", "pad", "trim", "pad_or_trim"]
 
@@ -20,8 +25,12 @@ class WordTiming(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     word: str = Field(min_length=1, max_length=MAX_WORD_CHARS)
-    start_s: float = Field(ge=0)
-    end_s: float = Field(gt=0)
+    start_s: float = Field(ge=0, le=MAX_TIME_S)
+    end_s: float = Field(gt=0, le=MAX_TIME_S)
+    speaker: str | None = Field(
+        default=None, min_length=1, max_length=MAX_SPEAKER_CHARS,
+        description="the character saying the word, named as the storyboard names its figure; the mux backend "
+                    "opens that face's mouth (unset: the clip's only face)")
 
     @model_validator(mode="after")
     def _ordered(self) -> "WordTiming":
@@ -46,17 +55,11 @@ class LipsyncOptions(BaseModel):
 
     fit: FitMode = "error"
     word_timings: list[WordTiming] | None = Field(default=None, max_length=MAX_WORD_TIMINGS)
-    pads: tuple[int, int, int, int] = Field(default=(0, 10, 0, 0),
+    pads: tuple[Pad, Pad, Pad, Pad] = Field(default=(0, 10, 0, 0),
                                             description="face box padding top, bottom, left, right (pixels)")
     resize_factor: int = Field(default=1, ge=1, le=8)
     nosmooth: bool = False
     audio_bitrate: str = Field(default="128k", pattern=r"^[1-9][0-9]{1,2}k$")
-
-    @model_validator(mode="after")
-    def _pads_non_negative(self) -> "LipsyncOptions":
-        if any(p < 0 or p > 512 for p in self.pads):
-            raise ValueError("pads must each be within 0..512 pixels")
-        return self
 
 
 class LipsyncRequest(ToolRequest):

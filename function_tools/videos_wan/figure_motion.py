@@ -42,6 +42,7 @@ class FigureBox:
     name: str
     label: int
     box: tuple[int, int, int, int]
+    mouth: tuple[int, int, int, int] | None = None   # a camera-facing face's mouth box (lip-sync redraws it)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ def parse_layout(text: str | None, size: tuple[int, int]) -> KeyframeLayout | No
         raw: dict[str, Any] = json.loads(text)
         with Image.open(io.BytesIO(base64.b64decode(raw["mask"], validate=True)), formats=("PNG",)) as mask:
             labels = np.asarray(mask.convert("L"))
-        figures = tuple(FigureBox(str(f["name"]), int(f["label"]), tuple(int(v) for v in f["box"]))  # type: ignore[arg-type]
+        figures = tuple(FigureBox(str(f["name"]), int(f["label"]), tuple(int(v) for v in f["box"]),  # type: ignore[arg-type]
+                                  _mouth(f.get("mouth")))
                         for f in raw["figures"] if len(f.get("box") or ()) == 4)
         caption_box, tag_box = (tuple(int(v) for v in raw[k][:4]) for k in ("caption_box", "tag_box"))
         layout = KeyframeLayout(str(raw["framing"]), str(raw["set"]), figures, labels,
@@ -74,6 +76,14 @@ def parse_layout(text: str | None, size: tuple[int, int]) -> KeyframeLayout | No
     if labels.shape != (size[1], size[0]):
         return None
     return layout
+
+
+def _mouth(value: Any) -> tuple[int, int, int, int] | None:
+    """A recorded mouth box, or None when the face is not shown (older layouts record none)."""
+    if not isinstance(value, list) or len(value) != 4:
+        return None
+    x0, y0, x1, y1 = (int(v) for v in value)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -115,6 +125,8 @@ def _fill_rows(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 class _Sprite:
     image: Image.Image   # RGBA, opaque where the figure is
     box: tuple[int, int, int, int]
+    name: str = ""
+    mouth: tuple[int, int, int, int] | None = None   # in the source keyframe's pixels, like ``box``
 
 
 def _sprite(frame: np.ndarray, labels: np.ndarray, figure: FigureBox) -> _Sprite:
@@ -123,7 +135,15 @@ def _sprite(frame: np.ndarray, labels: np.ndarray, figure: FigureBox) -> _Sprite
     x1, y1 = min(labels.shape[1], x1 + 1), min(labels.shape[0], y1 + 1)
     alpha = _grow(labels[y0:y1, x0:x1] == figure.label, 1)
     rgba = np.dstack([frame[y0:y1, x0:x1], alpha.astype(np.uint8) * 255])
-    return _Sprite(Image.fromarray(rgba, "RGBA"), (x0, y0, x1, y1))
+    return _Sprite(Image.fromarray(rgba, "RGBA"), (x0, y0, x1, y1), figure.name, figure.mouth)
+
+
+def _placement(start: _Sprite, end: _Sprite | None, progress: float) -> tuple[_Sprite, tuple[int, ...]]:
+    """The drawing shown at ``progress`` and the box it is drawn in (start's drawing, then the end's)."""
+    if end is None:
+        return start, start.box
+    box = tuple(round(a + (b - a) * progress) for a, b in zip(start.box, end.box))
+    return (start if progress < 0.5 else end), box
 
 
 class FigureComposer:
@@ -156,8 +176,7 @@ class FigureComposer:
             if end is None:
                 canvas.paste(start.image, start.box[:2], start.image)
                 continue
-            box = tuple(round(a + (b - a) * progress) for a, b in zip(start.box, end.box))
-            source = start if progress < 0.5 else end
+            source, box = _placement(start, end, progress)
             size = (max(1, box[2] - box[0]), max(1, box[3] - box[1]))
             sprite = source.image if source.image.size == size else source.image.resize(
                 size, Image.Resampling.BILINEAR)
@@ -167,3 +186,18 @@ class FigureComposer:
         for box, overlay in self.overlays:
             canvas.paste(overlay, box[:2])
         return canvas
+
+    def mouths(self, progress: float) -> dict[str, tuple[float, float, float, float]]:
+        """Where each named figure's mouth is in :meth:`frame` at ``progress`` (its sprite's move and scale)."""
+        found: dict[str, tuple[float, float, float, float]] = {}
+        for start, end in self.pairs:
+            source, box = _placement(start, end, progress)
+            if source.mouth is None or not source.name:
+                continue
+            sx0, sy0, sx1, sy1 = source.box
+            scale_x = max(1, box[2] - box[0]) / max(1, sx1 - sx0)
+            scale_y = max(1, box[3] - box[1]) / max(1, sy1 - sy0)
+            mx0, my0, mx1, my1 = source.mouth
+            found[source.name] = (box[0] + (mx0 - sx0) * scale_x, box[1] + (my0 - sy0) * scale_y,
+                                  box[0] + (mx1 - sx0) * scale_x, box[1] + (my1 - sy0) * scale_y)
+        return found

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from function_tools.videos_wan.figure_motion import FigureComposer, parse_layout, shares_set
+from function_tools.videos_wan.figure_motion import FigureComposer, KeyframeLayout, parse_layout, shares_set
 from function_tools.videos_wan.keyframes import default_seed, prepare_keyframes
 from function_tools.videos_wan.models import (
     DIFFUSION_OPTIONS,
@@ -231,17 +231,63 @@ class MotionPlanner:
         return (self.frame(i) for i in range(self.num_frames))
 
 
+def _crop_box(window: Window, width: int, height: int) -> tuple[float, float, float, float]:
+    """The source rectangle a window shows (stretched over the whole frame)."""
+    half_w, half_h = width / (2.0 * window.scale), height / (2.0 * window.scale)
+    # Clamping only absorbs float rounding: windows lie inside the frame by construction.
+    return (max(0.0, window.cx - half_w), max(0.0, window.cy - half_h),
+            min(float(width), window.cx + half_w), min(float(height), window.cy + half_h))
+
+
 def _view(image: Image.Image, window: Window) -> Image.Image:
     width, height = image.size
     if window.is_identity(width, height):
         return image
-    half_w, half_h = width / (2.0 * window.scale), height / (2.0 * window.scale)
     # The window is scale + offset only (no rotation), so a separable resize of the
-    # box is exact and ~2.4x faster than a general affine transform.  Clamping only
-    # absorbs float rounding: windows lie inside the frame by construction.
-    box = (max(0.0, window.cx - half_w), max(0.0, window.cy - half_h),
-           min(float(width), window.cx + half_w), min(float(height), window.cy + half_h))
-    return image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    # box is exact and ~2.4x faster than a general affine transform.
+    return image.resize((width, height), Image.Resampling.BILINEAR, box=_crop_box(window, width, height))
+
+
+def _through(box: tuple[float, float, float, float], window: Window, width: int, height: int) -> list[int]:
+    """A source-pixel box as the window shows it in the frame (rounded outwards, clamped to the frame)."""
+    x0, y0, x1, y1 = _crop_box(window, width, height)
+    sx, sy = width / (x1 - x0), height / (y1 - y0)
+    return [max(0, math.floor((box[0] - x0) * sx)), max(0, math.floor((box[1] - y0) * sy)),
+            min(width, math.ceil((box[2] - x0) * sx)), min(height, math.ceil((box[3] - y0) * sy))]
+
+
+def mouth_track(transition: str, planner: MotionPlanner, composer: FigureComposer | None,
+                start_layout: KeyframeLayout | None, end_layout: KeyframeLayout | None,
+                ) -> dict[str, list[list[int] | None]]:
+    """Per frame, where each named face's mouth is in the clip (None where no single drawing of it shows).
+
+    The lip-sync ``mux`` backend reads this from the clip's metadata and redraws the
+    speaker's mouth there.  Frames of a dissolve between the ends hold two copies of
+    a face, so only its exact ends are tracked.
+    """
+    last = planner.num_frames - 1
+    size = (planner.width, planner.height)
+    track: dict[str, list[list[int] | None]] = {}
+
+    def put(index: int, mouths: dict[str, tuple[float, ...]], window: Window) -> None:
+        for name, box in mouths.items():
+            track.setdefault(name, [None] * planner.num_frames)[index] = _through(box, window, *size)  # type: ignore[arg-type]
+
+    def recorded(layout: KeyframeLayout | None) -> dict[str, tuple[float, ...]]:
+        return {f.name: f.mouth for f in (layout.figures if layout else ()) if f.name and f.mouth}
+
+    identity = Window(1.0, size[0] / 2, size[1] / 2)
+    put(0, recorded(start_layout), identity)
+    put(last, recorded(end_layout), identity)
+    for plan in planner:
+        if plan.index in (0, last):
+            continue
+        if composer is not None:
+            window = planner.frame(round(min(plan.t, 1.0 - plan.t) * last)).start  # as render_figure_frames
+            put(plan.index, composer.mouths(blend_weight(plan.t)), window)  # type: ignore[arg-type]
+        elif transition == "cut":
+            put(plan.index, recorded(start_layout), plan.start)
+    return track
 
 
 def render_frames(start: Image.Image, end: Image.Image, planner: MotionPlanner) -> Iterator[np.ndarray]:
@@ -275,18 +321,18 @@ _FORCE_DISSOLVE = re.compile(r"\b(dissolve[sd]?|cross[\s-]*fade[sd]?|fade[sd]?|b
 IDLE_STRENGTH = 0.25
 
 
-def choose_transition(motion_prompt: str, start: Image.Image, end: Image.Image, start_layout: str | None,
-                      end_layout: str | None) -> tuple[str, FigureComposer | None]:
-    """The transition for this pair of keyframes, and the composer when figures move."""
+def choose_transition(motion_prompt: str, start: Image.Image, end: Image.Image,
+                      layouts: tuple[KeyframeLayout | None, KeyframeLayout | None],
+                      ) -> tuple[str, FigureComposer | None]:
+    """The transition for this pair of keyframes (and their parsed layouts), and the composer when figures move."""
     if _FORCE_DISSOLVE.search(motion_prompt):
         return "dissolve", None
-    layouts = parse_layout(start_layout, start.size), parse_layout(end_layout, end.size)
     if layouts[0] is None or layouts[1] is None:
         return ("cut" if _FORCE_CUT.search(motion_prompt) else "dissolve"), None
     start_px, end_px = np.asarray(start), np.asarray(end)
-    if _FORCE_CUT.search(motion_prompt) or not shares_set(start_px, end_px, *layouts):
+    if _FORCE_CUT.search(motion_prompt) or not shares_set(start_px, end_px, layouts[0], layouts[1]):
         return "cut", None
-    return "figures", FigureComposer(start_px, end_px, *layouts)
+    return "figures", FigureComposer(start_px, end_px, layouts[0], layouts[1])
 
 
 def camera_for(transition: str, move: CameraMoveInfo) -> CameraMoveInfo:
@@ -352,16 +398,18 @@ class KeyframeMotionBackend:
         start_manifest, end_manifest, resized = keys.start_manifest, keys.end_manifest, keys.resized
         move = parse_camera_move(request.motion_prompt)
         seed = request.seed if request.seed is not None else default_seed(request)
-        transition, composer = choose_transition(request.motion_prompt, start, end, keys.start_layout,
-                                                 keys.end_layout)
+        layouts = parse_layout(keys.start_layout, start.size), parse_layout(keys.end_layout, end.size)
+        transition, composer = choose_transition(request.motion_prompt, start, end, layouts)
         camera = camera_for(transition, move)
         planner = MotionPlanner(camera, width, height, num_frames, request.fps, seed)
+        mouths = mouth_track(transition, planner, composer, *layouts)
         t_decoded = time.perf_counter()
 
         out_path = ctx.staging_path(".mp4")
         synth_s = 0.0
+        zone_args = keyframe_zone_args(num_frames)
         writer = VideoWriter(out_path, width, height, request.fps, crf=self.crf, preset=self.preset,
-                             extra_args=keyframe_zone_args(num_frames))
+                             extra_args=zone_args)
         try:
             if composer is not None:
                 frames = render_figure_frames(start, end, composer, planner)
@@ -407,8 +455,8 @@ class KeyframeMotionBackend:
                                                 "end_frame_uri": end_manifest.uri},
              "resized_inputs": [r.model_dump() for r in resized], "ignored_options": ignored,
              "encoder": {"codec": "libx264", "pix_fmt": "yuv420p", "crf": self.crf, "preset": self.preset,
-                         "keyframe_qp": KEYFRAME_QP},
-             "timings": timings},
+                         "keyframe_qp": KEYFRAME_QP, "x264_params": zone_args[1]},
+             "mouths": mouths, "timings": timings},
             media={"duration_s": duration_s, "fps": request.fps, "width": width, "height": height},
             ext=".mp4", move=True,
         )

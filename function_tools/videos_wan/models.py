@@ -21,6 +21,8 @@ MAX_FPS = 60.0
 # Work cap: 1441 frames of 720p.  A bigger frame size buys fewer frames.
 MAX_TOTAL_PIXELS = MAX_FRAMES * 1280 * 720
 SEED_MAX = 2**32 - 1
+# The longest clip: MAX_FRAMES at the lowest fps (1).  A bound in the schema, so 1e308 is a 422, not an overflow.
+MAX_DURATION_S = MAX_FRAMES / 1.0
 
 DIFFUSION_OPTIONS = ("negative_prompt", "steps", "guidance_scale")
 
@@ -36,7 +38,7 @@ class VideosWanRequest(ToolRequest):
     num_frames: int | None = Field(default=None, ge=MIN_FRAMES, le=MAX_FRAMES,
                                    description="frames in the clip, both keyframes included; or give duration_s")
     # validate_default: the "one of num_frames/duration_s" rule runs even when duration_s is absent.
-    duration_s: float | None = Field(default=None, gt=0.0, validate_default=True,
+    duration_s: float | None = Field(default=None, gt=0.0, le=MAX_DURATION_S, validate_default=True,
                                      description="clip length; num_frames = round(duration_s * fps)")
     width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE,
                               description="even; multiples of 8 recommended; default: the start frame's width")

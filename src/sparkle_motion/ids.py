@@ -19,12 +19,15 @@ import unicodedata
 
 from sparkle_motion.errors import InvalidInputError
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+# Letters, digits, '_', '-', '.'; starts with a letter or digit; never '..'.  Written without
+# a look-ahead so that the published JSON Schema states the whole rule (with ID_MAX_LENGTH).
+ID_PATTERN = r"^[A-Za-z0-9](?:\.?[A-Za-z0-9_-])*\.?$"
+ID_MAX_LENGTH = 128
 _ID_RE = re.compile(ID_PATTERN)
 
 
 def is_valid_id(value: object) -> bool:
-    return isinstance(value, str) and bool(_ID_RE.fullmatch(value)) and ".." not in value
+    return isinstance(value, str) and len(value) <= ID_MAX_LENGTH and bool(_ID_RE.fullmatch(value))
 
 
 def validate_id(value: object, field: str) -> str:

@@ -6,7 +6,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sparkle_motion.ids import ID_PATTERN
+from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN
 
 # The order is the contract: resume_from=<stage> recomputes that stage and all after it.
 StageName = Literal[
@@ -18,14 +18,16 @@ STAGES: tuple[str, ...] = get_args(StageName)
 class ProductionRequest(BaseModel):
     """POST /invoke — start (or resume) a production run."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: the HTTP body is JSON, and a JSON "5" is not what the schema asks for.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    plan: dict[str, Any] | None = Field(None, description="An inline MoviePlan.")
+    plan: dict[str, Any] | None = Field(None, description="An inline MoviePlan (schemas/MoviePlan.schema.json); "
+                                                         "its rules are checked after the envelope (422 plan_invalid).")
     plan_uri: str | None = Field(None, max_length=512, description="artifact+fs:// URI of a plan artifact.")
     mode: Literal["dry", "run"] = "run"
     qa_mode: Literal["full", "skip"] = "full"
     resume_from: StageName | None = None
-    run_id: str | None = Field(None, pattern=ID_PATTERN)
+    run_id: str | None = Field(None, pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)
 
     @model_validator(mode="after")
     def _one_plan_source(self) -> "ProductionRequest":
@@ -49,9 +51,9 @@ class ProductionAccepted(BaseModel):
 
 
 class ControlRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    run_id: str = Field(..., pattern=ID_PATTERN)
+    run_id: str = Field(..., pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)
 
 
 class StepView(BaseModel):

@@ -488,8 +488,11 @@ class ProductionRun:
         audio = self.results["dialogue_audio"]
         synced = {}
         bounds = self._shot_bounds()
-        per_shot = words_by_shot([w for line in audio["lines"] for w in line["word_timings"]], bounds,
-                                 TIMELINE_SAMPLE_RATE, round(self.plan.runtime_s * TIMELINE_SAMPLE_RATE))
+        # Each word names its speaker as the storyboard names the figure, so mux opens the right mouth.
+        spoken = [{**w, "speaker": self._name(line["character_id"])} for line in audio["lines"]
+                  for w in line["word_timings"]]
+        per_shot = words_by_shot(spoken, bounds, TIMELINE_SAMPLE_RATE,
+                                 round(self.plan.runtime_s * TIMELINE_SAMPLE_RATE))
         for shot, (start, end), words in zip(self.plan.shots, bounds, per_shot):
             if not shot.is_talking_closeup:
                 continue

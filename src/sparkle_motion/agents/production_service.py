@@ -14,7 +14,7 @@ import json
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
@@ -32,6 +32,7 @@ from sparkle_motion.agents.production_models import (
     ProductionRequest,
     RunStatus,
     StageArtifacts,
+    StageName,
     StepView,
 )
 from sparkle_motion.agents.production_run import ProductionRun, RunStopped, estimate, start_adhoc_run
@@ -43,13 +44,14 @@ from sparkle_motion.config import Settings, get_settings
 from sparkle_motion.diskspace import Ballast, disk_full_error, is_disk_full
 from sparkle_motion.errors import (ConflictError, DiskFullError, InvalidInputError, NotFoundError, ServiceBusyError,
                                    SparkleError)
-from sparkle_motion.ids import new_id
+from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
 from sparkle_motion.plan.validation import PLAN_ARTIFACT_KEY
 from sparkle_motion.runs import Heartbeat, RunRegistry
 from sparkle_motion.services import install_common
 from sparkle_motion.services.app import current_request_id
+from sparkle_motion.services.openapi import error_responses
 
 __all__ = ["SCHEMA_MODELS", "ProductionService", "create_app"]
 
@@ -61,6 +63,9 @@ MAX_PLAN_BYTES = 5 << 20
 BALLAST_NAME = ".disk-ballast"  # under SPARKLE_HOME: 1 MB given up to record a disk-full failure
 
 log = get_logger("sparkle_motion.production_service")
+
+RunIdQuery = Annotated[str, Query(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH,
+                                  description="a run id (safe id)")]
 
 
 class ProductionService:
@@ -330,7 +335,7 @@ class ProductionService:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     service = ProductionService(settings)
-    app = FastAPI(title="production_agent", version=VERSION,
+    app = FastAPI(title="production_agent", version=VERSION, docs_url=None, redoc_url=None,
                   description="Executes MoviePlans through the Sparkle Motion FunctionTools.")
     install_common(app, "production_agent", VERSION, settings)
     service.start()
@@ -343,22 +348,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "backends": {t: p.backend for t, p in settings.profile.items()},
                 "request_schema": ProductionRequest.model_json_schema()}
 
-    @app.post("/invoke", status_code=202, response_model=ProductionAccepted)
+    @app.post("/invoke", status_code=202, response_model=ProductionAccepted,
+              responses={200: {"model": ProductionAccepted, "description": "mode=dry: the estimate, nothing ran"},
+                         **error_responses(404, 409, 503, 507)})
     def invoke(request: ProductionRequest) -> Any:
         accepted = service.submit(request)
         if accepted.mode == "dry":
             return JSONResponse(accepted.model_dump(mode="json"), status_code=200)
         return accepted
 
-    @app.get("/status", response_model=RunStatus)
-    def status(run_id: str = Query(..., max_length=128)) -> RunStatus:
+    @app.get("/status", response_model=RunStatus, responses=error_responses(404))
+    def status(run_id: RunIdQuery) -> RunStatus:
         return service.status(run_id)
 
-    @app.get("/artifacts", response_model=ArtifactsView)
-    def artifacts(run_id: str = Query(..., max_length=128),
-                  stage: str | None = Query(None, max_length=64)) -> ArtifactsView:
-        if stage is not None and stage not in STAGES:
-            raise InvalidInputError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}", field="stage")
+    @app.get("/artifacts", response_model=ArtifactsView, responses=error_responses(404))
+    def artifacts(run_id: RunIdQuery, stage: StageName | None = Query(None)) -> ArtifactsView:
         return service.artifacts(run_id, stage)
 
     @app.get("/runs")
@@ -373,6 +377,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return control
 
     for action in ("pause", "resume", "stop"):
-        app.post(f"/control/{action}", response_model=RunStatus, name=f"control_{action}")(control_route(action))
+        # resume may restart the run here, so it can also be busy or find the disk full.
+        errors = error_responses(404, 409, 503, 507) if action == "resume" else error_responses(404, 409)
+        app.post(f"/control/{action}", response_model=RunStatus, name=f"control_{action}",
+                 responses=errors)(control_route(action))
 
     return app

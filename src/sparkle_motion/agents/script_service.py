@@ -31,10 +31,11 @@ from sparkle_motion.agents.script_agent import (
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings, get_settings
 from sparkle_motion.errors import ConfigError
-from sparkle_motion.ids import ID_PATTERN, is_valid_id
+from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, is_valid_id
 from sparkle_motion.schemas_export import SCHEMA_SUFFIX
 from sparkle_motion.services import install_common
 from sparkle_motion.services.app import current_request_id
+from sparkle_motion.services.openapi import error_responses
 
 VERSION = "1.0.0"
 PLAN_STAGE = "plan"
@@ -50,9 +51,11 @@ __all__ = ["SCHEMA_MODELS", "ScriptAgentRequest", "ScriptAgentResponse", "PlanSu
 class ScriptAgentRequest(PlanRequest):
     """``POST /invoke`` body: the idea, optional controls and the run the plan belongs to."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: the HTTP body is JSON, and a JSON "5" is not what the schema asks for.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    run_id: str = Field("adhoc", description=f"run the plan artifact is stored under; {ID_PATTERN}")
+    run_id: str = Field("adhoc", pattern=ID_PATTERN, max_length=ID_MAX_LENGTH,
+                        description="run the plan artifact is stored under (a safe id)")
 
     @field_validator("run_id")
     @classmethod
@@ -146,7 +149,7 @@ class ScriptService:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     service = ScriptService(settings)
-    app = FastAPI(title=AGENT_NAME, version=VERSION,
+    app = FastAPI(title=AGENT_NAME, version=VERSION, docs_url=None, redoc_url=None,
                   description="Turns a film idea into a validated MoviePlan (ADK LlmAgent).")
     readiness = install_common(app, AGENT_NAME, VERSION, settings, max_body_bytes=MAX_BODY_BYTES)
     if service.config_error is not None:
@@ -166,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "request_id": current_request_id(),
         }
 
-    @app.post("/invoke", response_model=ScriptAgentResponse)
+    @app.post("/invoke", response_model=ScriptAgentResponse, responses=error_responses(503, 507))
     async def invoke(request: ScriptAgentRequest) -> ScriptAgentResponse:
         return await service.invoke(request)
 

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from sparkle_motion.ids import ID_PATTERN, NAME_ID_PATTERN, is_valid_id, is_valid_name_id
+from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, NAME_ID_PATTERN, is_valid_id, is_valid_name_id
 from sparkle_motion.plan.language import normalize_language_tag
 from sparkle_motion.plan.rules import (
     MAX_CHARACTERS,
@@ -89,14 +89,14 @@ _MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,199}$"
 SafeId = Annotated[
     str,
     AfterValidator(_check_id),
-    WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": 128,
+    WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": ID_MAX_LENGTH,
                     "description": "Safe id (becomes a path component); must not contain '..'."}),
 ]
 # An id that is only a name (metadata.plan_id): any script; ids.path_safe_id maps it for paths.
 NameId = Annotated[
     str,
     AfterValidator(_check_name_id),
-    WithJsonSchema({"type": "string", "pattern": NAME_ID_PATTERN, "minLength": 1, "maxLength": 128,
+    WithJsonSchema({"type": "string", "pattern": NAME_ID_PATTERN, "minLength": 1, "maxLength": ID_MAX_LENGTH,
                     "description": "A name (letters of any script); no whitespace, separators or '..'."}),
 ]
 ModelId = Annotated[str, StringConstraints(strip_whitespace=True, pattern=_MODEL_ID_PATTERN)]

@@ -29,8 +29,9 @@ from sparkle_motion.errors import BackendError, Cancelled, InvalidInputError, Se
 from sparkle_motion.logs import get_logger, tool_id_var
 from sparkle_motion.services.common import install_common
 from sparkle_motion.services.context import CancelToken, ProgressSink, ToolContext
-from sparkle_motion.services.http_errors import validation_error
+from sparkle_motion.services.http_errors import parse_json_body, validation_error
 from sparkle_motion.services.jobs import JobTable, install_jobs
+from sparkle_motion.services.openapi import error_responses, json_body_doc
 from sparkle_motion.services.readiness import Readiness
 from sparkle_motion.services.request_id import current_request_id
 from sparkle_motion.services.spec import ToolSpec, import_string, resolve_profile
@@ -111,20 +112,19 @@ class ToolRuntime:
         """The request model from a raw body; every problem is an InvalidInputError (422)."""
         self.readiness.check()
         spec = self.spec
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"request body is not valid JSON: {exc}", code="invalid_json",
-                                    field="body") from None
-        except RecursionError:  # 1 MiB of '[' fits under the size limit
-            raise InvalidInputError("request body nests too deeply", code="invalid_json", field="body") from None
+        data = parse_json_body(body)
         if not isinstance(data, dict):
             raise InvalidInputError(f"request body must be a JSON object (got {type(data).__name__})",
                                     field="body")
         try:
-            return spec.request_model.model_validate(data)
+            # Strict: a JSON "5" is not the integer 5 the schema asks for.  Re-encoded from `data`
+            # so that 2.0 reads as the integer JSON Schema says it is (JSON mode: arrays fill tuples).
+            return spec.request_model.model_validate_json(json.dumps(data), strict=True)
         except ValidationError as exc:
             raise validation_error(list(exc.errors())) from None
+        except ArithmeticError as exc:  # a validator's arithmetic on a number the schema let through
+            raise InvalidInputError(f"request body: a number is out of range ({type(exc).__name__}: {exc})",
+                                    field="body") from None
 
     async def invoke(self, body: bytes, *, receive: Receive | None = None) -> dict[str, Any]:
         """Validate ``body``, take a slot and run the backend.
@@ -272,16 +272,18 @@ def create_app(spec: ToolSpec, settings: Settings | None = None, *, profile: Too
             await anyio.to_thread.run_sync(runtime.close)
 
     app = FastAPI(title=f"sparkle-motion {spec.tool_id}", version=spec.version, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  description=spec.description or f"FunctionTool {spec.tool_id}")
     app.state.runtime = runtime
     install_common(app, spec.tool_id, spec.version, settings, max_body_bytes=spec.max_body_bytes,
                    readiness=readiness)
 
-    @app.get("/metadata")
+    @app.get("/metadata", summary="tool id, version, backends, limits and the request/response JSON Schema")
     async def metadata() -> dict[str, Any]:
         return runtime.metadata()
 
-    @app.post("/invoke")
+    @app.post("/invoke", summary=f"run {spec.tool_id} once", openapi_extra=json_body_doc(app, spec.request_model),
+              responses={200: {"model": spec.response_model, "description": "the outputs, stored as artifacts"},
+                         **error_responses(503, 507)})
     async def invoke(request: Request) -> JSONResponse:
         # The body is read by hand (not as a FastAPI parameter) so that invalid
         # JSON, validation errors and the size limit all get our JSON errors.

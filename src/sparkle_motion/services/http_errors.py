@@ -6,6 +6,7 @@ One shape for every failure — ``{"error": {"code", "message", ...}, "request_i
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -62,3 +63,78 @@ def validation_error(errors: list[Mapping[str, Any]], *, strip_body: bool = Fals
     first = details[0] if details else {"field": "body", "message": "invalid input"}
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
     return InvalidInputError(f"{first['field']}: {first['message']}{more}", field=first["field"], details=details)
+
+
+class _OutOfRange:
+    """A number literal that has no finite Python value: an int over the int-string limit, 1e400."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+    def describe(self) -> str:
+        if len(self.literal) > 40:
+            return f"number literal of {len(self.literal)} characters is out of range"
+        return f"number {self.literal} is out of range"
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidInputError(f"request body is not valid JSON: {name} is not a JSON number", code="invalid_json",
+                            field="body")
+
+
+def _first_out_of_range(data: Any) -> tuple[str, _OutOfRange] | None:
+    # Iterative, document order: the body may nest as deep as the JSON parser allowed.
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, _OutOfRange):
+            return json_path(loc) or "body", value
+        if isinstance(value, dict):
+            stack.extend(((*loc, k), v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend(((*loc, i), v) for i, v in reversed(list(enumerate(value))))
+    return None
+
+
+def parse_json_body(body: bytes | str) -> Any:
+    """Parse a request body as strict JSON; every problem is a 422 ``InvalidInputError``.
+
+    Why not plain ``json.loads``: it raises ``ValueError`` (not ``JSONDecodeError``)
+    on an integer literal over Python's int-string limit (4,300 digits), turns
+    ``1e400`` into ``inf`` and accepts ``NaN``/``Infinity``, none of which is JSON
+    a schema can bound.  Here such a number becomes a 422 naming its JSON path
+    (``seed``, ``clips[0].in_s``), so a bound in the schema is never bypassed.
+    A whole number written as a float (``2.0``) becomes an int, as JSON Schema reads it.
+    """
+    found: list[bool] = []
+
+    def parse_int(text: str) -> Any:
+        try:
+            return int(text)
+        except ValueError:  # over sys.get_int_max_str_digits()
+            found.append(True)
+            return _OutOfRange(text)
+
+    def parse_float(text: str) -> Any:
+        value = float(text)
+        if not math.isfinite(value):
+            found.append(True)
+            return _OutOfRange(text)
+        # JSON Schema counts 2.0 as the integer 2; strict validation then takes it for an int
+        # field, and a float field takes an int anyway.
+        return int(value) if value.is_integer() else value
+
+    try:
+        data = json.loads(body, parse_int=parse_int, parse_float=parse_float, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"request body is not valid JSON: {exc}", code="invalid_json", field="body") from None
+    except RecursionError:  # 1 MiB of '[' fits under the size limit
+        raise InvalidInputError("request body nests too deeply", code="invalid_json", field="body") from None
+    if found:
+        where = _first_out_of_range(data)
+        if where is not None:
+            field, number = where
+            raise InvalidInputError(f"{field}: {number.describe()}", field=field, code="invalid_input")
+    return data

@@ -43,6 +43,7 @@ from sparkle_motion.errors import Cancelled, ConflictError, NotFoundError, Servi
 from sparkle_motion.ids import new_id
 from sparkle_motion.services.context import CancelToken
 from sparkle_motion.services.models import ToolResponse
+from sparkle_motion.services.openapi import error_responses, json_body_doc
 from sparkle_motion.services.request_id import current_request_id
 
 #: Ended jobs kept in memory for their callers to read (oldest forgotten first).
@@ -275,15 +276,19 @@ def install_jobs(app: FastAPI, table: JobTable) -> None:
     view_model = job_view_model(runtime.spec.response_model)
     tool_id = runtime.spec.tool_id
     job_id_param = Path(..., pattern=JOB_ID_PATTERN, description="the id POST /jobs answered")
-    not_found = {404: {"description": "no such job in this process: it ended long ago or the process restarted"}}
+    unknown = {404: {**error_responses(404)[404],
+                     "description": "no such job in this process: it ended long ago or the process restarted"}}
 
     def answer(job: Job, status_code: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
         body = job.view().model_dump(mode="json")
         return JSONResponse(body, status_code=status_code, headers=headers)
 
     @app.post("/jobs", status_code=202, response_model=view_model, summary=f"submit {tool_id} work as a job",
-              responses={422: {"description": "invalid request (same rules as /invoke)"},
-                         503: {"description": "not ready, or too many jobs queued; retry after Retry-After"}})
+              openapi_extra=json_body_doc(app, runtime.spec.request_model),
+              responses={202: {"description": "accepted: queued for a slot (Location: /jobs/{job_id})",
+                               "headers": {"Location": {"schema": {"type": "string"},
+                                                        "description": "the job's URL"}}},
+                         **error_responses(503)})
     async def submit_job(request: Request) -> JSONResponse:
         # The body is read by hand, as /invoke does, so every problem gets our JSON errors.
         runtime.readiness.check()
@@ -291,13 +296,12 @@ def install_jobs(app: FastAPI, table: JobTable) -> None:
         return answer(job, 202, {"Location": f"/jobs/{job.job_id}"})
 
     @app.get("/jobs/{job_id}", response_model=view_model, summary="a job's state, progress, response or error",
-             responses={**not_found, 422: {"description": "malformed job id"}})
+             responses=unknown)
     async def get_job(job_id: str = job_id_param) -> JSONResponse:
         return answer(table.get(job_id))
 
     @app.delete("/jobs/{job_id}", status_code=202, response_model=view_model,
                 summary="cancel a job: at once when queued, at the backend's next step when running",
-                responses={**not_found, 409: {"description": "the job already ended"},
-                           422: {"description": "malformed job id"}})
+                responses={**unknown, 409: {**error_responses(409)[409], "description": "the job already ended"}})
     async def cancel_job(job_id: str = job_id_param) -> JSONResponse:
         return answer(table.cancel(job_id), 202)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sparkle_motion.artifacts import ArtifactManifest
-from sparkle_motion.ids import ID_PATTERN, is_valid_id
+from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, is_valid_id
 
 
 class ToolRequest(BaseModel):
@@ -17,8 +17,10 @@ class ToolRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run_id: str = Field(default="adhoc", description=f"run the outputs belong to; {ID_PATTERN}")
-    stage: str | None = Field(default=None, description="artifact stage folder; default: the tool id")
+    run_id: str = Field(default="adhoc", pattern=ID_PATTERN, max_length=ID_MAX_LENGTH,
+                        description="run the outputs belong to (a safe id)")
+    stage: str | None = Field(default=None, pattern=ID_PATTERN, max_length=ID_MAX_LENGTH,
+                              description="artifact stage folder (a safe id); default: the tool id")
 
     @field_validator("run_id", "stage")
     @classmethod
