@@ -73,8 +73,8 @@ class ToolProfile:
 
     ``long_running``: callers (``ToolClient``) submit the work as a job (``POST /jobs``)
     and poll it, instead of holding one HTTP request open for the whole render.
-    ``max_job_s``: the most a caller lets one job run before cancelling it (None: no
-    limit but the work's own end). ``test_step_delay_s``: test-only; every progress
+    ``max_job_s``: the tool cancels a job running longer and fails it with ``job_timeout``
+    (None: no limit but the work's own end; the client gives up a minute after it). ``test_step_delay_s``: test-only; every progress
     report of the tool's backend waits this long (cancellable), to make a tiny model
     render as slowly as a real one. These are read by the framework, not the backend.
     """
