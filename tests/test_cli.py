@@ -66,10 +66,14 @@ def decoded_signature(path: Path) -> tuple[int, np.ndarray, np.ndarray]:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("mesh")
-def test_make_two_ideas_give_two_films(tmp_path):
+def small_mesh_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a CLI run against its own mesh rendering 256x144@12 (fast films)."""
     home = tmp_path / "home"
-    profile = write_test_profile(home, render={"fps": 12, "width": 256, "height": 144})
-    env = mesh_env(home, profile)
+    return mesh_env(home, write_test_profile(home, render={"fps": 12, "width": 256, "height": 144}))
+
+
+def test_make_two_ideas_give_two_films(tmp_path):
+    env = small_mesh_env(tmp_path)
     films = []
     try:
         for n, idea in enumerate(["A lighthouse keeper befriends a storm at night",

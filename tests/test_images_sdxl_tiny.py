@@ -26,7 +26,9 @@ from tiny_models.sdxl import build_tiny_sdxl  # noqa: E402
 pytestmark = pytest.mark.xdist_group("images_sdxl_tiny")
 
 RUN = "sdxl-tiny"
-TINY_OPTIONS = {"device": "cpu", "dtype": "float32", "steps": 2, "keep_warm_s": 600, "lock_timeout_s": 0}
+TINY_OPTIONS = {"device": "cpu", "dtype": "float32", "steps": 2, "keep_warm_s": 600, "lock_timeout_s": 0,
+                # the tiny model runs at the requested size, not at a 1-megapixel SDXL bucket
+                "native_buckets": False}
 
 
 @pytest.fixture(scope="session")
@@ -171,3 +173,33 @@ def test_simulated_oom_at_load_is_typed_and_frees_the_lock(tmp_path: Path, tiny_
         assert device_lock_is_free("cpu")
         assert running.client.get("/ready").status_code == 200  # the process stays up and answers
 
+
+
+def test_native_buckets_generate_at_the_bucket_and_crop_to_the_frame(home: Path, store: ArtifactStore,
+                                                                     tiny_sdxl: tuple[Path, Path],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bucket path in-process, with the buckets shrunk so the tiny model runs them in seconds on CPU."""
+    from function_tools.images_sdxl.sdxl import SdxlBackend
+    from function_tools.images_sdxl.service import SPEC
+    from sparkle_motion.config import load_settings
+    from sparkle_motion.logs import get_logger
+    from sparkle_motion.media import geometry
+    from sparkle_motion.services.context import ToolContext
+
+    monkeypatch.setattr(geometry, "SDXL_BUCKETS", ((64, 64), (48, 80), (80, 48)))
+    profile_path = write_gpu_profile(home / "buckets.yaml", "images_sdxl", model=str(tiny_sdxl[0]),
+                                     options={**TINY_OPTIONS, "native_buckets": True})
+    settings = load_settings({"SPARKLE_PROFILE": str(profile_path), "SPARKLE_HOME": str(home)})
+    profile = settings.tool_profile("images_sdxl")
+    backend = SdxlBackend(profile, settings)
+    backend.load()
+    ctx = ToolContext(tool_id="images_sdxl", tool_version=SPEC.version, backend=profile.backend, model=profile.model,
+                      options=profile.options, settings=settings, store=store, request_id="buckets",
+                      log=get_logger("test"))
+    response = backend.invoke(SPEC.request_model.model_validate(
+        {"prompt": "a dancer", "width": 72, "height": 128, "seed": 3, "run_id": RUN}), ctx)
+    assert (response.width, response.height) == (72, 128)
+    pixels, text = decoded(store, {"artifact": {"uri": response.images[0].artifact.uri}})
+    params = json.loads(text["parameters"])
+    assert pixels.shape == (128, 72, 3)  # the film's 9:16-ish frame, not the bucket
+    assert params["generated_size"] == [48, 80] and params["target_size"] == [80, 48]  # tall bucket, (h, w)

@@ -51,7 +51,7 @@ def test_invoke_stores_a_validated_plan_artifact(service) -> None:
     assert manifest.metadata["request_id"] == answer["request_id"]
     record = json.loads(Path(manifest.local_path).read_text())
     assert set(record) == {"request", "validated_plan", "raw_model_output", "generated_at", "metadata", "schema_uri"}
-    assert record["request"] == {**body, "title": None}
+    assert record["request"] == {**body, "title": None, "aspect": None, "fps": None}
     plan = validate_plan(record["validated_plan"])
     assert plan.plan_id == answer["plan_id"]
     assert validate_plan(json.loads(record["raw_model_output"])) == plan

@@ -8,11 +8,12 @@ Steps, each an ffmpeg run whose command line goes into the output metadata:
    the frame rate and re-encodes with libx264 (and burns subtitles if asked);
 2. sound — the request's audio track, or the clips' own audio in clip order,
    or silence; resampled to 48 kHz stereo and padded/trimmed to the picture;
-3. loudness — measured with loudnorm's analysis pass; when the linear gain would
-   push peaks past the true-peak ceiling, peaks are limited first (make_headroom);
-   then loudnorm's linear second pass (measured values) while muxing: picture copied,
-   AAC audio, mov_text subtitles tagged ``eng``, ``+faststart``; the output is
-   measured again with the ebur128 scanner.
+   with a music bed, the bed is mixed in under it, ducked by the dialogue (``music.py``);
+3. loudness — measured with the ebur128 scanner (integrated, true peak); when the
+   linear gain would push peaks past the true-peak ceiling, peaks are limited first
+   (make_headroom); then that linear gain (loudnorm's linear mode, as a ``volume``)
+   while muxing: picture copied, AAC audio, mov_text subtitles tagged ``eng``,
+   ``+faststart``; the output is measured again with the ebur128 scanner.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import numpy as np
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, InvalidInputError
 from sparkle_motion.media import VideoWriter, decode_video_frames, ffmpeg_exe, probe, run_ffmpeg
-from sparkle_motion.media.loudness import integrated_loudness, loudnorm_filter, make_headroom, measure_loudnorm
+from sparkle_motion.media.loudness import gain_filter, integrated_loudness, make_headroom, measure_ebur128
 from sparkle_motion.services import ToolContext
 
 from function_tools.assemble_ffmpeg.models import AssembleRequest, AssembleResponse, ClipRef, Subtitle
+from function_tools.assemble_ffmpeg.music import mix_music_bed
 
 MAX_FILM_DURATION_S = 3600.0
 AUDIO_RATE = 48000
@@ -310,6 +312,13 @@ class FfmpegAssembleBackend:
             _, audio_path = ctx.resolve_input(request.audio_uri, "audio_uri")
             if probe(audio_path, field_name="audio_uri").first("audio") is None:
                 raise InvalidInputError("media has no audio stream", field="audio_uri")
+        music_path, music_s = None, None
+        if request.music is not None:
+            _, music_path = ctx.resolve_input(request.music.uri, "music.uri")
+            music_info = probe(music_path, field_name="music.uri")
+            if music_info.first("audio") is None:
+                raise InvalidInputError("media has no audio stream", field="music.uri")
+            music_s = music_info.first("audio").duration_s or music_info.duration_s
         copy, copy_reason = can_stream_copy(clips, request)
         rate = clips[0].rate
         frame_s = 1.0 / float(rate)
@@ -343,13 +352,21 @@ class FfmpegAssembleBackend:
         pictured = time.perf_counter()
 
         wav_path, audio_source = self._sound(clips, request, ctx, audio_path, film_s, commands)
-        source_loudness = measure_loudnorm(wav_path, target_lufs=options.loudness_lufs)
+        music_mix = None
+        if request.music is not None:
+            mixed_path = ctx.staging_path(".mix.wav")
+            music_mix = mix_music_bed(wav_path, music_path, mixed_path, ctx.staging_path(".bed.wav"), film_s=film_s,
+                                      music_s=music_s, level_lufs=request.music.level_lufs,
+                                      duck_db=request.music.duck_db, fade_s=request.music.fade_s, commands=commands)
+            wav_path = mixed_path
+        source_loudness = measure_ebur128(wav_path)
         wav_path, measured, limiter_ceiling_db = make_headroom(
-            wav_path, source_loudness, ctx.staging_path(".wav"), target_lufs=options.loudness_lufs)
+            wav_path, source_loudness, ctx.staging_path(".wav"), target_lufs=options.loudness_lufs,
+            measure=measure_ebur128)
         if measured.is_silent:
             audio_filter = "anull"  # nothing to normalise; a gain on silence would only lift noise
         else:
-            audio_filter = f"{loudnorm_filter(measured, target_lufs=options.loudness_lufs)},aresample={AUDIO_RATE}"
+            audio_filter = f"{gain_filter(measured, target_lufs=options.loudness_lufs)},aresample={AUDIO_RATE}"
         sounded = time.perf_counter()
 
         out_path = ctx.staging_path(".mp4")
@@ -379,6 +396,7 @@ class FfmpegAssembleBackend:
             "concat_mode": "stream_copy" if copy else "reencode",
             "concat_reason": copy_reason,
             "audio_source": audio_source,
+            "music": {"uri": request.music.uri, **music_mix.as_dict()} if music_mix else None,
             "clip_audio_ignored": audio_source == "audio_uri" and any(c.has_audio for c in clips),
             "clips": clip_meta,
             "duration_s": round(film_s, 6),
@@ -408,5 +426,5 @@ class FfmpegAssembleBackend:
             artifacts=artifacts, timings=timings, video_uri=video_manifest.uri, subtitles_uri=subtitles_uri,
             concat_mode="stream_copy" if copy else "reencode", duration_s=round(film_s, 6),
             audio_source=audio_source, input_loudness_lufs=source_loudness.integrated_lufs,
-            output_loudness_lufs=output_lufs,
+            output_loudness_lufs=output_lufs, music=music_mix.as_dict() if music_mix else None,
         )

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sparkle_motion.plan.models import MUSIC_DUCK_DB, MUSIC_FADE_S, MUSIC_LEVEL_LUFS
 from sparkle_motion.services import ToolRequest, ToolResponse
 
 MAX_CLIPS = 500
@@ -65,6 +66,17 @@ class AssembleOptions(BaseModel):
     force_reencode: bool = Field(default=False, description="re-encode even when stream copy is possible")
 
 
+class MusicTrack(BaseModel):
+    """A music bed under the whole film (see ``assemble_ffmpeg.music``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(description="artifact URI of an audio file")
+    level_lufs: float = Field(default=MUSIC_LEVEL_LUFS, ge=-50.0, le=-10.0, description="bed loudness between lines")
+    duck_db: float = Field(default=MUSIC_DUCK_DB, ge=6.0, le=40.0, description="how far the bed drops under dialogue")
+    fade_s: float = Field(default=MUSIC_FADE_S, ge=0.0, le=10.0, description="fade in and out")
+
+
 class AssembleRequest(ToolRequest):
     """An ordered edit: clips, one optional audio track, optional subtitles.
 
@@ -75,6 +87,7 @@ class AssembleRequest(ToolRequest):
 
     clips: list[ClipRef] = Field(min_length=1, max_length=MAX_CLIPS)
     audio_uri: str | None = None
+    music: MusicTrack | None = Field(default=None, description="music bed, ducked under the audio track")
     subtitles: list[Subtitle] = Field(default_factory=list, max_length=MAX_SUBTITLES)
     options: AssembleOptions = Field(default_factory=AssembleOptions)
 
@@ -87,3 +100,4 @@ class AssembleResponse(ToolResponse):
     audio_source: Literal["audio_uri", "clips", "silence"] = "silence"
     input_loudness_lufs: float | None = None
     output_loudness_lufs: float | None = None
+    music: dict[str, float | bool] | None = None

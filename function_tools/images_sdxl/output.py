@@ -15,6 +15,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from function_tools.images_sdxl.models import ImagesSdxlRequest
 from sparkle_motion.config import Settings
+from sparkle_motion.media.geometry import cover_box
 
 DEFAULT_SIZE = (640, 360)
 
@@ -24,6 +25,13 @@ def output_size(request: ImagesSdxlRequest, settings: Settings) -> tuple[int, in
     render = settings.render or {}
     return (request.width or int(render.get("width", DEFAULT_SIZE[0])),
             request.height or int(render.get("height", DEFAULT_SIZE[1])))
+
+
+def fit_to_frame(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` centre-cropped to ``size``'s aspect and resized to it (unchanged when it already fits)."""
+    if image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS, box=cover_box(image.size, size))
 
 
 def encode_png(image: Image.Image, text: dict[str, str]) -> bytes:

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from function_tools.images_sdxl.models import GeneratedImage, ImagesSdxlRequest, ImagesSdxlResponse
-from function_tools.images_sdxl.output import encode_png, output_size
+from function_tools.images_sdxl.output import encode_png, fit_to_frame, output_size
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
+from sparkle_motion.media.geometry import sdxl_bucket
 from sparkle_motion.gpu_utils import (SIMULATE_OOM_STAGES, LoadSpec, MemoryOptions, model_context,
                                       raise_simulated_oom, resolve_device)
 from sparkle_motion.services.context import ToolContext
@@ -111,6 +112,7 @@ class SdxlBackend:
         self.keep_warm_s = float(options.get("keep_warm_s", 300.0))
         self.lock_timeout_s = float(options.get("lock_timeout_s", 0.0))
         self.refiner_model = options.get("refiner_model")
+        self.native_buckets = bool(options.get("native_buckets", True))
         self.simulate_oom = options.get("simulate_oom")
         if self.simulate_oom is not None and self.simulate_oom not in SIMULATE_OOM_STAGES:
             raise ConfigError(f"options.simulate_oom must be one of {SIMULATE_OOM_STAGES}",
@@ -217,6 +219,9 @@ class SdxlBackend:
             raise InvalidInputError("this deployment has no SDXL refiner (profile options.refiner_model)",
                                     field="use_refiner")
         width, height = output_size(request, self.settings)
+        # SDXL composes best at its trained buckets: generate at the bucket nearest the frame's
+        # aspect (768x1344 for 9:16), then crop-resize to the film's size.
+        gen_w, gen_h = sdxl_bucket(width, height) if self.native_buckets else (width, height)
         steps = request.steps or int(self.options.get("steps", DEFAULT_STEPS))
         guidance = request.guidance_scale if request.guidance_scale is not None else float(
             self.options.get("guidance_scale", DEFAULT_GUIDANCE))
@@ -226,7 +231,7 @@ class SdxlBackend:
             self.options.get("refiner_high_noise_frac", DEFAULT_REFINER_FRAC))
         # SDXL micro-conditioning: telling the model the "original" image was this size and uncropped
         # steers it away from the upscaled/cropped look of small training images.
-        target_size = (height, width)
+        target_size = (gen_h, gen_w)
         original_size = self._pair("original_size", target_size)
         crops = self._pair("crops_coords_top_left", (0, 0))
         seeds = [request.seed_for(i) for i in range(request.count)]
@@ -261,7 +266,7 @@ class SdxlBackend:
                 if request.use_refiner:
                     refiner = models.refiner
                     refiner.scheduler = base.scheduler
-                    latents = base(**common, width=width, height=height, original_size=original_size,
+                    latents = base(**common, width=gen_w, height=gen_h, original_size=original_size,
                                    target_size=target_size, crops_coords_top_left=crops,
                                    denoising_end=high_noise_frac, output_type="latent").images
                     images = refiner(**common, image=latents, denoising_start=high_noise_frac,
@@ -271,17 +276,18 @@ class SdxlBackend:
                                      negative_aesthetic_score=float(self.options.get("negative_aesthetic_score",
                                                                                        2.5))).images
                 else:
-                    images = base(**common, width=width, height=height, original_size=original_size,
+                    images = base(**common, width=gen_w, height=gen_h, original_size=original_size,
                                   target_size=target_size, crops_coords_top_left=crops, output_type="pil").images
             telemetry = dict(handle.telemetry)
             variant = models.variant
-        if len(images) != request.count or any(im.size != (width, height) for im in images):
+        if len(images) != request.count or any(im.size != (gen_w, gen_h) for im in images):
             raise BackendError("SDXL returned images of the wrong number or size",
-                               context={"expected": [request.count, width, height],
+                               context={"expected": [request.count, gen_w, gen_h],
                                         "got": [len(images), *(images[0].size if images else ())]})
+        images = [fit_to_frame(im, (width, height)) for im in images]
         params: dict[str, Any] = {
             "prompt": request.prompt, "prompt_2": request.prompt_2, "negative_prompt": request.negative_prompt,
-            "width": width, "height": height, "steps": steps, "guidance_scale": guidance,
+            "width": width, "height": height, "generated_size": [gen_w, gen_h], "steps": steps, "guidance_scale": guidance,
             "scheduler": scheduler_name or type(base.scheduler).__name__.removesuffix("Scheduler"),
             "use_refiner": request.use_refiner, "refiner_model": self.refiner_model if request.use_refiner else None,
             "refiner_high_noise_frac": high_noise_frac if request.use_refiner else None,

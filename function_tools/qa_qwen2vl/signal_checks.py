@@ -286,6 +286,9 @@ class SignalChecks:
             with av.open(str(path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
+                # The checks read luma means and differences at ~96 px wide, where H.264's deblocking
+                # (edges of 8 px blocks) is invisible; skipping it saves about a quarter of the decode.
+                stream.codec_context.options = {"skip_loop_filter": "all"}
                 rate = stream.average_rate or stream.guessed_rate
                 fps = float(rate) if rate else 0.0
                 if fps <= 0:

@@ -144,9 +144,15 @@ class WanGenerationInfo(BaseModel):
     guidance_scale: float
     text_prompt: str
     negative_prompt: str = ""
+    scheduler: str = Field(default="", description="the scheduler class the pipeline ran with")
+    flow_shift: float | None = Field(default=None, description="its flow-matching shift (None when it has none)")
+    conditioning_frames: list[int] = Field(default_factory=list,
+                                           description="generated-frame indices the keyframes condition "
+                                                       "(ltx-video: [0, last])")
     generated_width: int
     generated_height: int
-    generated_frames: int = Field(description="frames the model rendered (4k+1 per pass), before time resampling")
+    generated_frames: int = Field(description="frames the model rendered (4k+1 per pass for Wan, 8k+1 for LTX), "
+                                              "before time resampling")
     temporal_resample: str = Field(description="'none' | 'nearest' | 'linear': generated frames → num_frames")
     chunks: int = 1
     oom_policy: str

@@ -172,10 +172,25 @@ def status() -> None:
 
 # -- planning and production ----------------------------------------------------------------
 
-def _request_plan(settings, idea: str, *, title, shots, duration, seed, style) -> dict:
+AspectOption = typer.Option(None, "--aspect", help="Frame aspect: 16:9, 9:16 (vertical) or 1:1 (default: the profile's).")
+FpsOption = typer.Option(None, "--fps", min=1, max=60, help="Frame rate (default: the profile's).")
+
+
+def _check_aspect(aspect: Optional[str]) -> None:
+    from sparkle_motion.media.geometry import parse_aspect
+
+    if aspect is not None:
+        try:
+            parse_aspect(aspect, field="--aspect")
+        except InvalidInputError as exc:
+            raise _fail(exc) from None
+
+
+def _request_plan(settings, idea: str, *, title, shots, duration, seed, style, aspect=None, fps=None) -> dict:
     from sparkle_motion.services import ToolClient
 
-    payload = {"prompt": idea, "title": title, "shots": shots, "duration_s": duration, "seed": seed, "style": style}
+    payload = {"prompt": idea, "title": title, "shots": shots, "duration_s": duration, "seed": seed, "style": style,
+               "aspect": aspect.strip() if aspect else None, "fps": fps}
     with ToolClient("script_agent", settings=settings, timeout=600.0) as client:
         return client.invoke({k: v for k, v in payload.items() if v is not None})
 
@@ -335,12 +350,15 @@ def plan(
     title: Optional[str] = typer.Option(None), shots: Optional[int] = typer.Option(None, min=1, max=12),
     duration: Optional[float] = typer.Option(None, min=2, max=300), seed: Optional[int] = typer.Option(None, min=0),
     style: Optional[str] = typer.Option(None), profile: Optional[str] = ProfileOption,
+    aspect: Optional[str] = AspectOption, fps: Optional[int] = FpsOption,
 ) -> None:
     """Write a validated MoviePlan for an idea (script_agent)."""
+    _check_aspect(aspect)
     settings = _settings(profile)
     try:
         _ensure_mesh(settings)
-        result = _request_plan(settings, idea, title=title, shots=shots, duration=duration, seed=seed, style=style)
+        result = _request_plan(settings, idea, title=title, shots=shots, duration=duration, seed=seed, style=style,
+                               aspect=aspect, fps=fps)
     except SparkleError as exc:
         raise _remote_fail(exc) from None
     from sparkle_motion.artifacts import ArtifactStore
@@ -418,26 +436,58 @@ def make(
     seed: Optional[int] = typer.Option(None, min=0), title: Optional[str] = typer.Option(None),
     style: Optional[str] = typer.Option(None), qa: str = typer.Option("full", "--qa", help="full or skip"),
     profile: Optional[str] = ProfileOption,
+    aspect: Optional[str] = AspectOption, fps: Optional[int] = FpsOption,
+    music: Optional[Path] = typer.Option(None, "--music", help="Audio file laid under the film as a ducked music bed."),
 ) -> None:
     """Idea → plan → film: brings the mesh up if needed and shows progress per stage."""
     _check_qa(qa)
+    _check_aspect(aspect)
     if not idea.strip():
         err_console.print("[bold red]error[/]: idea: must not be empty")
         raise typer.Exit(EXIT_BAD_INPUT)
     started = time.perf_counter()
     settings = _settings(profile)
+    music_id = _upload_music(settings, music) if music is not None else None
     try:
         _ensure_mesh(settings)
-        result = _request_plan(settings, idea, title=title, shots=shots, duration=duration, seed=seed, style=style)
+        result = _request_plan(settings, idea, title=title, shots=shots, duration=duration, seed=seed, style=style,
+                               aspect=aspect, fps=fps)
         summary = result.get("plan_summary") or {}
         planner = settings.tool_profile("script_agent").model
         console.print(f"plan [bold]{summary.get('title', '')}[/] by {planner}"
                       f"{' (offline planner: deterministic, no LLM)' if planner == 'sparkle-offline-planner' else ''}: "
                       f"{summary.get('shots', '?')} shots, {summary.get('dialogue_lines', '?')} lines, "
                       f"{summary.get('runtime_s', 0):.1f} s — {result['artifact_uri']}")
-        _produce(settings, plan_uri=result["artifact_uri"], qa=qa, output=output, started=started)
+        if music_id is None:
+            _produce(settings, plan_uri=result["artifact_uri"], qa=qa, output=output, started=started)
+        else:
+            _produce(settings, plan=_with_music(settings, result["artifact_uri"], music_id), qa=qa, output=output,
+                     started=started)
     except SparkleError as exc:
         raise _remote_fail(exc) from None
+
+
+def _upload_music(settings, music: Path) -> str:
+    """Check and store the --music file before anything runs; its artifact id."""
+    from sparkle_motion.artifacts import ArtifactStore
+    from sparkle_motion.artifacts.uploads import put_music_file
+
+    try:
+        manifest = put_music_file(ArtifactStore(settings.home), music)
+    except SparkleError as exc:
+        raise _fail(exc) from None
+    console.print(f"music bed: {music.name} — {manifest.uri}", highlight=False)
+    return manifest.artifact_id
+
+
+def _with_music(settings, plan_uri: str, music_id: str) -> dict:
+    """The planned film with the music bed added (validated again, as every plan is)."""
+    from sparkle_motion.artifacts import ArtifactStore
+    from sparkle_motion.plan import validate_plan
+    from sparkle_motion.plan.validation import read_plan_json
+
+    plan = read_plan_json(ArtifactStore(settings.home).path_for(plan_uri))
+    return validate_plan({**plan, "music": {"artifact_id": music_id}}).model_dump(mode="json")
 
 
 @app.command()

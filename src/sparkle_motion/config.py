@@ -82,6 +82,9 @@ class ToolProfile:
     backend: str
     model: str
     options: dict[str, Any] = field(default_factory=dict)
+    # Calls the tool serves at once; None keeps its ToolSpec's. A cpu backend that holds
+    # no model can take several; a GPU one stays at 1.
+    max_concurrency: int | None = None
     long_running: bool = False
     max_job_s: float | None = None
     test_step_delay_s: float = 0.0
@@ -227,8 +230,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
                 f"tool {tool_id!r} has no backend {backend!r}; allowed: {', '.join(allowed)}",
                 field=f"SPARKLE_{tool_id.upper()}_BACKEND",
             )
+        # The profile's concurrency is for the profile's backend; an env override of the backend keeps the spec's.
+        concurrency = raw.get("max_concurrency") if backend == raw.get("backend") else None
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                        or not 1 <= concurrency <= 64):
+            raise ConfigError(f"profile {profile_path.name}: tools.{tool_id}.max_concurrency must be an integer "
+                              f"1-64 (got {concurrency!r})", field=f"tools.{tool_id}.max_concurrency")
         per_tool[tool_id] = ToolProfile(backend=backend, model=str(raw.get("model", backend)),
-                                        options=dict(raw.get("options") or {}),
+                                        options=dict(raw.get("options") or {}), max_concurrency=concurrency,
                                         **_job_settings(raw, f"{profile_path.name}: tools.{tool_id}"))
         # A profile may move a tool to another port (tests run several meshes side by side)
         # or to another interpreter (a tool whose ML stack conflicts with the rest).

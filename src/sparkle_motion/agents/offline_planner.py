@@ -161,6 +161,9 @@ class OfflinePlanner:
         self.rng = random.Random(_stable_seed(self.idea, self.seed, controls.model_dump()))
         self.analysis = analyze_idea(self.idea)
 
+    def _frame_phrase(self) -> str:
+        return frame_phrase(self.render_profile.get("video") or {})
+
     # -- the world -------------------------------------------------------------------
 
     def _style(self) -> tuple[str, dict[str, Any]]:
@@ -526,7 +529,7 @@ class OfflinePlanner:
                 composition = f"Close-up portrait of {people}, facing camera, at {place}"
             else:
                 composition = f"Medium shot of {people} at {place}"
-            prompt = f"{composition}, {atmosphere}, {look['palette']}"
+            prompt = f"{composition}, {atmosphere}, {look['palette']}{self._frame_phrase()}"
             base_images.append({
                 "id": f"frame_{frame:03d}",
                 "prompt": prompt[:2000],
@@ -534,6 +537,20 @@ class OfflinePlanner:
                 "seed": (self.seed + 1009 * (frame + 1)) % (MAX_SEED + 1),
             })
         return shots, base_images
+
+
+def frame_phrase(video: Mapping[str, Any]) -> str:
+    """How a keyframe prompt names a frame that is not landscape (empty for 16:9 or an unset size).
+
+    Image models compose for the words: a tall frame wants the figures stacked and
+    centred with headroom, not spread across a width it does not have.
+    """
+    width, height = video.get("width"), video.get("height")
+    if not width or not height or width > height:
+        return ""
+    if width == height:
+        return ", square 1:1 frame, subject centred"
+    return ", vertical 9:16 frame, figures centred and stacked in depth, headroom above"
 
 
 def plan_from_request(request: LlmRequest) -> dict[str, Any]:

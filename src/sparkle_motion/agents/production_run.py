@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,22 +25,25 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from function_tools.assemble_ffmpeg.models import AssembleOptions, AssembleRequest, ClipRef, Subtitle
+from function_tools.assemble_ffmpeg.models import AssembleOptions, AssembleRequest, ClipRef, MusicTrack, Subtitle
 from function_tools.images_sdxl.models import ImagesSdxlRequest
 from function_tools.lipsync_wav2lip.models import LipsyncOptions, LipsyncRequest
 from function_tools.qa_qwen2vl.models import QAExpectations, QAMedia, QARequest, TimeInterval
 from function_tools.tts_chatterbox.models import TtsChatterboxRequest, TtsVoice
 from function_tools.videos_wan.models import VideosWanRequest
+from sparkle_motion.agents.fan_out import fan_out, tool_capacity
 from sparkle_motion.agents.item_progress import InFlightItems
 from sparkle_motion.agents.production_models import STAGES
+from sparkle_motion.agents.run_control import RunControl, RunStopped
 from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
-from sparkle_motion.errors import ConflictError, InvalidInputError, SparkleError, ToolCallError
+from sparkle_motion.errors import InvalidInputError, SparkleError, ToolCallError
 from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.media import read_wav, write_wav
 from sparkle_motion.plan import MoviePlan, validate_plan
+from sparkle_motion.plan.render_models import render_models
 from sparkle_motion.runs import RunRegistry
 from sparkle_motion.services import ToolClient, ToolRequest
 
@@ -56,10 +58,6 @@ SEED_STRIDE = 7919  # a prime: retry seeds never collide with neighbouring items
 JOB_LOST_RESUBMITS = 2  # a tool job lost to a tool restart is submitted again this often (the step is redone)
 # Used only when a profile file sets no `render:` block.
 RENDER_FALLBACK = {"fps": 24, "width": 640, "height": 360}
-
-
-class RunStopped(ConflictError):
-    code = "run_stopped"
 
 
 class StageFailed(SparkleError):
@@ -92,35 +90,6 @@ def _artifact_id(uri: str) -> str:
     return uri.rsplit("/", 1)[-1]
 
 
-class RunControl:
-    """Pause/stop requests, read from the registry before every step."""
-
-    POLL_S = 0.2
-
-    def __init__(self, registry: RunRegistry, run_id: str) -> None:
-        self.registry = registry
-        self.run_id = run_id
-
-    def stop_requested(self) -> str | None:
-        """A reason to cancel the tool job in flight ("run stopped"), or None; a pause lets it finish."""
-        return "run stopped" if self.registry.get_run(self.run_id).status == "stopped" else None
-
-    def checkpoint(self) -> None:
-        announced = False
-        while True:
-            status = self.registry.get_run(self.run_id).status
-            if status == "stopped":
-                raise RunStopped("run stopped by request", context={"run_id": self.run_id})
-            if status != "paused":
-                if announced:
-                    self.registry.log(self.run_id, "info", "resumed")
-                return
-            if not announced:
-                self.registry.log(self.run_id, "info", "paused before the next step")
-                announced = True
-            time.sleep(self.POLL_S)
-
-
 class ProductionRun:
     """Executes the stages of one MoviePlan through the FunctionTools over HTTP."""
 
@@ -147,6 +116,7 @@ class ProductionRun:
         self._client_factory = client_factory or (lambda tool_id: ToolClient(tool_id, settings=settings))
         self._clients: dict[str, ToolClient] = {}
         self._lock = threading.Lock()
+        self._capacities: dict[str, int] = {}
         # Outputs passed between stages (also mirrored into the ADK session state).
         self.results: dict[str, Any] = {}
         self.attempts: dict[str, int] = {"base_images": 0, "video_clips": 0}
@@ -186,7 +156,8 @@ class ProductionRun:
         log.info("stage_started", run_id=self.run_id, stage=stage)
 
     def _advance(self) -> None:
-        self._done_units += 1
+        with self._lock:
+            self._done_units += 1
         progress = min(0.99, self._done_units / max(1, self._total_units))
         self.registry.update_run(self.run_id, progress=progress)
 
@@ -213,6 +184,12 @@ class ProductionRun:
         self.registry.finish_step(rec.step_id, "succeeded", artifact_ids=outcome.artifact_ids, output=outcome.output)
         self._advance()
         return outcome.output
+
+    def capacity(self, tool_id: str) -> int:
+        """How many calls the tool takes at once (asked once per run; see ``fan_out``)."""
+        if tool_id not in self._capacities:
+            self._capacities[tool_id] = tool_capacity(self.client(tool_id))
+        return self._capacities[tool_id]
 
     def _artifacts_present(self, artifact_ids: list[str]) -> bool:
         for artifact_id in artifact_ids:
@@ -270,7 +247,8 @@ class ProductionRun:
 
         def work() -> StepOutcome:
             manifest = self.store.put_json(self.run_id, "plan_intake", "movie_plan", plan_json,
-                                           metadata={"tool": "production_agent", "plan_id": self.plan.plan_id})
+                                           metadata={"tool": "production_agent", "plan_id": self.plan.plan_id,
+                                                     "render_models": render_models(self.plan, self.settings)})
             return StepOutcome({"plan_uri": manifest.uri}, [manifest.artifact_id])
 
         out = self.step("plan_intake", None, None, {"plan": plan_json}, work)
@@ -441,43 +419,48 @@ class ProductionRun:
     def video_clips(self) -> str:
         self.begin_stage("video_clips")
         attempt = self.attempts["video_clips"] = self.attempts["video_clips"] + 1
-        images = self.results["base_images"]["images"]
         state = self.results.setdefault("video_clips", {"clips": {}, "qa": {}})
-        base_seed = int(self.plan.metadata.seed or 0)
-        for index, shot in enumerate(self.plan.shots):
-            if state["qa"].get(shot.id) == "passed" or (attempt > 1 and shot.id not in state["failed"]):
-                continue
-            with self.building("videos_wan", "video_clips"):
-                request = VideosWanRequest(
-                    start_frame_uri=images[shot.start_base_image_id], end_frame_uri=images[shot.end_base_image_id],
-                    motion_prompt=shot.motion_prompt, prompt=shot.visual_description, fps=self.fps,
-                    num_frames=self.frame_counts[index], width=self.width, height=self.height,
-                    seed=base_seed + 100 * index + SEED_STRIDE * (attempt - 1),
-                )
-
-            def work(request: VideosWanRequest = request) -> StepOutcome:
-                response = self.invoke("videos_wan", request, stage="video_clips")
-                clip = response["artifacts"][0]
-                return StepOutcome({"uri": clip["uri"]}, [clip["artifact_id"]])
-
-            out = self.step("video_clips", shot.id, "videos_wan", tool_payload(request), work)
-            state["clips"][shot.id] = out["uri"]
-            if self.qa_mode == "full":
-                duration = self.frame_counts[index] / self.fps
-                still = images[shot.start_base_image_id] == images[shot.end_base_image_id] or \
-                    "static" in shot.motion_prompt.lower()
-                with self.building("qa_qwen2vl", "video_clips"):
-                    holds = {"allow_holds": [TimeInterval(start_s=0.0, end_s=duration)]} if still else {}
-                    # Continuity: the clip must open on its start keyframe (the previous shot's end keyframe).
-                    qa = QARequest(media=[QAMedia(uri=out["uri"], kind="video")],
-                                   checks=["black_frames", "frozen_frames", "duration_mismatch", "continuity",
-                                           "text_policy"],
-                                   expectations=QAExpectations(duration_s=duration, prompt=shot.visual_description,
-                                                               reference_frame_uri=images[shot.start_base_image_id],
-                                                               **holds))
-                verdict = self._qa("video_clips", f"{shot.id}.qa", qa)
+        todo = [(index, shot) for index, shot in enumerate(self.plan.shots)
+                if not (state["qa"].get(shot.id) == "passed" or (attempt > 1 and shot.id not in state["failed"]))]
+        outcomes = fan_out(todo, lambda item: self._clip(*item, attempt), lambda: self.capacity("videos_wan"))
+        for (_, shot), (uri, verdict) in zip(todo, outcomes):  # committed in plan order
+            state["clips"][shot.id] = uri
+            if verdict is not None:
                 state["qa"][shot.id] = "passed" if verdict != "fail" else "failed"
         return self._route_after_qa("video_clips", state)
+
+    def _clip(self, index: int, shot: Any, attempt: int) -> tuple[str, str | None]:
+        """One shot's clip and, in full QA, its check: (clip uri, QA verdict or None)."""
+        images = self.results["base_images"]["images"]
+        with self.building("videos_wan", "video_clips"):
+            request = VideosWanRequest(
+                start_frame_uri=images[shot.start_base_image_id], end_frame_uri=images[shot.end_base_image_id],
+                motion_prompt=shot.motion_prompt, prompt=shot.visual_description, fps=self.fps,
+                num_frames=self.frame_counts[index], width=self.width, height=self.height,
+                seed=int(self.plan.metadata.seed or 0) + 100 * index + SEED_STRIDE * (attempt - 1),
+            )
+
+        def work() -> StepOutcome:
+            response = self.invoke("videos_wan", request, stage="video_clips")
+            clip = response["artifacts"][0]
+            return StepOutcome({"uri": clip["uri"]}, [clip["artifact_id"]])
+
+        out = self.step("video_clips", shot.id, "videos_wan", tool_payload(request), work)
+        if self.qa_mode != "full":
+            return out["uri"], None
+        duration = self.frame_counts[index] / self.fps
+        still = images[shot.start_base_image_id] == images[shot.end_base_image_id] or \
+            "static" in shot.motion_prompt.lower()
+        with self.building("qa_qwen2vl", "video_clips"):
+            holds = {"allow_holds": [TimeInterval(start_s=0.0, end_s=duration)]} if still else {}
+            # Continuity: the clip must open on its start keyframe (the previous shot's end keyframe).
+            qa = QARequest(media=[QAMedia(uri=out["uri"], kind="video")],
+                           checks=["black_frames", "frozen_frames", "duration_mismatch", "continuity",
+                                   "text_policy"],
+                           expectations=QAExpectations(duration_s=duration, prompt=shot.visual_description,
+                                                       reference_frame_uri=images[shot.start_base_image_id],
+                                                       **holds))
+        return out["uri"], self._qa("video_clips", f"{shot.id}.qa", qa)
 
     def _shot_bounds(self) -> list[tuple[float, float]]:
         return shot_bounds(self.frame_counts, self.fps)
@@ -486,16 +469,17 @@ class ProductionRun:
         self.begin_stage("lipsync")
         clips = dict(self.results["video_clips"]["clips"])
         audio = self.results["dialogue_audio"]
-        synced = {}
         bounds = self._shot_bounds()
         # Each word names its speaker as the storyboard names the figure, so mux opens the right mouth.
         spoken = [{**w, "speaker": self._name(line["character_id"])} for line in audio["lines"]
                   for w in line["word_timings"]]
         per_shot = words_by_shot(spoken, bounds, TIMELINE_SAMPLE_RATE,
                                  round(self.plan.runtime_s * TIMELINE_SAMPLE_RATE))
-        for shot, (start, end), words in zip(self.plan.shots, bounds, per_shot):
-            if not shot.is_talking_closeup:
-                continue
+        closeups = [(shot, span, words) for shot, span, words in zip(self.plan.shots, bounds, per_shot)
+                    if shot.is_talking_closeup]
+
+        def sync(item: tuple[Any, tuple[float, float], list[dict[str, Any]]]) -> str:
+            shot, (start, end), words = item
             inputs = {"clip": clips[shot.id], "timeline": audio["timeline_uri"], "start": start, "end": end}
 
             def work(shot_id: str = shot.id, start: float = start, end: float = end,
@@ -515,8 +499,10 @@ class ProductionRun:
                 video = next(a for a in response["artifacts"] if a["media_type"].startswith("video/"))
                 return StepOutcome({"uri": video["uri"]}, ids)
 
-            out = self.step("lipsync", shot.id, "lipsync_wav2lip", inputs, work)
-            synced[shot.id] = out["uri"]
+            return self.step("lipsync", shot.id, "lipsync_wav2lip", inputs, work)["uri"]
+
+        uris = fan_out(closeups, sync, lambda: self.capacity("lipsync_wav2lip"))
+        synced = {shot.id: uri for (shot, _, _), uri in zip(closeups, uris)}
         clips.update(synced)
         self.results["lipsync"] = {"clips": clips, "synced": synced}
         return self.results["lipsync"]
@@ -531,7 +517,7 @@ class ProductionRun:
                          for line in audio["lines"]]
             request = AssembleRequest(clips=[ClipRef(uri=clips[shot.id]) for shot in self.plan.shots],
                                       audio_uri=audio["timeline_uri"], subtitles=subtitles,
-                                      options=AssembleOptions(loudness_lufs=-16.0))
+                                      music=self._music_track(), options=AssembleOptions(loudness_lufs=-16.0))
 
         def work() -> StepOutcome:
             response = self.invoke("assemble_ffmpeg", request, stage="assemble")
@@ -544,6 +530,18 @@ class ProductionRun:
         out = self.step("assemble", None, "assemble_ffmpeg", tool_payload(request), work)
         self.results["assemble"] = out
         return out
+
+    def _music_track(self) -> MusicTrack | None:
+        """The plan's music bed as assemble's request field; an id the store does not hold fails the stage."""
+        bed = self.plan.music
+        if bed is None:
+            return None
+        try:
+            uri = self.store.get(bed.artifact_id, field="music.artifact_id").uri
+        except SparkleError as exc:
+            raise StageFailed(f"music bed {bed.artifact_id!r}: {exc.message}",
+                              context={"stage": "assemble", "field": "music.artifact_id"}) from exc
+        return MusicTrack(uri=uri, level_lufs=bed.level_lufs, duck_db=bed.duck_db, fade_s=bed.fade_s)
 
     def _name(self, character_id: str) -> str:
         return next((c.name for c in self.plan.characters if c.id == character_id), character_id)
@@ -560,7 +558,9 @@ class ProductionRun:
                      if "static" in shot.motion_prompt.lower() or shot.start_base_image_id == shot.end_base_image_id]
             request = QARequest(
                 media=[QAMedia(uri=self.results["assemble"]["video_uri"], kind="video")],
-                checks=["black_frames", "frozen_frames", "duration_mismatch", "unexpected_speech", "clipping"]
+                # A music bed is sound between the lines by design: speech is then only checked for being there.
+                checks=["black_frames", "frozen_frames", "duration_mismatch"]
+                + ([] if self.plan.music else ["unexpected_speech"]) + ["clipping"]
                 # A film without dialogue is silent by design: nothing to find, nothing to normalise.
                 + (["missing_speech", "loudness"] if audio["lines"] else []),
                 expectations=QAExpectations(
@@ -620,6 +620,7 @@ def start_adhoc_run(message: Any, *, settings: Settings, store: ArtifactStore,
     if not isinstance(message, dict) or not message:
         raise InvalidInputError("send a MoviePlan JSON object (or {'plan': {...}})", field="message")
     plan = validate_plan(message.get("plan", message))
+    render_models(plan, settings)   # a model the profile cannot serve fails here, at intake
     run_id = new_id("run")
     plan_uri = store.put_json(run_id, "plan_intake", "movie_plan_request", plan.model_dump(mode="json"),
                               metadata={"tool": "production_agent", "source": "adk"}).uri
@@ -664,8 +665,10 @@ def estimate(plan: MoviePlan, settings: Settings, qa_mode: str) -> tuple[list[di
         "audio_s": plan.runtime_s, "dialogue_lines": len(lines), "tool_calls": sum(g["calls"] + g.get("qa_calls", 0) for g in graph),
         "disk_bytes": int(len(plan.base_images) * pixels * 1.5 + 3 * frames * pixels * 0.1 + plan.runtime_s * 24_000 * 2 * 2),
         "backends": backends,
-        "gpu_required": any(b in {"sdxl", "wan2.1-flf2v", "chatterbox", "wav2lip", "qwen2-vl"} for b in backends.values()),
-        "peak_vram_gb": max([{"sdxl": 10, "wan2.1-flf2v": 24, "chatterbox": 4, "wav2lip": 2, "qwen2-vl": 18}.get(b, 0)
+        "gpu_required": any(b in {"sdxl", "wan2.1-flf2v", "ltx-video", "chatterbox", "wav2lip", "qwen2-vl"}
+                            for b in backends.values()),
+        "peak_vram_gb": max([{"sdxl": 10, "wan2.1-flf2v": 24, "ltx-video": 16, "chatterbox": 4, "wav2lip": 2,
+                              "qwen2-vl": 18}.get(b, 0)
                              for b in backends.values()] or [0]),
     }
     if not math.isfinite(estimate_["runtime_s"]):

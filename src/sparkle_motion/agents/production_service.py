@@ -47,6 +47,7 @@ from sparkle_motion.errors import (ConflictError, DiskFullError, InvalidInputErr
 from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
+from sparkle_motion.plan.render_models import render_models
 from sparkle_motion.plan.validation import PLAN_ARTIFACT_KEY
 from sparkle_motion.runs import Heartbeat, RunRegistry
 from sparkle_motion.services import install_common
@@ -131,6 +132,12 @@ class ProductionService:
     # -- plans ---------------------------------------------------------------------
 
     def load_plan(self, request: ProductionRequest) -> MoviePlan:
+        """The request's plan, validated, and refused (422) when it names a model this profile cannot serve."""
+        plan = self._read_plan(request)
+        render_models(plan, self.settings)
+        return plan
+
+    def _read_plan(self, request: ProductionRequest) -> MoviePlan:
         if request.plan is not None:
             return validate_plan(request.plan)
         uri = request.plan_uri

@@ -32,7 +32,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from google.adk.agents import LlmAgent
 from google.adk.agents.callback_context import CallbackContext
@@ -56,7 +56,9 @@ from sparkle_motion.agents.script_protocol import (
 )
 from sparkle_motion.config import Settings, get_settings
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError, PlanValidationError
+from sparkle_motion.media.geometry import frame_size
 from sparkle_motion.plan import AUTO_MODEL, MoviePlan, plan_violations, summarize, validate_plan
+from sparkle_motion.plan.models import MAX_FPS
 
 AGENT_NAME = "script_agent"
 OUTPUT_KEY = "movie_plan"
@@ -119,6 +121,9 @@ class PlanRequest(BaseModel):
                                      description="Film runtime in seconds (4-300); at most 60 s per shot.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Base seed; default: derived from the idea.")
     style: str | None = Field(None, min_length=1, max_length=80, description="Look, e.g. 'noir', 'anime'.")
+    aspect: Literal["16:9", "9:16", "1:1"] | None = Field(
+        None, description="Frame aspect; the size keeps the profile's render area (640x360 → 360x640 for 9:16).")
+    fps: int | None = Field(None, ge=1, le=MAX_FPS, description="Frame rate; default: the profile's.")
 
     @field_validator("prompt")
     @classmethod
@@ -138,6 +143,16 @@ class PlanRequest(BaseModel):
         if value is not None and not value.strip():
             raise ValueError("must not be blank when given")
         return value.strip() if value is not None else None
+
+    def render_profile(self, settings: Settings) -> dict[str, Any]:
+        """The render profile the model is asked to use: the defaults, plus the size and rate asked for."""
+        video: dict[str, Any] = {"model_id": AUTO_MODEL}
+        if self.aspect is not None:
+            base_w, base_h = (int(settings.render.get(k, d)) for k, d in (("width", 640), ("height", 360)))
+            video["width"], video["height"] = frame_size(self.aspect, base_w, base_h)
+        if self.fps is not None:
+            video["fps"] = self.fps
+        return {**DEFAULT_RENDER_PROFILE, "video": video}
 
     def controls(self) -> PlanControls:
         return PlanControls(title=self.title, shots=self.shots, duration_s=self.duration_s,
@@ -315,7 +330,8 @@ async def agenerate_plan_result(request: PlanRequest, *, model: str | BaseLlm | 
     started = time.perf_counter()
     controls = request.controls()
     recorder = _AnswerRecorder()
-    agent = build_script_agent(model, settings=settings, after_model_callback=recorder)
+    render_profile = request.render_profile(settings or get_settings())
+    agent = build_script_agent(model, settings=settings, render_profile=render_profile, after_model_callback=recorder)
     name = model_name(agent.model)
     sessions = InMemorySessionService()
     runner = Runner(app_name=APP_NAME, agent=agent, session_service=sessions)
@@ -351,6 +367,7 @@ async def agenerate_plan_result(request: PlanRequest, *, model: str | BaseLlm | 
         raw = recorder.answers[-1]
         plan, violations = _violations_of(raw)
         if plan is not None:
+            plan = pin_video_geometry(plan, render_profile["video"])
             return PlanResult(plan=plan, raw_model_output=raw, model=name, attempts=attempt, request=request,
                               violations_by_attempt=history, elapsed_s=time.perf_counter() - started)
         history.append(violations)
@@ -363,6 +380,20 @@ async def agenerate_plan_result(request: PlanRequest, *, model: str | BaseLlm | 
         context={"model": name, "attempts": MAX_ATTEMPTS, "raw_model_output": raw[:2000],
                  "violations_by_attempt": [[v["path"] for v in vs] for vs in history]},
     )
+
+
+def pin_video_geometry(plan: MoviePlan, video: dict[str, Any]) -> MoviePlan:
+    """The plan with the fps/width/height the caller asked for, whatever the model wrote there.
+
+    A hosted model may drop or change numbers it was given; the caller's ``--aspect`` wins.
+    """
+    pinned = {k: v for k, v in video.items() if k in ("fps", "width", "height")}
+    current = plan.render_profile.video
+    if all(getattr(current, k) == v for k, v in pinned.items()):
+        return plan
+    data = plan.model_dump(mode="json")
+    data["render_profile"]["video"].update(pinned)
+    return validate_plan(data)
 
 
 def _run_sync(coro: Any) -> Any:
@@ -386,6 +417,7 @@ def generate_plan_result(request: PlanRequest, *, model: str | BaseLlm | None = 
 
 def generate_plan(prompt: str, *, title: str | None = None, shots: int | None = None,
                   duration_s: float | None = None, seed: int | None = None, style: str | None = None,
+                  aspect: str | None = None, fps: int | None = None,
                   model: str | BaseLlm | None = None, settings: Settings | None = None) -> MoviePlan:
     """Idea → validated MoviePlan (see the module docstring for the retry loop and models).
 
@@ -394,7 +426,7 @@ def generate_plan(prompt: str, *, title: str | None = None, shots: int | None = 
     """
     try:
         request = PlanRequest(prompt=prompt, title=title, shots=shots, duration_s=duration_s, seed=seed,
-                              style=style)
+                              style=style, aspect=aspect, fps=fps)
     except ValidationError as exc:
         error = exc.errors()[0]
         field_name = ".".join(str(p) for p in error.get("loc", ())) or "prompt"

@@ -8,6 +8,7 @@ from sparkle_motion.plan.models import (
     DialogueLine,
     ImagesProfile,
     MoviePlan,
+    MusicBed,
     PlanMetadata,
     RenderProfile,
     Shot,
@@ -41,7 +42,7 @@ from sparkle_motion.plan.validation import (
 )
 
 __all__ = [
-    "AUTO_MODEL", "BaseImage", "Character", "DialogueLine", "ImagesProfile", "MoviePlan", "PlanMetadata",
+    "AUTO_MODEL", "BaseImage", "Character", "DialogueLine", "ImagesProfile", "MoviePlan", "MusicBed", "PlanMetadata",
     "RenderProfile", "Shot", "SilenceEntry", "TimelineEntry", "TtsProfile", "VideoProfile", "VoiceProfile",
     "canonical_plan_json", "normalize_language_tag",
     "MAX_CHARACTERS", "MAX_DIALOGUE_CHARS", "MAX_RUNTIME_S", "MAX_SHOT_DURATION_S", "MAX_SHOTS",

@@ -22,7 +22,8 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StringConstraints,
+                      WithJsonSchema, model_serializer, model_validator)
 from pydantic_core import PydanticCustomError
 
 from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, NAME_ID_PATTERN, is_valid_id, is_valid_name_id
@@ -53,6 +54,9 @@ MAX_VOICE_PITCH = 20.0
 DIMENSION_MULTIPLE = 8
 MIN_DIMENSION, MAX_DIMENSION = 64, 4096
 MAX_FPS = 60
+# A music bed sits well under speech (dialogue is normalised towards -16 LUFS) and drops
+# further while a line is spoken; broadcast practice ducks beds by 10-20 dB.
+MUSIC_LEVEL_LUFS, MUSIC_DUCK_DB, MUSIC_FADE_S = -26.0, 15.0, 1.5
 
 
 def _check_id(value: str) -> str:
@@ -246,6 +250,20 @@ class RenderProfile(BaseModel):
     tts: TtsProfile = TtsProfile()
 
 
+class MusicBed(BaseModel):
+    """A music track laid under the whole film: looped or trimmed to the runtime, faded, ducked under dialogue."""
+
+    model_config = _CLOSED
+
+    artifact_id: SafeId = Field(description="Artifact id of an audio file in the store (`make --music` puts it there).")
+    level_lufs: float = Field(MUSIC_LEVEL_LUFS, ge=-50.0, le=-10.0, allow_inf_nan=False,
+                              description="Loudness of the bed between lines, before the film's loudness target.")
+    duck_db: float = Field(MUSIC_DUCK_DB, ge=6.0, le=40.0, allow_inf_nan=False,
+                           description="How far the bed drops while a line is spoken (dB).")
+    fade_s: float = Field(MUSIC_FADE_S, ge=0.0, le=10.0, allow_inf_nan=False,
+                          description="Fade-in at the start and fade-out at the end (seconds).")
+
+
 class PlanMetadata(BaseModel):
     """Provenance. Unknown keys are kept (extra="allow"): nothing downstream interprets them."""
 
@@ -275,7 +293,17 @@ class MoviePlan(BaseModel):
     shots: list[Shot] = Field(min_length=1, max_length=MAX_SHOTS)
     dialogue_timeline: list[TimelineEntry] = Field(max_length=MAX_TIMELINE_ENTRIES)
     render_profile: RenderProfile
+    music: MusicBed | None = None
     metadata: PlanMetadata = PlanMetadata()
+
+    @model_serializer(mode="wrap")
+    def _without_absent_music(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A plan without a bed serialises as it did before the field existed, so its
+        # canonical JSON, plan_hash and every cached step keyed by it stay the same.
+        data = handler(self)
+        if data.get("music", ...) is None:
+            del data["music"]
+        return data
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> MoviePlan:

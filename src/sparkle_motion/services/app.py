@@ -53,7 +53,8 @@ class ToolRuntime:
         self.readiness = readiness
         self.backend: Any = None
         self.store: ArtifactStore | None = None
-        self.slots = anyio.Semaphore(spec.max_concurrency)
+        self.capacity = profile.max_concurrency or spec.max_concurrency
+        self.slots = anyio.Semaphore(self.capacity)
         self.log = get_logger(f"sparkle_motion.services.{spec.tool_id}")
         self._loader: threading.Thread | None = None
 
@@ -102,7 +103,7 @@ class ToolRuntime:
             "active_backend": self.profile.backend,
             "model": self.profile.model,
             "state": self.readiness.state,
-            "limits": {"max_body_bytes": spec.max_body_bytes, "max_concurrency": spec.max_concurrency},
+            "limits": {"max_body_bytes": spec.max_body_bytes, "max_concurrency": self.capacity},
             "request_schema": spec.request_model.model_json_schema(mode="validation"),
             "response_schema": spec.response_model.model_json_schema(mode="serialization"),
             "request_id": current_request_id(),
@@ -141,8 +142,8 @@ class ToolRuntime:
             acquired = True
         if not acquired:
             raise ServiceBusyError(
-                f"{spec.tool_id} is busy: all {spec.max_concurrency} slot(s) in use",
-                retry_after=1.0, context={"max_concurrency": spec.max_concurrency})
+                f"{spec.tool_id} is busy: all {self.capacity} slot(s) in use",
+                retry_after=1.0, context={"max_concurrency": self.capacity})
         try:
             return await self.run_backend(request, receive)
         finally:

@@ -1,0 +1,45 @@
+"""Files a user hands in from disk (``make --music``): checked, then stored as artifacts.
+
+A path on the command line is untrusted input like any request body: it must be a
+regular file under a size limit, with a known audio suffix, and ffprobe must find
+an audio stream in it — so a film run never fails half-way on a bad upload.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparkle_motion.artifacts.models import ArtifactManifest
+from sparkle_motion.artifacts.store import ArtifactStore
+from sparkle_motion.errors import InvalidInputError
+from sparkle_motion.media import probe
+
+UPLOADS_RUN = "uploads"  # the store's run for user files; `prune` ages them out like any run
+MAX_MUSIC_BYTES = 64 * 1024 * 1024  # ~25 min of 320 kb/s MP3; a bed is looped anyway
+MIN_MUSIC_S = 0.5
+AUDIO_MEDIA_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
+                     ".oga": "audio/ogg", ".opus": "audio/opus", ".m4a": "audio/mp4", ".aac": "audio/aac"}
+
+
+def put_music_file(store: ArtifactStore, path: Path, *, field: str = "--music") -> ArtifactManifest:
+    """Check ``path`` is a usable audio file and store it as a ``music`` artifact; errors name ``field``."""
+    if not path.is_file():
+        raise InvalidInputError(f"no such file: {path}", field=field)
+    size = path.stat().st_size
+    if size > MAX_MUSIC_BYTES:
+        raise InvalidInputError(f"{path.name} is {size} bytes; at most {MAX_MUSIC_BYTES}", field=field)
+    media_type = AUDIO_MEDIA_TYPES.get(path.suffix.lower())
+    if media_type is None:
+        raise InvalidInputError(f"{path.name}: expected an audio file ({', '.join(sorted(AUDIO_MEDIA_TYPES))})",
+                                field=field)
+    info = probe(path, field_name=field)
+    audio = info.first("audio")
+    if audio is None:
+        raise InvalidInputError(f"{path.name} has no audio stream", field=field)
+    duration = audio.duration_s or info.duration_s or 0.0
+    if duration < MIN_MUSIC_S:
+        raise InvalidInputError(f"{path.name} lasts {duration:.2f} s; at least {MIN_MUSIC_S} s", field=field)
+    return store.put(UPLOADS_RUN, "uploads", "music", path, media_type,
+                     metadata={"tool": "cli", "source_name": path.name[:200]},
+                     media={"duration_s": duration, **({"sample_rate": audio.sample_rate} if audio.sample_rate else {})},
+                     ext=path.suffix.lower())
