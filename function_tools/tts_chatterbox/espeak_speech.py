@@ -124,10 +124,10 @@ def _phoneme_timings(raw: RawSynthesis, offset_s: float, lead_s: float, kept_s: 
 
 def synthesize_speech(synth: Synthesizer, text: str, design: VoiceDesign, *, seed: int, sample_rate: int,
                       max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
-                      check_cancelled: Callable[[], None] | None = None) -> Speech:
+                      progress: Callable[[int, int | None, str], None] | None = None) -> Speech:
     """Chunk, synthesize, trim and join ``text``; resample to ``sample_rate``.
 
-    ``check_cancelled`` (a ToolContext's) runs before each chunk, so a cancelled call stops between chunks.
+    ``progress`` (a ToolContext's) is told of each chunk before it is spoken; a cancelled call stops there.
     """
     chunks = split_text(text, max_chunk_chars)
     if not chunks:
@@ -144,8 +144,8 @@ def synthesize_speech(synth: Synthesizer, text: str, design: VoiceDesign, *, see
     native_rate = 0
     started = time.perf_counter()
     for index, chunk in enumerate(chunks):
-        if check_cancelled is not None:
-            check_cancelled()
+        if progress is not None:
+            progress(index, len(chunks), "chunks")
         t0 = time.perf_counter()
         raw = synth.synthesize(chunk.text, params)
         synth_s += time.perf_counter() - t0
@@ -236,7 +236,7 @@ class EspeakBackend:
         design = design_voice(request.voice, self.languages, self.variants)
         speech = synthesize_speech(self.synth, request.text, design, seed=request.seed,
                                    sample_rate=request.sample_rate, max_chunk_chars=self.max_chunk_chars,
-                                   check_cancelled=ctx.check_cancelled)
+                                   progress=ctx.progress)
         staged = ctx.staging_path(".wav")
         t0 = time.perf_counter()
         write_wav(staged, speech.samples, speech.sample_rate)

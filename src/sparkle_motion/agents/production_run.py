@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,11 +32,13 @@ from function_tools.qa_qwen2vl.models import QAExpectations, QAMedia, QARequest,
 from function_tools.tts_chatterbox.models import TtsChatterboxRequest, TtsVoice
 from function_tools.videos_wan.models import VideosWanRequest
 from sparkle_motion.agents.fan_out import fan_out, tool_capacity
+from sparkle_motion.agents.item_progress import InFlightItems
 from sparkle_motion.agents.production_models import STAGES
+from sparkle_motion.agents.run_control import RunControl, RunStopped
 from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
-from sparkle_motion.errors import ConflictError, InvalidInputError, SparkleError, ToolCallError
+from sparkle_motion.errors import InvalidInputError, SparkleError, ToolCallError
 from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.media import read_wav, write_wav
@@ -54,12 +55,9 @@ MAX_RATE_GAIN = 1.35  # how much faster a line may be re-voiced to fit before th
 MAX_VOICE_RATE = 4.0  # the plan's VoiceProfile bound
 FIT_ATTEMPTS = 3
 SEED_STRIDE = 7919  # a prime: retry seeds never collide with neighbouring items' seeds
+JOB_LOST_RESUBMITS = 2  # a tool job lost to a tool restart is submitted again this often (the step is redone)
 # Used only when a profile file sets no `render:` block.
 RENDER_FALLBACK = {"fps": 24, "width": 640, "height": 360}
-
-
-class RunStopped(ConflictError):
-    code = "run_stopped"
 
 
 class StageFailed(SparkleError):
@@ -92,31 +90,6 @@ def _artifact_id(uri: str) -> str:
     return uri.rsplit("/", 1)[-1]
 
 
-class RunControl:
-    """Pause/stop requests, read from the registry before every step."""
-
-    POLL_S = 0.2
-
-    def __init__(self, registry: RunRegistry, run_id: str) -> None:
-        self.registry = registry
-        self.run_id = run_id
-
-    def checkpoint(self) -> None:
-        announced = False
-        while True:
-            status = self.registry.get_run(self.run_id).status
-            if status == "stopped":
-                raise RunStopped("run stopped by request", context={"run_id": self.run_id})
-            if status != "paused":
-                if announced:
-                    self.registry.log(self.run_id, "info", "resumed")
-                return
-            if not announced:
-                self.registry.log(self.run_id, "info", "paused before the next step")
-                announced = True
-            time.sleep(self.POLL_S)
-
-
 class ProductionRun:
     """Executes the stages of one MoviePlan through the FunctionTools over HTTP."""
 
@@ -147,6 +120,7 @@ class ProductionRun:
         # Outputs passed between stages (also mirrored into the ADK session state).
         self.results: dict[str, Any] = {}
         self.attempts: dict[str, int] = {"base_images": 0, "video_clips": 0}
+        self.in_flight = InFlightItems()   # what /status shows as items (with tool job progress)
         self._done_units = 0
         self._total_units = self._count_units()
         self.fps, self.width, self.height = render_geometry(plan, settings)
@@ -201,7 +175,8 @@ class ProductionRun:
             return dict(cached.output or {})
         rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
         try:
-            outcome = work()
+            with self.in_flight.working_on(stage, item, tool_id):
+                outcome = work()
         except Exception as exc:
             error = exc.to_dict() if isinstance(exc, SparkleError) else {"code": "internal_error", "message": repr(exc)}
             self.registry.finish_step(rec.step_id, "failed", error=error)
@@ -239,16 +214,30 @@ class ProductionRun:
                                                         "field": where}}) from None
 
     def invoke(self, tool_id: str, request: ToolRequest, *, stage: str) -> dict[str, Any]:
+        """Call the tool (a job, for a long-running one: its progress goes to ``in_flight``, a stop cancels it)."""
         payload = {**tool_payload(request), "run_id": self.run_id, "stage": stage}
-        try:
-            return self.client(tool_id).invoke(payload)
-        except ToolCallError as exc:
-            remote = exc.remote_error or {}
-            detail = remote.get("message") or exc.message
-            where = f" ({remote['field']})" if remote.get("field") else ""
-            raise StageFailed(f"{tool_id} failed in stage {stage}: {detail}{where}",
-                              context={"stage": stage, "tool_id": tool_id, "status": exc.status,
-                                       "remote_error": remote}) from exc
+        for resubmit in range(JOB_LOST_RESUBMITS + 1):
+            try:
+                return self.client(tool_id).invoke(payload, on_progress=self.in_flight.on_job_view,
+                                                   cancel_check=self.control.stop_requested)
+            except ToolCallError as exc:
+                if exc.code == "job_cancelled" and self.control.stop_requested():
+                    raise RunStopped("run stopped by request; the tool job in flight was cancelled",
+                                     context={"run_id": self.run_id, "stage": stage}) from exc
+                if exc.code != "job_lost" or resubmit == JOB_LOST_RESUBMITS:
+                    raise self._stage_failed(tool_id, stage, exc) from exc
+                self.registry.log(self.run_id, "warning", f"{tool_id} lost the job of this step ({exc.message}); "
+                                  "submitting it again", stage=stage, error=exc.to_dict())
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    @staticmethod
+    def _stage_failed(tool_id: str, stage: str, exc: ToolCallError) -> StageFailed:
+        remote = exc.remote_error or {}
+        detail = remote.get("message") or exc.message
+        where = f" ({remote['field']})" if remote.get("field") else ""
+        return StageFailed(f"{tool_id} failed in stage {stage}: {detail}{where}",
+                           context={"stage": stage, "tool_id": tool_id, "status": exc.status,
+                                    "remote_error": remote})
 
     # -- stages ---------------------------------------------------------------------
 

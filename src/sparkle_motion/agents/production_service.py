@@ -297,8 +297,11 @@ class ProductionService:
         steps = [StepView(**s.model_dump(include=set(StepView.model_fields))) for s in self.registry.list_steps(run_id)]
         tail = [e.model_dump(mode="json") if hasattr(e, "model_dump") else dict(e) for e in self.registry.log_tail(run_id, 50)]
         data = run.model_dump(mode="json")
-        return RunStatus(request_id=current_request_id(), steps=steps, log_tail=tail,
-                         **{k: v for k, v in data.items() if k in RunStatus.model_fields and k not in ("steps", "log_tail")})
+        active = self.runs.get(run_id)   # only the process driving the run knows what is in flight
+        items = active.in_flight.snapshot() if active is not None else []
+        return RunStatus(request_id=current_request_id(), steps=steps, log_tail=tail, items=items,
+                         **{k: v for k, v in data.items()
+                            if k in RunStatus.model_fields and k not in ("steps", "log_tail", "items")})
 
     def artifacts(self, run_id: str, stage: str | None) -> ArtifactsView:
         self.registry.get_run(run_id)
