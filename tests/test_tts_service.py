@@ -6,9 +6,6 @@ checked for the properties of speech, not just for being a WAV file.
 
 from __future__ import annotations
 
-import hashlib
-import wave
-from pathlib import Path
 from typing import Any
 
 import av
@@ -18,6 +15,7 @@ import pytest
 from function_tools.tts_chatterbox.dsp import estimate_f0
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.testing import RunningTool
+from speech_checks import assert_same_request_same_bytes, decode_wav, looks_like_speech, speech_evidence
 from tool_fixtures import module_tool_fixtures
 
 pytestmark = pytest.mark.xdist_group("tts_chatterbox")
@@ -27,7 +25,7 @@ LINE = "The rain kept falling on the neon signs, and nobody on the street looked
 LINE_WORDS = len(LINE.split())
 
 
-home, tool, store = module_tool_fixtures("tts_chatterbox")
+home, tool, store = module_tool_fixtures("tts_chatterbox", env={"SPARKLE_TTS_CHATTERBOX_BACKEND": "espeak"})
 
 
 def invoke(tool: RunningTool, **payload: Any) -> dict[str, Any]:
@@ -35,49 +33,6 @@ def invoke(tool: RunningTool, **payload: Any) -> dict[str, Any]:
     reply = tool.client.post("/invoke", json=payload, timeout=60)
     assert reply.status_code == 200, reply.text
     return reply.json()
-
-
-def decode_wav(path: Path) -> tuple[np.ndarray, int, int, int]:
-    """(float samples, sample rate, channels, sample width in bytes) via the stdlib decoder."""
-    with wave.open(str(path), "rb") as w:
-        rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    return pcm.astype(np.float64) / 32768.0, rate, channels, width
-
-
-def speech_evidence(x: np.ndarray, sr: int) -> dict[str, float]:
-    """Signal properties that separate speech from tones, noise and silence."""
-    frame = sr // 100  # 10 ms
-    n = len(x) // frame
-    frames = x[: n * frame].reshape(n, frame)
-    rms = np.sqrt(np.mean(frames**2, axis=1)) + 1e-9
-    db = 20 * np.log10(rms / rms.max())
-    active = db > -35
-    # energy dips: 10 dB valleys between louder neighbours within 150 ms (gaps between syllables/words)
-    smooth = np.convolve(db, np.ones(3) / 3, mode="same")
-    dips = 0
-    for i in range(15, n - 15):
-        if smooth[i] == smooth[i - 15:i + 16].min() and \
-                min(smooth[i - 15:i].max(), smooth[i + 1:i + 16].max()) - smooth[i] > 10:
-            dips += 1
-    zcr = np.mean(np.abs(np.diff(np.signbit(frames), axis=1)), axis=1)[active]
-    spectrum = np.abs(np.fft.rfft(frames[active] * np.hanning(frame), axis=1)) + 1e-12
-    flatness = np.exp(np.mean(np.log(spectrum), axis=1)) / np.mean(spectrum, axis=1)
-    voiced = estimate_f0(x, sr)
-    return {
-        "dips": dips,
-        "active_fraction": float(active.mean()),
-        "voiced_frames": float(len(voiced)),
-        "zcr_cv": float(np.std(zcr) / (np.mean(zcr) + 1e-9)),
-        "flatness_std": float(np.std(flatness)),
-        "median_f0": float(np.median(voiced)) if len(voiced) else 0.0,
-    }
-
-
-def looks_like_speech(ev: dict[str, float], duration_s: float, words: int) -> bool:
-    return (ev["dips"] >= words // 3 and ev["voiced_frames"] >= 0.3 * duration_s * 100
-            and 0.4 < ev["active_fraction"] < 0.99 and ev["zcr_cv"] > 0.5 and ev["flatness_std"] > 0.03
-            and 60 < ev["median_f0"] < 400)
 
 
 def test_speech_checks_reject_a_steady_tone_and_noise() -> None:
@@ -142,13 +97,7 @@ def test_word_and_phoneme_timings_fit_the_audio(tool: RunningTool) -> None:
 
 
 def test_same_request_gives_identical_wav_bytes(tool: RunningTool, store: ArtifactStore) -> None:
-    request = {"text": "Do you remember the night we met?", "voice": {"character_id": "zoe", "style": "calm"},
-               "seed": 11}
-    first, second = invoke(tool, **request), invoke(tool, **request)
-    assert first["audio_uri"] != second["audio_uri"]
-    digest = [hashlib.sha256(store.path_for(b["audio_uri"]).read_bytes()).hexdigest() for b in (first, second)]
-    assert digest[0] == digest[1]
-    assert store.get(first["audio_uri"]).sha256 == store.get(second["audio_uri"]).sha256
+    assert_same_request_same_bytes(lambda **request: invoke(tool, **request), store)
 
 
 def test_two_characters_sound_different(tool: RunningTool, store: ArtifactStore) -> None:

@@ -31,22 +31,24 @@ from tiny_models.wan import build_tiny_wan_flf2v
 from function_tools.images_sdxl.scene import describe_scene
 from function_tools.images_sdxl.storyboard import render_frame
 from function_tools.videos_wan.models import VideosWanRequest
-from function_tools.videos_wan.wan import (
-    RenderSpec,
-    SimulatedOom,
+from function_tools.videos_wan.diffusion import (
     StepProgress,
-    WanOptions,
     aligned_generation_size,
-    chunk_anchor_frames,
-    make_loader,
-    next_chunk_count,
-    render_flf2v,
+    model_frame_count,
     resample_frames,
     resolve_resample_mode,
     shrunk_size,
     temporal_positions,
     text_prompt,
-    wan_frame_count,
+)
+from function_tools.videos_wan.wan import (
+    RenderSpec,
+    SimulatedOom,
+    WanOptions,
+    chunk_anchor_frames,
+    make_loader,
+    next_chunk_count,
+    render_flf2v,
 )
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.errors import ConfigError
@@ -69,12 +71,12 @@ BASE_OPTIONS: dict[str, Any] = {
     (2, 5), (5, 5), (6, 5), (7, 9), (8, 9), (9, 9), (11, 13), (16, 17), (24, 25), (81, 81), (82, 81), (200, 81),
 ])
 def test_wan_frame_count_is_the_nearest_4k_plus_1_capped(shot: int, expected: int) -> None:
-    count = wan_frame_count(shot, max_frames=81)
+    count = model_frame_count(shot, temporal_factor=4, max_frames=81)
     assert count == expected and count % 4 == 1
-    assert wan_frame_count(40, max_frames=None) == 41
-    assert wan_frame_count(30, max_frames=23) == 21        # the cap itself rounds down to 4k+1
+    assert model_frame_count(40, temporal_factor=4, max_frames=None) == 41
+    assert model_frame_count(30, temporal_factor=4, max_frames=23) == 21        # the cap itself rounds down to 4k+1
     with pytest.raises(ValueError):
-        wan_frame_count(0)
+        model_frame_count(0, temporal_factor=4, max_frames=81)
 
 
 def test_generation_size_is_aligned_and_capped() -> None:
@@ -102,10 +104,10 @@ def test_temporal_resampling_keeps_both_ends_and_blends_linearly() -> None:
     as_uint8 = resample_frames((source * 10).astype(np.uint8), 17, "linear")
     assert as_uint8.dtype == np.uint8 and as_uint8[1, 0, 0, 0] == 5
     assert resample_frames(source, 9, "none") is source
-    assert resolve_resample_mode("auto", 9, 11) == "nearest"       # the 4k+1 rounding: drop/repeat a frame
-    assert resolve_resample_mode("auto", 81, 160) == "linear"      # stretched past the model cap: blend
-    assert resolve_resample_mode("nearest", 81, 160) == "nearest"
-    assert resolve_resample_mode("auto", 9, 9) == "none"
+    assert resolve_resample_mode("auto", 9, 11, 4) == "nearest"       # the 4k+1 rounding: drop/repeat a frame
+    assert resolve_resample_mode("auto", 81, 160, 4) == "linear"      # stretched past the model cap: blend
+    assert resolve_resample_mode("nearest", 81, 160, 4) == "nearest"
+    assert resolve_resample_mode("auto", 9, 9, 4) == "none"
 
 
 def test_chunk_plan_and_options() -> None:
@@ -237,6 +239,11 @@ def test_clip_has_the_exact_geometry_frames_and_rate(tool: RunningTool, store: A
     assert meta["backend"] == "wan2.1-flf2v" and meta["seed"] == 3 and meta["steps"] == 2
     assert meta["model_id"].endswith("model") and meta["device"] == "cpu" and meta["inference_s"] > 0
     assert meta["generation"]["model_key"] == gen["model_key"]
+    # Upstream FLF2V sampling (the backend's defaults): UniPC at shift 16, read off the pipeline that ran.
+    assert gen["scheduler"] == "UniPCMultistepScheduler" and gen["flow_shift"] == 16.0
+    assert meta["sampler"] == {"scheduler": "UniPCMultistepScheduler", "flow_shift": 16.0, "steps": 2,
+                               "guidance_scale": 5.0, "negative_prompt": gen["negative_prompt"]}
+    assert gen["negative_prompt"].startswith("shot cut, scene change")
     step_logs = [r for r in tool.log_records() if r.get("event") == "wan.step"]
     assert [r["step"] for r in step_logs[-2:]] == [1, 2]
 
@@ -270,7 +277,7 @@ def test_identical_keyframes_are_warned_about(tool: RunningTool, store: Artifact
     assert len(body["warnings"]) == 1 and "identical" in body["warnings"][0]
     meta = store.get(body["video"]["uri"]).metadata
     assert meta["warnings"] == body["warnings"] and meta["keyframe_psnr_db"] is None   # infinite: the same pixels
-    assert any(r.get("event") == "wan.identical_keyframes" for r in tool.log_records())
+    assert any(r.get("event") == "videos_wan.identical_keyframes" for r in tool.log_records())
     decoded, _ = decode(store, body["video"]["uri"])
     assert len(decoded) == 5
 
@@ -429,3 +436,51 @@ def test_fail_policy_raises_the_typed_oom_at_once(tiny_models: dict[str, Path], 
     assert raised.value.stage == "inference" and raised.value.context["oom_policy"] == "fail"
     assert [e.action for e in events] == ["fail"] and progress.passes == 0
     assert_lock_free(sparkle_home)
+
+
+# --------------------------------------------------------------------------- upstream FLF2V sampling
+
+def test_gpu_profile_samples_like_upstream_flf2v() -> None:
+    """configs/profiles/gpu.yaml: UniPC, flow shift 16, 50 steps, guidance 5.0, shot cuts in the negative prompt."""
+    options = WanOptions.from_profile(
+        dict(yaml.safe_load(project_path("configs/profiles/gpu.yaml").read_text())["tools"]["videos_wan"]["options"]))
+    assert (options.scheduler, options.flow_shift, options.steps, options.guidance) == ("unipc", 16.0, 50, 5.0)
+    assert "shot cut" in options.negative_prompt and "scene change" in options.negative_prompt
+    with pytest.raises(ConfigError) as bad:
+        WanOptions.from_profile({"scheduler": "ddim"})
+    assert bad.value.field == "options.scheduler"
+
+
+@pytest.mark.parametrize(("scheduler", "shift"), [("unipc", 16.0), ("unipc", 7.0), ("checkpoint", None)])
+def test_the_pipeline_runs_the_configured_scheduler(tiny_models: dict[str, Path], sparkle_home: Path,
+                                                    scheduler: str, shift: float | None) -> None:
+    """After a tiny render, the scheduler the pipeline holds (and the timesteps it used) match the options."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    from function_tools.videos_wan.wan import sampler_record
+    from sparkle_motion.gpu_utils import LoadSpec, MemoryOptions
+
+    options = WanOptions.from_profile({**BASE_OPTIONS, "scheduler": scheduler, "flow_shift": shift or 16.0})
+    pipe = make_loader(str(tiny_models["a"]), options)(LoadSpec(device="cpu", dtype="float32",
+                                                               memory=MemoryOptions()))
+    seen: list[float] = []
+    pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(float(kwargs["timestep"].flatten()[0])), with_kwargs=True)
+    spec = RenderSpec(width=32, height=32, num_frames=5, prompt="x", negative_prompt="", steps=3,
+                      guidance_scale=1.0, seed=0, max_sequence_length=16)
+    render_flf2v(pipe, keyframe("a red door", 32), keyframe("a blue sea", 32), spec, StepProgress(None))
+    config = pipe.scheduler.config
+    if scheduler == "checkpoint":
+        assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) and config.shift == 3.0
+        assert sampler_record(pipe) == {"scheduler": "FlowMatchEulerDiscreteScheduler", "flow_shift": 3.0}
+        return
+    assert isinstance(pipe.scheduler, UniPCMultistepScheduler)
+    assert config.flow_shift == shift and config.use_flow_sigmas and config.prediction_type == "flow_prediction"
+    assert sampler_record(pipe) == {"scheduler": "UniPCMultistepScheduler", "flow_shift": shift}
+    # The timesteps the transformer saw are UniPC's at this shift, not the checkpoint's.
+    reference = UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=shift)
+    reference.set_timesteps(3)
+    assert seen == pytest.approx([float(t) for t in reference.timesteps])
+    unshifted = UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=1.0)
+    unshifted.set_timesteps(3)
+    assert seen[1] > float(unshifted.timesteps[1])    # a larger shift keeps the schedule noisier for longer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -44,9 +45,13 @@ class EchoBackend:
         staged = ctx.staging_path(".txt")
         staged.write_bytes(data)
         deadline = time.monotonic() + request.hold_s
+        steps, step = math.ceil(request.hold_s / HOLD_STEP_S), 0
         while time.monotonic() < deadline:  # one "step" per HOLD_STEP_S, like a backend's frame loop
-            ctx.check_cancelled()
             time.sleep(min(HOLD_STEP_S, max(deadline - time.monotonic(), 0.0)))
+            step = min(step + 1, steps)
+            ctx.progress(step, steps, "hold")
+        if step < steps:     # a loaded machine oversleeps: the hold is over, so are its steps
+            ctx.progress(steps, steps, "hold")
         ctx.check_cancelled()
         manifest = ctx.put_output(request, "text", staged, "text/plain; charset=utf-8",
                                   {"params": {"repeat": request.repeat, "inputs": len(request.inputs)}},

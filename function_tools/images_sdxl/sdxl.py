@@ -71,11 +71,13 @@ def scheduler_spec(name: str) -> tuple[str, dict[str, Any]]:
     return SCHEDULERS[key]
 
 
-def _cancel_check(ctx: ToolContext) -> Callable[..., dict[str, Any]]:
-    """A diffusers ``callback_on_step_end`` that stops the pipeline at the next step once ``ctx`` is cancelled."""
+def _step_reporter(ctx: ToolContext) -> Callable[..., dict[str, Any]]:
+    """A diffusers ``callback_on_step_end``: reports the step to ``ctx.progress`` (a job's progress), which
+    also stops the pipeline at the next step once the call is cancelled."""
 
-    def on_step_end(_pipe: Any, _step: int, _timestep: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
-        ctx.check_cancelled()
+    def on_step_end(pipe: Any, step: int, _timestep: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
+        total = getattr(pipe, "num_timesteps", None)
+        ctx.progress(step + 1, int(total) if total is not None else None, type(pipe).__name__)
         return {}
 
     return on_step_end
@@ -262,7 +264,7 @@ class SdxlBackend:
                           negative_prompt=request.negative_prompt or None,
                           negative_prompt_2=request.negative_prompt or None,
                           num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=request.count,
-                          generator=generators, callback_on_step_end=_cancel_check(ctx))
+                          generator=generators, callback_on_step_end=_step_reporter(ctx))
             with handle.inference():
                 if self.simulate_oom == "inference":
                     raise_simulated_oom("inference")

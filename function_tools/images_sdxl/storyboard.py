@@ -582,7 +582,7 @@ class StoryboardBackend:
         t_all = time.perf_counter()
         # Render everything before storing anything: a failure mid-batch leaves no artifact behind.
         for index in range(request.count):
-            ctx.check_cancelled()
+            ctx.progress(index, request.count, "images")
             seed = request.seed_for(index)
             t0 = time.perf_counter()
             image, layout = render_storyboard(request.prompt, seed, width, height, scene=scene,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -74,6 +75,10 @@ MEL_WINDOW_S = 16 / 80
 STDERR_TAIL_CHARS = 4000
 STDOUT_TAIL_CHARS = 1000
 PREFLIGHT_TIMEOUT_S = 180.0
+#: How often the running child is looked at: its tqdm progress, a cancel, the timeout.
+CHILD_POLL_S = 0.5
+# tqdm's "  40%|####      | 2/5 [00:01<00:02, ...]": upstream's face-detection and lip-sync batch bars.
+_TQDM_COUNT = re.compile(rb"(\d+)/(\d+) \[")
 # Upstream's output is a few frames; the re-encode is ours and must not hang either.
 ENCODE_TIMEOUT_S = 600.0
 
@@ -182,8 +187,37 @@ class SubprocessResult:
     stderr_tail: str
 
 
-def run_wav2lip(cmd: list[str], *, cwd: Path, env: Mapping[str, str], timeout_s: float) -> SubprocessResult:
-    """Run upstream in its own process group; on timeout kill the group (its ffmpeg children too).
+def tqdm_count(stderr_path: Path) -> tuple[int, int] | None:
+    """The last ``done/total`` tqdm wrote to the child's stderr log (None before its first bar)."""
+    try:
+        with open(stderr_path, "rb") as handle:
+            handle.seek(max(0, stderr_path.stat().st_size - 4096))
+            found = _TQDM_COUNT.findall(handle.read())
+    except OSError:
+        return None
+    return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+def _wait_for_child(proc: subprocess.Popen[bytes], timeout_s: float, stderr_path: Path,
+                    ctx: ToolContext | None) -> int:
+    """``proc.wait`` in slices: between them its tqdm count goes to ``ctx.progress``, which raises on a cancel."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return proc.wait(timeout=max(0.0, min(CHILD_POLL_S, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
+        if ctx is not None:
+            count = tqdm_count(stderr_path)
+            if count is not None:
+                ctx.progress(count[0], count[1], "wav2lip batches")
+            ctx.check_cancelled()
+
+
+def run_wav2lip(cmd: list[str], *, cwd: Path, env: Mapping[str, str], timeout_s: float,
+                ctx: ToolContext | None = None) -> SubprocessResult:
+    """Run upstream in its own process group; on timeout or a cancel of ``ctx``, kill the group (its ffmpeg too).
 
     Output goes to files, not pipes: upstream's tqdm and ffmpeg can write more
     than a pipe buffer holds, and a full pipe would hang the child.
@@ -194,7 +228,7 @@ def run_wav2lip(cmd: list[str], *, cwd: Path, env: Mapping[str, str], timeout_s:
         proc = subprocess.Popen(cmd, cwd=cwd, env=dict(env), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
-            returncode = proc.wait(timeout=timeout_s)
+            returncode = _wait_for_child(proc, timeout_s, stderr_path, ctx)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             raise Wav2LipTimeoutError(
@@ -343,7 +377,7 @@ class Wav2LipBackend:
         # in-process backend takes (sparkle_motion.gpu_utils.model_context uses the same one).
         with device_lock(self.device, self.options.lock_timeout_s):
             locked = time.perf_counter()
-            result = run_wav2lip(cmd, cwd=work, env=env, timeout_s=self.options.timeout_s)
+            result = run_wav2lip(cmd, cwd=work, env=env, timeout_s=self.options.timeout_s, ctx=ctx)
         ran = time.perf_counter()
         try:
             self._check(result, cmd, work)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +80,26 @@ class VlmVerdict(BaseModel):
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+class TokenProgress:
+    """A transformers ``generate`` streamer that reports each new token to ``ctx.progress``.
+
+    generate() hands a streamer the prompt first, then every sampled token; a
+    cancel raised from the report stops generation at the next token.
+    """
+
+    def __init__(self, report: Callable[[int, int | None, str], None], cap: int, phase: str) -> None:
+        self.report, self.cap, self.phase = report, cap, phase
+        self.tokens = -1   # the first put() is the prompt
+
+    def put(self, _value: Any) -> None:
+        self.tokens += 1
+        if self.tokens > 0:
+            self.report(min(self.tokens, self.cap), self.cap, self.phase)
+
+    def end(self) -> None:
+        return None
 
 
 def _first_json_object(text: str) -> dict[str, Any] | None:
@@ -303,7 +324,7 @@ class Qwen2VLBackend:
         if signal_wanted:
             results += self.signal.run_checks(request, signal_wanted, explicit, states, reference, policy)
         signal_s = time.perf_counter()
-        vlm_results, telemetry = self._vlm_checks(request, vlm_wanted, explicit, states, policy)
+        vlm_results, telemetry = self._vlm_checks(request, vlm_wanted, explicit, states, policy, ctx)
         results += vlm_results
         order = {name: i for i, name in enumerate(CHECK_NAMES)}
         results.sort(key=lambda r: order[r.name])  # stable: media order kept within a check
@@ -338,7 +359,7 @@ class Qwen2VLBackend:
                                    max_seconds=policy.limits.max_video_seconds)
 
     def _vlm_checks(self, request: QARequest, checks: list[str], explicit: bool, states: list[MediaState],
-                    policy: qc.QAPolicy) -> tuple[list[QACheckResult], dict[str, Any]]:
+                    policy: qc.QAPolicy, ctx: ToolContext) -> tuple[list[QACheckResult], dict[str, Any]]:
         visual = [s for s in states if s.item.kind in ("image", "video")]
         if not checks:
             return [], {}
@@ -362,19 +383,22 @@ class Qwen2VLBackend:
                            lock_timeout_s=self.lock_timeout_s, plan_family=qwen2vl_family(self.profile.model),
                            tool="qa_qwen2vl") as handle:
             model, processor = handle.model
-            for state, frames in pending:
+            for index, (state, frames) in enumerate(pending):
+                streamer = TokenProgress(ctx.progress, self.max_new_tokens,
+                                         f"media {index + 1}/{len(pending)} tokens")
                 prompt = build_vlm_prompt(checks, kind=state.item.kind, frame_times=[t for _, t, _ in frames],
                                           intended=request.expectations.prompt)
                 t0 = time.perf_counter()
                 with handle.inference():
                     if self.simulate_oom == "inference":
                         raise_simulated_oom("inference")
-                    text = self._generate(model, processor, [im for im, _, _ in frames], prompt)
+                    text = self._generate(model, processor, [im for im, _, _ in frames], prompt, streamer)
                 results += self._results(state, checks, text, frames, time.perf_counter() - t0)
             telemetry = dict(handle.telemetry)
         return results, telemetry
 
-    def _generate(self, model: Any, processor: Any, images: list[Image.Image], prompt: str) -> str:
+    def _generate(self, model: Any, processor: Any, images: list[Image.Image], prompt: str,
+                  streamer: TokenProgress | None = None) -> str:
         import torch
 
         messages = [{"role": "user", "content": [*({"type": "image"} for _ in images),
@@ -382,7 +406,7 @@ class Qwen2VLBackend:
         chat = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         inputs = processor(text=[chat], images=images, return_tensors="pt").to(model.device)
         with torch.inference_mode():
-            output = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            output = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, streamer=streamer)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
 

@@ -299,7 +299,13 @@ class ChunkAudio:
 
 def _generate_chunk(model: Any, text: str, conds: Any, choice: ModelChoice, *, exaggeration: float,
                     cfg_weight: float, sampling: Sampling, max_new_tokens: int,
-                    n_cfm_timesteps: int | None) -> ChunkAudio:
+                    n_cfm_timesteps: int | None, on_token: Callable[[], None] | None = None) -> ChunkAudio:
+    """One chunk through T3 (speech tokens) and S3Gen (audio).
+
+    ``on_token`` runs once per forward pass of T3's transformer — once per sampled
+    token, upstream's token loop — through a forward hook, so a job shows token
+    progress and a cancel (raised from it) stops the sampler at the next token.
+    """
     import torch
     import torch.nn.functional as F
     from chatterbox.models.s3tokenizer import SPEECH_VOCAB_SIZE, drop_invalid_tokens
@@ -322,10 +328,17 @@ def _generate_chunk(model: Any, text: str, conds: Any, choice: ModelChoice, *, e
     t3_cond = T3Cond(speaker_emb=conds.t3.speaker_emb,
                      cond_prompt_speech_tokens=conds.t3.cond_prompt_speech_tokens,
                      emotion_adv=exaggeration * torch.ones(1, 1, 1)).to(device=model.device)
+    hook = model.t3.tfmr.register_forward_hook(lambda *_: on_token()) if on_token is not None else None
+    try:
+        with torch.inference_mode():
+            generated = model.t3.inference(t3_cond=t3_cond, text_tokens=tokens, max_new_tokens=max_new_tokens,
+                                           temperature=sampling.temperature, cfg_weight=cfg_weight,
+                                           repetition_penalty=repetition, min_p=sampling.min_p,
+                                           top_p=sampling.top_p)[0]
+    finally:
+        if hook is not None:
+            hook.remove()
     with torch.inference_mode():
-        generated = model.t3.inference(t3_cond=t3_cond, text_tokens=tokens, max_new_tokens=max_new_tokens,
-                                       temperature=sampling.temperature, cfg_weight=cfg_weight,
-                                       repetition_penalty=repetition, min_p=sampling.min_p, top_p=sampling.top_p)[0]
         stopped = bool((generated == hp.stop_speech_token).any())
         speech = drop_invalid_tokens(generated)
         speech = speech[speech < SPEECH_VOCAB_SIZE].to(model.device)
@@ -336,6 +349,18 @@ def _generate_chunk(model: Any, text: str, conds: Any, choice: ModelChoice, *, e
     samples = wav.squeeze(0).detach().float().cpu().numpy()
     kept, _, _ = trim_silence(samples, model.sr)
     return ChunkAudio(kept.astype(np.float32), int(generated.numel()), int(speech.numel()), stopped)
+
+
+def token_counter(ctx: ToolContext, phase: str, cap: int) -> Callable[[], None]:
+    """An ``on_token`` that reports ``n/cap`` tokens of ``phase`` (the cap: the sampler usually stops sooner)."""
+    count = 0
+
+    def on_token() -> None:
+        nonlocal count
+        count += 1
+        ctx.progress(min(count, cap), cap, phase)
+
+    return on_token
 
 
 def estimate_word_timings(chunk: TextChunk, start_s: float, end_s: float) -> list[WordTiming]:
@@ -497,7 +522,9 @@ class ChatterboxBackend:
                     torch.manual_seed((request.seed + index) % 2**63)
                     audio = _generate_chunk(model, chunk.text, conds, choice, exaggeration=exaggeration,
                                             cfg_weight=cfg_weight, sampling=opts.sampling,
-                                            max_new_tokens=opts.max_new_tokens, n_cfm_timesteps=opts.n_cfm_timesteps)
+                                            max_new_tokens=opts.max_new_tokens, n_cfm_timesteps=opts.n_cfm_timesteps,
+                                            on_token=token_counter(ctx, f"chunk {index + 1}/{len(chunks)} tokens",
+                                                                   opts.max_new_tokens))
                     chunk_s = len(audio.samples) / native_rate
                     words += estimate_word_timings(chunk, offset_s, offset_s + chunk_s)
                     pieces.append(audio.samples)

@@ -13,6 +13,7 @@ SPEC = ToolSpec(
     backends={
         "espeak": "function_tools.tts_chatterbox.espeak:EspeakBackend",
         "chatterbox": "function_tools.tts_chatterbox.chatterbox:ChatterboxBackend",
+        "kokoro": "function_tools.tts_chatterbox.kokoro:KokoroBackend",
     },
     # 5000 characters of UTF-8 plus the voice profile fit well inside 64 KiB.
     max_body_bytes=64 * 1024,

@@ -418,7 +418,8 @@ class KeyframeMotionBackend:
             else:
                 frames = render_frames(start, end, planner)
             while True:
-                ctx.check_cancelled()  # a disconnected caller / cancelled job stops here, per frame
+                # progress per frame; a disconnected caller / cancelled job stops here
+                ctx.progress(writer.frames_written, num_frames, "frames")
                 t_frame = time.perf_counter()
                 frame = next(frames, None)
                 synth_s += time.perf_counter() - t_frame

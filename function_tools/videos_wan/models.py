@@ -8,6 +8,8 @@ not diffuse records them and lists them in ``ignored_options``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from sparkle_motion.artifacts import ArtifactManifest
@@ -138,15 +140,24 @@ class WanGenerationInfo(BaseModel):
     applied_memory_options: list[str] = Field(default_factory=list)
     peak_vram_mb: float | None = Field(default=None, description="CUDA only")
     process_peak_rss_mb: float | None = Field(default=None, description="host memory peak of the tool process")
+    memory_plan: dict[str, Any] | None = Field(
+        default=None, description="the card-size memory plan the model was placed with (docs/gpu.md)")
+    load_peak_rss_mb: float | None = Field(default=None, description="host memory peak up to the end of the load")
     steps: int
     steps_completed: int = Field(description="denoising steps reported by callback_on_step_end, all passes")
     passes: int = Field(default=1, description="pipeline calls (more than 1 when rendered in chunks)")
     guidance_scale: float
     text_prompt: str
     negative_prompt: str = ""
+    scheduler: str = Field(default="", description="the scheduler class the pipeline ran with")
+    flow_shift: float | None = Field(default=None, description="its flow-matching shift (None when it has none)")
+    conditioning_frames: list[int] = Field(default_factory=list,
+                                           description="generated-frame indices the keyframes condition "
+                                                       "(ltx-video: [0, last])")
     generated_width: int
     generated_height: int
-    generated_frames: int = Field(description="frames the model rendered (4k+1 per pass), before time resampling")
+    generated_frames: int = Field(description="frames the model rendered (4k+1 per pass for Wan, 8k+1 for LTX), "
+                                              "before time resampling")
     temporal_resample: str = Field(description="'none' | 'nearest' | 'linear': generated frames → num_frames")
     chunks: int = 1
     oom_policy: str

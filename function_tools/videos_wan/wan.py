@@ -14,15 +14,18 @@ Geometry and time
 * Frames: the Wan VAE compresses time 4:1 with a leading frame, so the model
   renders ``4k+1`` frames.  We ask for the ``4k+1`` count nearest the shot
   (ties go up; at most ``max_model_frames``, the length the model was trained on)
-  and resample in time to the shot's exact frame count.  Output frame ``j`` of
-  ``N`` sits at source position ``s = j * (M-1) / (N-1)``, so the first and
-  last frames are always the model's first and last frames:
-  - ``nearest``: frame ``round(s)`` — when the counts differ only by the 4k+1
-    rounding (<= 2 frames) a dropped or repeated frame is invisible, while a
-    blend would soften every frame;
-  - ``linear``: ``(1-a) f[floor s] + a f[floor s + 1]`` with ``a = s - floor s`` —
-    when the model's frame cap stretched a long shot, repeating frames would judder.
-  - ``auto`` (default) picks ``nearest`` for the rounding case, ``linear`` otherwise.
+  and resample in time to the shot's exact frame count (``temporal_resample``,
+  see ``diffusion.py``: the first and last frames stay the keyframes).
+
+Sampling (upstream FLF2V)
+-------------------------
+Wan-Video/Wan2.1's ``generate.py`` samples the FLF2V task with UniPC at a
+flow shift of 16, 50 steps and guidance 5.0, with a negative prompt that opens
+with shot cuts: a hard cut between the two keyframes is FLF2V's typical failure.
+``scheduler: unipc`` swaps the checkpoint's scheduler for
+``UniPCMultistepScheduler`` (flow sigmas, flow prediction) at ``flow_shift``;
+``scheduler: checkpoint`` keeps what the checkpoint ships.  The scheduler class
+and shift the pipeline actually holds are recorded in ``generation``.
 
 Out of memory (``oom_policy``)
 ------------------------------
@@ -46,24 +49,39 @@ drive the same OOM handling a GPU hits.  Never set it in a real profile.
 
 from __future__ import annotations
 
-import gc
-import hashlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from function_tools.videos_wan.keyframes import default_seed, prepare_keyframes
+from function_tools.videos_wan.diffusion import (
+    ENCODER_CRF,
+    TEMPORAL_RESAMPLE_MODES,
+    StepProgress,
+    Rendered,
+    aligned_generation_size,
+    check_diffusion_stack,
+    deliver_clip,
+    generation_info,
+    identical_keyframes_warning,
+    model_fingerprint,
+    model_frame_count,
+    option_value,
+    quiet_hub_progress,
+    request_text,
+    release_device_memory,
+    shrunk_size,
+    to_uint8,
+)
+from function_tools.videos_wan.keyframes import prepare_keyframes
 from function_tools.videos_wan.models import (
     OomEvent,
     VideosWanRequest,
     VideosWanResponse,
-    WanGenerationInfo,
 )
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import ConfigError
@@ -75,135 +93,35 @@ from sparkle_motion.gpu_utils import (
     resolve_dtype,
 )
 from sparkle_motion.logs import SparkleLogger
-from sparkle_motion.media import VideoWriter
 from sparkle_motion.services.context import ToolContext
 
 BACKEND_NAME = "wan2.1-flf2v"
 #: The memory-plan table of Wan2.1 FLF2V 14B (sparkle_motion.gpu.memory_plans): under 24 GB it names ltx-video.
 PLAN_FAMILY = "wan-flf2v-14b"
 OOM_POLICIES = ("shrink", "chunk", "fail")
-TEMPORAL_RESAMPLE_MODES = ("auto", "nearest", "linear")
+SCHEDULERS = ("unipc", "checkpoint")
 # Wan2.1's VAE: 4 frames per latent frame after the first; 8x8 pixels per latent cell.
 DEFAULT_TEMPORAL_FACTOR = 4
 DEFAULT_MAX_MODEL_FRAMES = 81          # Wan2.1 FLF2V was trained on 81-frame clips
 DEFAULT_MAX_AREA = 1280 * 720          # the 720P checkpoint's native area
-DEFAULT_STEPS = 40
-DEFAULT_GUIDANCE = 5.5
+# Upstream FLF2V sampling (Wan-Video/Wan2.1 generate.py and wan/configs): UniPC, shift 16, 50 steps, guidance 5.
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 5.0
+DEFAULT_FLOW_SHIFT = 16.0
+# Upstream's FLF2V negative prompt opens with shot cuts (then camera shake) ahead of the shared quality list.
+DEFAULT_NEGATIVE_PROMPT = (
+    "shot cut, scene change, transition, camera shake, garish colors, overexposed, static, blurry details, "
+    "subtitles, style, artwork, painting, still picture, grey cast, worst quality, low quality, JPEG artifacts, "
+    "ugly, mutilated, extra fingers, badly drawn hands, badly drawn face, deformed, disfigured, malformed limbs, "
+    "fused fingers, motionless frame, cluttered background, three legs, crowded background, walking backwards")
 DEFAULT_KEEP_WARM_S = 600.0
 DEFAULT_LOCK_TIMEOUT_S = 60.0
 DEFAULT_OOM_MAX_RETRIES = 2
 DEFAULT_MAX_SEQUENCE_LENGTH = 512
-ENCODER_CRF = 18
-# Keyframes this close (PSNR, dB) are the same picture for the model: Wan then renders a near-still clip.
-IDENTICAL_KEYFRAMES_PSNR_DB = 45.0
 CHUNK_COUNTS = (2, 4, 8)
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-def wan_frame_count(shot_frames: int, *, temporal_factor: int = DEFAULT_TEMPORAL_FACTOR,
-                    max_frames: int | None = DEFAULT_MAX_MODEL_FRAMES) -> int:
-    """The ``temporal_factor*k + 1`` frame count nearest ``shot_frames`` (ties up), k >= 1, capped at ``max_frames``.
-
-    k >= 1 because the first and last frames are both given: the model needs
-    room between them.  The cap is itself rounded down to a valid count.
-    """
-    if shot_frames < 1:
-        raise ValueError(f"shot_frames must be >= 1 (got {shot_frames})")
-    if temporal_factor < 1:
-        raise ValueError(f"temporal_factor must be >= 1 (got {temporal_factor})")
-    k = math.floor((shot_frames - 1) / temporal_factor + 0.5)   # round half up
-    k = max(1, k)
-    if max_frames is not None:
-        k_cap = (max_frames - 1) // temporal_factor
-        if k_cap < 1:
-            raise ValueError(f"max_frames={max_frames} leaves no valid {temporal_factor}k+1 count")
-        k = min(k, k_cap)
-    return temporal_factor * k + 1
-
-
-def aligned_generation_size(width: int, height: int, multiple: int, max_area: int | None = None) -> tuple[int, int]:
-    """Width and height as multiples of ``multiple``, nearest the request, within ``max_area`` pixels.
-
-    Over the cap, both sides scale by ``sqrt(max_area / area)`` (aspect kept)
-    and round *down*, so the result never exceeds the cap.
-    """
-    if width < 1 or height < 1 or multiple < 1:
-        raise ValueError(f"bad size {width}x{height} / multiple {multiple}")
-    if max_area is not None and width * height > max_area:
-        scale = math.sqrt(max_area / (width * height))
-        w = max(multiple, math.floor(width * scale / multiple) * multiple)
-        h = max(multiple, math.floor(height * scale / multiple) * multiple)
-        return w, h
-    w = max(multiple, math.floor(width / multiple + 0.5) * multiple)
-    h = max(multiple, math.floor(height / multiple + 0.5) * multiple)
-    if max_area is not None and w * h > max_area:   # rounding up crossed the cap
-        w = max(multiple, math.floor(width / multiple) * multiple)
-        h = max(multiple, math.floor(height / multiple) * multiple)
-    return w, h
-
-
-def shrunk_size(width: int, height: int, multiple: int) -> tuple[int, int] | None:
-    """Half the area (sides / sqrt 2), aligned down; None when it cannot get smaller."""
-    w = max(multiple, math.floor(width / math.sqrt(2) / multiple) * multiple)
-    h = max(multiple, math.floor(height / math.sqrt(2) / multiple) * multiple)
-    return None if (w, h) == (width, height) else (w, h)
-
-
-def temporal_positions(source_frames: int, target_frames: int) -> np.ndarray:
-    """Source position of each output frame: ``j * (M-1) / (N-1)``; first → 0, last → M-1."""
-    if source_frames < 1 or target_frames < 1:
-        raise ValueError("frame counts must be >= 1")
-    if target_frames == 1:
-        return np.zeros(1)
-    return np.arange(target_frames, dtype=np.float64) * (source_frames - 1) / (target_frames - 1)
-
-
-def resolve_resample_mode(mode: str, source_frames: int, target_frames: int,
-                          temporal_factor: int = DEFAULT_TEMPORAL_FACTOR) -> str:
-    """``none`` when the counts match; ``auto`` → nearest for the 4k+1 rounding, linear for a stretch."""
-    if mode not in TEMPORAL_RESAMPLE_MODES:
-        raise ValueError(f"temporal resample mode must be one of {TEMPORAL_RESAMPLE_MODES} (got {mode!r})")
-    if source_frames == target_frames:
-        return "none"
-    if mode != "auto":
-        return mode
-    return "nearest" if abs(source_frames - target_frames) <= temporal_factor // 2 else "linear"
-
-
-def resample_frames(frames: np.ndarray, target_frames: int, mode: str) -> np.ndarray:
-    """Resample ``frames`` (M, H, W, C) in time to ``target_frames``; mode ``none`` | ``nearest`` | ``linear``.
-
-    Float input stays float; the blend is computed in float32 either way.
-    """
-    source = frames.shape[0]
-    if mode == "none":
-        if source != target_frames:
-            raise ValueError(f"mode 'none' needs equal counts ({source} != {target_frames})")
-        return frames
-    positions = temporal_positions(source, target_frames)
-    if mode == "nearest":
-        return frames[np.minimum(np.floor(positions + 0.5).astype(np.int64), source - 1)]
-    if mode != "linear":
-        raise ValueError(f"unknown resample mode {mode!r}")
-    lower = np.minimum(np.floor(positions).astype(np.int64), source - 1)
-    upper = np.minimum(lower + 1, source - 1)
-    weight = (positions - lower).astype(np.float32).reshape(-1, *([1] * (frames.ndim - 1)))
-    blended = (1.0 - weight) * frames[lower].astype(np.float32) + weight * frames[upper].astype(np.float32)
-    return blended if np.issubdtype(frames.dtype, np.floating) else np.clip(np.rint(blended), 0, 255).astype(
-        frames.dtype)
-
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """Pipeline frames in [0, 1] (float) → uint8 RGB."""
-    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
-
-
-def keyframe_psnr(a: Image.Image, b: Image.Image) -> float:
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    mse = float(np.mean((x - y) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
 
 def chunk_anchor_frames(chunks: int) -> int:
     """Frames of the anchor pass for ``chunks`` chunks: a 4k+1 count whose ends and c-1 evenly spaced frames exist."""
@@ -218,22 +136,6 @@ def next_chunk_count(chunks: int) -> int | None:
         return CHUNK_COUNTS[0]
     index = CHUNK_COUNTS.index(chunks) + 1
     return CHUNK_COUNTS[index] if index < len(CHUNK_COUNTS) else None
-
-
-def model_fingerprint(model: str) -> str:
-    """Identity of the weights: a local directory's file names, sizes and mtimes; a hub id as is.
-
-    Part of the warm-cache key, so replacing a local checkpoint on disk makes
-    the next call load the new weights instead of serving the stale ones.
-    """
-    path = Path(model)
-    if not path.is_dir():
-        return model
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return f"{path.resolve()}#{digest.hexdigest()[:16]}"
 
 
 # --------------------------------------------------------------------------- options
@@ -262,18 +164,6 @@ class SimulatedOom:
         return self.stage == "inference" and width * height >= self.min_area and frames >= self.min_frames
 
 
-def _option(options: dict[str, Any], name: str, kind: type, default: Any, *, check: Callable[[Any], bool],
-            rule: str) -> Any:
-    raw = options.get(name, default)
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"options.{name} must be {rule} (got {raw!r})", field=f"options.{name}") from None
-    if not check(value):
-        raise ConfigError(f"options.{name} must be {rule} (got {raw!r})", field=f"options.{name}")
-    return value
-
-
 @dataclass(frozen=True)
 class WanOptions:
     steps: int
@@ -290,6 +180,8 @@ class WanOptions:
     temporal_resample: str
     max_sequence_length: int
     negative_prompt: str
+    scheduler: str
+    flow_shift: float
     crf: int
     preset: str
     memory: MemoryOptions
@@ -299,7 +191,7 @@ class WanOptions:
     def from_profile(cls, options: dict[str, Any]) -> WanOptions:
         known = {"steps", "guidance", "dtype", "vae_dtype", "device", "keep_warm_s", "lock_timeout_s", "oom_policy",
                  "oom_max_retries", "max_area", "max_model_frames", "temporal_resample", "max_sequence_length",
-                 "negative_prompt", "crf", "preset", "memory", "simulate_oom"}
+                 "negative_prompt", "scheduler", "flow_shift", "crf", "preset", "memory", "simulate_oom"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"unknown videos_wan options {unknown}; known: {sorted(known)}", field="options")
@@ -322,31 +214,35 @@ class WanOptions:
             except ConfigError as exc:
                 raise ConfigError(exc.message, field=f"options.{name}") from None
         return cls(
-            steps=_option(options, "steps", int, DEFAULT_STEPS, check=lambda v: 1 <= v <= 200, rule="1..200"),
-            guidance=_option(options, "guidance", float, DEFAULT_GUIDANCE, check=lambda v: 0 <= v <= 30,
+            steps=option_value(options, "steps", int, DEFAULT_STEPS, check=lambda v: 1 <= v <= 200, rule="1..200"),
+            guidance=option_value(options, "guidance", float, DEFAULT_GUIDANCE, check=lambda v: 0 <= v <= 30,
                              rule="0..30"),
             dtype=options.get("dtype"),
             vae_dtype=str(options.get("vae_dtype", "float32")),
             device=str(options.get("device", "auto")),
-            keep_warm_s=_option(options, "keep_warm_s", float, DEFAULT_KEEP_WARM_S, check=lambda v: v >= 0,
+            keep_warm_s=option_value(options, "keep_warm_s", float, DEFAULT_KEEP_WARM_S, check=lambda v: v >= 0,
                                 rule=">= 0"),
-            lock_timeout_s=_option(options, "lock_timeout_s", float, DEFAULT_LOCK_TIMEOUT_S,
+            lock_timeout_s=option_value(options, "lock_timeout_s", float, DEFAULT_LOCK_TIMEOUT_S,
                                    check=lambda v: v >= 0, rule=">= 0"),
-            oom_policy=_option(options, "oom_policy", str, "shrink", check=lambda v: v in OOM_POLICIES,
+            oom_policy=option_value(options, "oom_policy", str, "shrink", check=lambda v: v in OOM_POLICIES,
                                rule=" | ".join(OOM_POLICIES)),
-            oom_max_retries=_option(options, "oom_max_retries", int, DEFAULT_OOM_MAX_RETRIES,
+            oom_max_retries=option_value(options, "oom_max_retries", int, DEFAULT_OOM_MAX_RETRIES,
                                     check=lambda v: 0 <= v <= len(CHUNK_COUNTS), rule=f"0..{len(CHUNK_COUNTS)}"),
-            max_area=_option(options, "max_area", int, DEFAULT_MAX_AREA, check=lambda v: v >= 16 * 16,
+            max_area=option_value(options, "max_area", int, DEFAULT_MAX_AREA, check=lambda v: v >= 16 * 16,
                              rule=">= 256"),
-            max_model_frames=_option(options, "max_model_frames", int, DEFAULT_MAX_MODEL_FRAMES,
+            max_model_frames=option_value(options, "max_model_frames", int, DEFAULT_MAX_MODEL_FRAMES,
                                      check=lambda v: v >= 5, rule=">= 5"),
-            temporal_resample=_option(options, "temporal_resample", str, "auto",
+            temporal_resample=option_value(options, "temporal_resample", str, "auto",
                                       check=lambda v: v in TEMPORAL_RESAMPLE_MODES,
                                       rule=" | ".join(TEMPORAL_RESAMPLE_MODES)),
-            max_sequence_length=_option(options, "max_sequence_length", int, DEFAULT_MAX_SEQUENCE_LENGTH,
+            max_sequence_length=option_value(options, "max_sequence_length", int, DEFAULT_MAX_SEQUENCE_LENGTH,
                                         check=lambda v: 1 <= v <= 512, rule="1..512"),
-            negative_prompt=str(options.get("negative_prompt", "")),
-            crf=_option(options, "crf", int, ENCODER_CRF, check=lambda v: 0 <= v <= 51, rule="0..51"),
+            negative_prompt=str(options.get("negative_prompt", DEFAULT_NEGATIVE_PROMPT)),
+            scheduler=option_value(options, "scheduler", str, "unipc", check=lambda v: v in SCHEDULERS,
+                                   rule=" | ".join(SCHEDULERS)),
+            flow_shift=option_value(options, "flow_shift", float, DEFAULT_FLOW_SHIFT, check=lambda v: 0 < v <= 100,
+                                    rule="0 < shift <= 100"),
+            crf=option_value(options, "crf", int, ENCODER_CRF, check=lambda v: 0 <= v <= 51, rule="0..51"),
             preset=str(options.get("preset", "veryfast")),
             memory=memory,
             simulate_oom=SimulatedOom.parse(options.get("simulate_oom")),
@@ -354,15 +250,6 @@ class WanOptions:
 
 
 # --------------------------------------------------------------------------- loading
-
-def _quiet_hub_progress() -> None:
-    # Per-component "Loading weights" bars would interleave with the JSON log lines.
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-
 
 def make_loader(model: str, options: WanOptions) -> Callable[[LoadSpec], Any]:
     """The model_context loader: VAE and CLIP in ``vae_dtype`` (fp32 keeps the decode clean), the rest in dtype."""
@@ -376,7 +263,7 @@ def make_loader(model: str, options: WanOptions) -> Callable[[LoadSpec], Any]:
 
         if options.simulate_oom is not None and options.simulate_oom.stage == "load":
             raise torch.OutOfMemoryError("CUDA out of memory (simulated by options.simulate_oom at load)")
-        _quiet_hub_progress()
+        quiet_hub_progress()
         vae_dtype = torch_dtype_for(options.vae_dtype, spec.device)
         try:
             vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", dtype=vae_dtype)
@@ -395,10 +282,27 @@ def make_loader(model: str, options: WanOptions) -> Callable[[LoadSpec], Any]:
             raise ConfigError(f"{model!r} is not a first-last-frame Wan checkpoint (its transformer has no "
                               "image_dim/pos_embed_seq_len); use Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
                               field="model")
+        if options.scheduler == "unipc":
+            pipe.scheduler = upstream_scheduler(pipe.scheduler.config, options.flow_shift)
         pipe.set_progress_bar_config(disable=True)
         return spec.place(pipe)
 
     return load
+
+
+def upstream_scheduler(base_config: Any, flow_shift: float) -> Any:
+    """UniPC on flow-matching sigmas at ``flow_shift``: upstream's FLF2V sampler, whatever the checkpoint ships."""
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler.from_config(base_config, flow_shift=flow_shift, use_flow_sigmas=True,
+                                               prediction_type="flow_prediction")
+
+
+def sampler_record(pipe: Any) -> dict[str, Any]:
+    """The scheduler the pipeline holds right now (class and shift), for the clip's metadata."""
+    config = pipe.scheduler.config
+    shift = config.get("flow_shift") if config.get("use_flow_sigmas") else config.get("shift")
+    return {"scheduler": type(pipe.scheduler).__name__, "flow_shift": None if shift is None else float(shift)}
 
 
 # --------------------------------------------------------------------------- rendering
@@ -416,30 +320,6 @@ class RenderSpec:
     guidance_scale: float
     seed: int
     max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH
-
-
-@dataclass
-class StepProgress:
-    """callback_on_step_end target: counts and logs every denoising step; ``passes`` counts finished pipeline calls."""
-
-    log: SparkleLogger | None
-    check_cancelled: Callable[[], None] | None = None  # the ToolContext's: a cancel stops at the next step
-    steps_completed: int = 0
-    passes: int = 0
-    pass_name: str = ""
-    started: float = 0.0
-
-    def begin(self, name: str) -> None:
-        self.pass_name, self.started = name, time.perf_counter()
-
-    def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self.check_cancelled is not None:
-            self.check_cancelled()
-        self.steps_completed += 1
-        if self.log is not None:
-            self.log.info("wan.step", pass_name=self.pass_name, step=step + 1, of=pipe.num_timesteps,
-                          elapsed_s=round(time.perf_counter() - self.started, 3))
-        return {}
 
 
 def render_flf2v(pipe: Any, start: Image.Image, end: Image.Image, spec: RenderSpec, progress: StepProgress,
@@ -483,7 +363,7 @@ def render_chunked(pipe: Any, start: Image.Image, end: Image.Image, spec: Render
                                 simulate_oom=simulate_oom)
     stride = (anchor_frames - 1) // chunks
     anchors = [start] + [Image.fromarray(to_uint8(anchors_clip[i * stride])) for i in range(1, chunks)] + [end]
-    chunk_frames = wan_frame_count(math.ceil((spec.num_frames - 1) / chunks) + 1, temporal_factor=temporal_factor,
+    chunk_frames = model_frame_count(math.ceil((spec.num_frames - 1) / chunks) + 1, temporal_factor=temporal_factor,
                                    max_frames=None)
     parts: list[np.ndarray] = []
     for index in range(chunks):
@@ -493,30 +373,6 @@ def render_chunked(pipe: Any, start: Image.Image, end: Image.Image, spec: Render
                             simulate_oom=simulate_oom)
         parts.append(clip if index == 0 else clip[1:])   # a chunk opens on the frame the previous one closed
     return np.concatenate(parts, axis=0)
-
-
-def release_device_memory(device: str) -> None:
-    """Before an OOM retry: the failed attempt's tensors died with its traceback; hand their blocks back."""
-    gc.collect()
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
-
-
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 frames to ``size`` (w, h) with Lanczos; unchanged when already that size."""
-    if (frames.shape[2], frames.shape[1]) == size:
-        return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.LANCZOS)) for f in frames])
-
-
-def text_prompt(request: VideosWanRequest) -> str:
-    """Wan is text-conditioned: the shot's action and its camera move go into one prompt."""
-    parts = [request.prompt.strip(), request.motion_prompt.strip()]
-    if parts[1]:
-        parts[1] = f"Camera: {parts[1]}"
-    return ". ".join(p.rstrip(".") for p in parts if p)
 
 
 # --------------------------------------------------------------------------- backend
@@ -530,39 +386,24 @@ class WanFlf2vBackend:
         self.options = WanOptions.from_profile(dict(profile.options))
 
     def load(self) -> None:
-        # Fail at start-up, not on the first request, when the stack or ffmpeg is missing.
-        # Weights load lazily under model_context (the device lock is only held while working).
+        check_diffusion_stack(self.options.device)
         from sparkle_motion.gpu_utils import resolve_device, resolve_plan
-        from sparkle_motion.media import ffmpeg_exe
 
-        ffmpeg_exe()
         # A card too small for any plan (< 24 GB) is refused here, naming the ltx-video backend.
         resolve_plan(PLAN_FAMILY, self.options.memory, resolve_device(self.options.device))
-        import diffusers  # noqa: F401
-        import transformers  # noqa: F401
 
     def invoke(self, request: VideosWanRequest, ctx: ToolContext) -> VideosWanResponse:
         opts = self.options
         t0 = time.perf_counter()
         keys = prepare_keyframes(request, ctx)
         start, end, width, height, num_frames = keys.start, keys.end, keys.width, keys.height, keys.num_frames
-        start_manifest, end_manifest, resized = keys.start_manifest, keys.end_manifest, keys.resized
-        warnings: list[str] = []
-        similarity = keyframe_psnr(start, end)
-        if similarity >= IDENTICAL_KEYFRAMES_PSNR_DB:
-            message = (f"start and end keyframes are identical (PSNR {similarity:.1f} dB): Wan2.1 FLF2V renders a "
-                       "near-still clip between them; give the shot distinct keyframes for motion")
-            warnings.append(message)
-            ctx.log.warning("wan.identical_keyframes", psnr_db=similarity, start=start_manifest.uri,
-                            end=end_manifest.uri)
-        seed = request.seed if request.seed is not None else default_seed(request)
-        prompt = text_prompt(request)
-        negative = request.negative_prompt or opts.negative_prompt
+        similarity, warnings = identical_keyframes_warning(start, end, ctx, "Wan2.1 FLF2V")
+        seed, prompt, negative = request_text(request, opts.negative_prompt)
         steps = request.steps if request.steps is not None else opts.steps
         guidance = request.guidance_scale if request.guidance_scale is not None else opts.guidance
         t_inputs = time.perf_counter()
 
-        progress = StepProgress(ctx.log, ctx.check_cancelled)
+        progress = StepProgress.for_context(ctx, "wan.step")
         events: list[OomEvent] = []
         with model_context(f"{BACKEND_NAME}:{model_fingerprint(self.profile.model)}",
                            make_loader(self.profile.model, opts), device=opts.device, dtype=opts.dtype,
@@ -574,76 +415,30 @@ class WanFlf2vBackend:
             multiple = int(pipe.vae_scale_factor_spatial) * int(pipe.transformer.config.patch_size[1])
             gen_w, gen_h = aligned_generation_size(width, height, multiple, opts.max_area)
             spec = RenderSpec(width=gen_w, height=gen_h,
-                              num_frames=wan_frame_count(num_frames, temporal_factor=temporal,
-                                                         max_frames=opts.max_model_frames),
+                              num_frames=model_frame_count(num_frames, temporal_factor=temporal,
+                                                           max_frames=opts.max_model_frames),
                               prompt=prompt, negative_prompt=negative, steps=steps, guidance_scale=guidance,
                               seed=seed, max_sequence_length=opts.max_sequence_length)
             frames, spec, chunks = self._render_with_policy(pipe, handle, start, end, spec, temporal, multiple,
                                                             progress, events, ctx.log)
+            sampler = sampler_record(pipe)   # read off the pipeline that just ran, not the options
             telemetry = handle.telemetry   # the context adds the memory peaks as it exits
         t_rendered = time.perf_counter()
 
-        generated_frames = frames.shape[0]
-        mode = resolve_resample_mode(opts.temporal_resample, generated_frames, num_frames, temporal)
-        clip = resize_frames(to_uint8(resample_frames(frames, num_frames, mode)), (width, height))
-        out_path = ctx.staging_path(".mp4")
-        writer = VideoWriter(out_path, width, height, request.fps, crf=opts.crf, preset=opts.preset)
-        try:
-            for frame in clip:
-                writer.write(frame)
-            encode_s = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        if writer.frames_written != num_frames:  # an internal invariant; never expected
-            raise RuntimeError(f"wrote {writer.frames_written} frames, planned {num_frames}")
-
-        generation = WanGenerationInfo(
-            model_key=telemetry["model_key"], device=telemetry["device"], dtype=telemetry["dtype"],
-            load_s=telemetry["load_s"], inference_s=telemetry["inference_s"], reused=telemetry["reused"],
-            load_count=telemetry["load_count"], applied_memory_options=telemetry["applied_memory_options"],
-            peak_vram_mb=telemetry.get("peak_vram_mb"),
-            process_peak_rss_mb=telemetry.get("process_peak_rss_mb"), steps=steps, steps_completed=progress.steps_completed,
-            passes=progress.passes, guidance_scale=guidance, text_prompt=prompt, negative_prompt=negative,
-            generated_width=spec.width, generated_height=spec.height, generated_frames=generated_frames,
-            temporal_resample=mode, chunks=chunks, oom_policy=opts.oom_policy, oom_events=events,
+        generation = generation_info(
+            telemetry,
+            steps=steps, steps_completed=progress.steps_completed, passes=progress.passes, guidance_scale=guidance,
+            text_prompt=prompt, negative_prompt=negative, scheduler=sampler["scheduler"],
+            flow_shift=sampler["flow_shift"], generated_width=spec.width, generated_height=spec.height,
+            generated_frames=frames.shape[0], chunks=chunks, oom_policy=opts.oom_policy,
+            oom_events=events,
         )
-        duration_s = num_frames / request.fps
-        timings = {
-            "load_inputs_s": round(t_inputs - t0, 6),
-            "load_s": generation.load_s,
-            "inference_s": generation.inference_s,
-            "render_wall_s": round(t_rendered - t_inputs, 6),
-            "encode_wall_s": round(encode_s, 6),
-        }
-        params: dict[str, Any] = request.model_dump(exclude={"run_id", "stage", "seed"})
-        params.update(width=width, height=height, num_frames=num_frames, steps=steps, guidance_scale=guidance,
-                      crf=opts.crf, preset=opts.preset)
-        manifest = ctx.put_output(
-            request, "video", out_path, "video/mp4",
-            {"seed": seed, "steps": steps, "params": params, "num_frames": num_frames, "fps": request.fps,
-             "duration_s": duration_s, "model_id": self.profile.model,
-             "load_s": generation.load_s, "inference_s": generation.inference_s, "device": generation.device,
-             "dtype": generation.dtype, "peak_vram_mb": generation.peak_vram_mb,
-             "process_peak_rss_mb": generation.process_peak_rss_mb,
-             "applied_memory_options": generation.applied_memory_options,
-             "memory_plan": telemetry.get("memory_plan"), "load_peak_rss_mb": telemetry.get("load_peak_rss_mb"),
-             "generation": generation.model_dump(mode="json"),
-             "inputs": {"start_frame_uri": start_manifest.uri, "end_frame_uri": end_manifest.uri},
-             "keyframe_psnr_db": None if math.isinf(similarity) else round(similarity, 3),
-             "resized_inputs": [r.model_dump() for r in resized], "warnings": warnings,
-             "encoder": {"codec": "libx264", "pix_fmt": "yuv420p", "crf": opts.crf, "preset": opts.preset},
-             "timings": timings},
-            media={"duration_s": duration_s, "fps": request.fps, "width": width, "height": height},
-            ext=".mp4", move=True,
-        )
-        ctx.log.info("wan.done", frames=num_frames, generated_frames=generated_frames, resample=mode,
-                     size=f"{spec.width}x{spec.height}", steps=progress.steps_completed, oom_events=len(events))
-        return VideosWanResponse(
-            video=manifest, artifacts=[manifest], num_frames=num_frames, fps=request.fps, duration_s=duration_s,
-            width=width, height=height, seed=seed, resized_inputs=resized, timings=timings, warnings=warnings,
-            generation=generation,
-        )
+        sampler.update(steps=steps, guidance_scale=guidance, negative_prompt=negative)
+        rendered = Rendered(frames=frames, temporal_factor=temporal, resample=opts.temporal_resample,
+                            generation=generation, seed=seed, keyframe_psnr_db=similarity, warnings=warnings,
+                            sampler=sampler, started=t0, inputs_ready=t_inputs, rendered=t_rendered)
+        return deliver_clip(ctx, request, keys, rendered, model_id=self.profile.model, crf=opts.crf,
+                            preset=opts.preset)
 
     def _render_with_policy(self, pipe: Any, handle: Any, start: Image.Image, end: Image.Image, spec: RenderSpec,
                             temporal: int, multiple: int, progress: StepProgress, events: list[OomEvent],

@@ -220,8 +220,47 @@ def _announce_lost(run_id: str, settings):
     return announce
 
 
+#: Without a terminal (piped, logged), an item's progress line is printed at most this often.
+ITEM_LINE_EVERY_S = 5.0
+
+
+class _ItemRows:
+    """The items in flight under the stage bars: a live row each on a terminal, else a throttled line.
+
+    The rows show what ``/status`` reports for each long-running tool job, e.g.
+    ``video_clips shot_002: step 31/50, eta 4m10s``.
+    """
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.live = progress.console.is_terminal
+        self.rows: dict[tuple[str, str | None], int] = {}
+        self.printed: dict[tuple[str, str | None], tuple[float, str]] = {}
+
+    def update(self, items) -> None:
+        seen = set()
+        for item in items:
+            if item.step is None:
+                continue                     # a sync call, or a job before its first step: the stage bar says enough
+            key = (item.stage, item.item)
+            seen.add(key)
+            if self.live:
+                total = item.total or max(item.step, 1)   # the bars' "done/total" column needs a number
+                if key not in self.rows:
+                    self.rows[key] = self.progress.add_task("", total=total)
+                self.progress.update(self.rows[key], description=f"  {item.summary}", completed=item.step,
+                                     total=total)
+                continue
+            last = self.printed.get(key)
+            if last is None or (last[1] != item.summary and time.monotonic() - last[0] >= ITEM_LINE_EVERY_S):
+                self.progress.console.print(f"  {item.summary}", highlight=False)
+                self.printed[key] = (time.monotonic(), item.summary)
+        for key in [k for k in self.rows if k not in seen]:
+            self.progress.remove_task(self.rows.pop(key))
+
+
 def _watch(settings, run_id: str, graph: list[dict]):
-    """Poll /status and draw a progress bar per stage until the run ends; the run's last status."""
+    """Poll /status and draw a progress bar per stage (and a row per item in flight) until the run ends."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     totals = {g["stage"]: max(1, g.get("calls", 0) + g.get("qa_calls", 0)) for g in graph}
@@ -231,7 +270,9 @@ def _watch(settings, run_id: str, graph: list[dict]):
         TimeElapsedColumn(), console=console, transient=False,
     ) as progress:
         tasks = {stage: progress.add_task(stage, total=totals.get(stage, 1)) for stage in totals}
+        items = _ItemRows(progress)
         for state in client.watch(run_id, interval=0.5, on_service_lost=_announce_lost(run_id, settings)):
+            items.update(state.items)
             done: dict[str, int] = {}
             for step in state.steps:
                 if step.status in ("succeeded", "cached"):

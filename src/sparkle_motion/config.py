@@ -69,12 +69,25 @@ class ToolEntry:
 
 @dataclass(frozen=True)
 class ToolProfile:
+    """One tool's entry in a profile: backend, model, the backend's options, and how callers run its work.
+
+    ``long_running``: callers (``ToolClient``) submit the work as a job (``POST /jobs``)
+    and poll it, instead of holding one HTTP request open for the whole render.
+    ``max_job_s``: the tool cancels a job running longer and fails it with ``job_timeout``
+    (None: no limit but the work's own end; the client gives up a minute after it). ``test_step_delay_s``: test-only; every progress
+    report of the tool's backend waits this long (cancellable), to make a tiny model
+    render as slowly as a real one. These are read by the framework, not the backend.
+    """
+
     backend: str
     model: str
     options: dict[str, Any] = field(default_factory=dict)
     # Calls the tool serves at once; None keeps its ToolSpec's. A cpu backend that holds
     # no model can take several; a GPU one stays at 1.
     max_concurrency: int | None = None
+    long_running: bool = False
+    max_job_s: float | None = None
+    test_step_delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -99,10 +112,18 @@ class ClientPolicy:
     with jitter) until this many seconds have passed since the first such answer.
     ``restart_wait_s``: a service that the mesh supervisor manages and that refuses the
     connection or drops it mid-call (crashed, restarting) is waited for this long.
+    ``read_timeout_s``: how long one HTTP answer may take; a tool the profile marks
+    ``long_running`` answers at once (a job), so this never bounds its work.
     """
 
     busy_wait_s: float = 3600.0
     restart_wait_s: float = 120.0
+    #: The HTTP read timeout of one call (for a long-running tool: of one job submission or poll).
+    read_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.read_timeout_s <= 0:
+            raise ConfigError("client.read_timeout_s must be more than 0 seconds", field="client.read_timeout_s")
 
 
 @dataclass(frozen=True)
@@ -216,7 +237,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
             raise ConfigError(f"profile {profile_path.name}: tools.{tool_id}.max_concurrency must be an integer "
                               f"1-64 (got {concurrency!r})", field=f"tools.{tool_id}.max_concurrency")
         per_tool[tool_id] = ToolProfile(backend=backend, model=str(raw.get("model", backend)),
-                                        options=dict(raw.get("options") or {}), max_concurrency=concurrency)
+                                        options=dict(raw.get("options") or {}), max_concurrency=concurrency,
+                                        **_job_settings(raw, f"{profile_path.name}: tools.{tool_id}"))
         # A profile may move a tool to another port (tests run several meshes side by side)
         # or to another interpreter (a tool whose ML stack conflicts with the rest).
         if raw.get("python") or raw.get("port"):
@@ -241,6 +263,22 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
                                 highest=86_400.0),
         auto_resume=auto_resume,
     )
+
+
+def _job_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A tool entry's ``long_running``, ``max_job_s`` and ``test_step_delay_s``, checked."""
+    long_running = raw.get("long_running", False)
+    if not isinstance(long_running, bool):
+        raise ConfigError(f"{where}.long_running must be true or false", field="long_running")
+    max_job_s = raw.get("max_job_s")
+    delay = raw.get("test_step_delay_s", 0.0)
+    for name, value, lowest in (("max_job_s", max_job_s, 1.0), ("test_step_delay_s", delay, 0.0)):
+        if value is None and name == "max_job_s":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= 7 * 86_400:
+            raise ConfigError(f"{where}.{name} must be seconds in [{lowest:g}, {7 * 86_400}]", field=name)
+    return {"long_running": long_running, "max_job_s": None if max_job_s is None else float(max_job_s),
+            "test_step_delay_s": float(delay)}
 
 
 SecondsSectionT = TypeVar("SecondsSectionT", SweepSettings, ClientPolicy)

@@ -71,6 +71,23 @@ class StepView(BaseModel):
     error: Any = None
 
 
+class ItemProgress(BaseModel):
+    """One unit of work in flight, with its tool job's progress when the tool reports it."""
+
+    stage: str
+    item: str | None = Field(None, description="as in StepView.item")
+    tool_id: str | None = None
+    job_id: str | None = Field(None, description="the tool's job (GET /jobs/{id} on the tool), for long-running "
+                                                 "tools")
+    state: str = Field("running", description="running, or the job's state: queued | running | ...")
+    step: int | None = Field(None, description="units done in the current phase (denoising steps, tokens, "
+                                               "frames)")
+    total: int | None = None
+    phase: str = ""
+    eta_s: float | None = Field(None, description="seconds left in the phase, once steps are timed")
+    summary: str = Field("", description="one line, e.g. 'video_clips shot_002: step 31/50, eta 4m10s'")
+
+
 class RunStatus(BaseModel):
     request_id: str = ""
     run_id: str
@@ -86,6 +103,8 @@ class RunStatus(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     steps: list[StepView] = Field(default_factory=list)
+    items: list[ItemProgress] = Field(default_factory=list, description="the work in flight now, with each "
+                                      "long-running tool job's step and ETA (empty when nothing runs)")
     log_tail: list[dict[str, Any]] = Field(default_factory=list)
 
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,15 +32,18 @@ from function_tools.qa_qwen2vl.models import QAExpectations, QAMedia, QARequest,
 from function_tools.tts_chatterbox.models import TtsChatterboxRequest, TtsVoice
 from function_tools.videos_wan.models import VideosWanRequest
 from sparkle_motion.agents.fan_out import fan_out, tool_capacity
+from sparkle_motion.agents.item_progress import InFlightItems
 from sparkle_motion.agents.production_models import STAGES
+from sparkle_motion.agents.run_control import RunControl, RunStopped
 from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
-from sparkle_motion.errors import ConflictError, InvalidInputError, SparkleError, ToolCallError
+from sparkle_motion.errors import InvalidInputError, SparkleError, ToolCallError
 from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.media import read_wav, write_wav
 from sparkle_motion.plan import MoviePlan, validate_plan
+from sparkle_motion.plan.render_models import render_models
 from sparkle_motion.runs import RunRegistry
 from sparkle_motion.services import ToolClient, ToolRequest
 
@@ -53,12 +55,9 @@ MAX_RATE_GAIN = 1.35  # how much faster a line may be re-voiced to fit before th
 MAX_VOICE_RATE = 4.0  # the plan's VoiceProfile bound
 FIT_ATTEMPTS = 3
 SEED_STRIDE = 7919  # a prime: retry seeds never collide with neighbouring items' seeds
+JOB_LOST_RESUBMITS = 2  # a tool job lost to a tool restart is submitted again this often (the step is redone)
 # Used only when a profile file sets no `render:` block.
 RENDER_FALLBACK = {"fps": 24, "width": 640, "height": 360}
-
-
-class RunStopped(ConflictError):
-    code = "run_stopped"
 
 
 class StageFailed(SparkleError):
@@ -91,31 +90,6 @@ def _artifact_id(uri: str) -> str:
     return uri.rsplit("/", 1)[-1]
 
 
-class RunControl:
-    """Pause/stop requests, read from the registry before every step."""
-
-    POLL_S = 0.2
-
-    def __init__(self, registry: RunRegistry, run_id: str) -> None:
-        self.registry = registry
-        self.run_id = run_id
-
-    def checkpoint(self) -> None:
-        announced = False
-        while True:
-            status = self.registry.get_run(self.run_id).status
-            if status == "stopped":
-                raise RunStopped("run stopped by request", context={"run_id": self.run_id})
-            if status != "paused":
-                if announced:
-                    self.registry.log(self.run_id, "info", "resumed")
-                return
-            if not announced:
-                self.registry.log(self.run_id, "info", "paused before the next step")
-                announced = True
-            time.sleep(self.POLL_S)
-
-
 class ProductionRun:
     """Executes the stages of one MoviePlan through the FunctionTools over HTTP."""
 
@@ -146,6 +120,7 @@ class ProductionRun:
         # Outputs passed between stages (also mirrored into the ADK session state).
         self.results: dict[str, Any] = {}
         self.attempts: dict[str, int] = {"base_images": 0, "video_clips": 0}
+        self.in_flight = InFlightItems()   # what /status shows as items (with tool job progress)
         self._done_units = 0
         self._total_units = self._count_units()
         self.fps, self.width, self.height = render_geometry(plan, settings)
@@ -200,7 +175,8 @@ class ProductionRun:
             return dict(cached.output or {})
         rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
         try:
-            outcome = work()
+            with self.in_flight.working_on(stage, item, tool_id):
+                outcome = work()
         except Exception as exc:
             error = exc.to_dict() if isinstance(exc, SparkleError) else {"code": "internal_error", "message": repr(exc)}
             self.registry.finish_step(rec.step_id, "failed", error=error)
@@ -238,16 +214,30 @@ class ProductionRun:
                                                         "field": where}}) from None
 
     def invoke(self, tool_id: str, request: ToolRequest, *, stage: str) -> dict[str, Any]:
+        """Call the tool (a job, for a long-running one: its progress goes to ``in_flight``, a stop cancels it)."""
         payload = {**tool_payload(request), "run_id": self.run_id, "stage": stage}
-        try:
-            return self.client(tool_id).invoke(payload)
-        except ToolCallError as exc:
-            remote = exc.remote_error or {}
-            detail = remote.get("message") or exc.message
-            where = f" ({remote['field']})" if remote.get("field") else ""
-            raise StageFailed(f"{tool_id} failed in stage {stage}: {detail}{where}",
-                              context={"stage": stage, "tool_id": tool_id, "status": exc.status,
-                                       "remote_error": remote}) from exc
+        for resubmit in range(JOB_LOST_RESUBMITS + 1):
+            try:
+                return self.client(tool_id).invoke(payload, on_progress=self.in_flight.on_job_view,
+                                                   cancel_check=self.control.stop_requested)
+            except ToolCallError as exc:
+                if exc.code == "job_cancelled" and self.control.stop_requested():
+                    raise RunStopped("run stopped by request; the tool job in flight was cancelled",
+                                     context={"run_id": self.run_id, "stage": stage}) from exc
+                if exc.code != "job_lost" or resubmit == JOB_LOST_RESUBMITS:
+                    raise self._stage_failed(tool_id, stage, exc) from exc
+                self.registry.log(self.run_id, "warning", f"{tool_id} lost the job of this step ({exc.message}); "
+                                  "submitting it again", stage=stage, error=exc.to_dict())
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    @staticmethod
+    def _stage_failed(tool_id: str, stage: str, exc: ToolCallError) -> StageFailed:
+        remote = exc.remote_error or {}
+        detail = remote.get("message") or exc.message
+        where = f" ({remote['field']})" if remote.get("field") else ""
+        return StageFailed(f"{tool_id} failed in stage {stage}: {detail}{where}",
+                           context={"stage": stage, "tool_id": tool_id, "status": exc.status,
+                                    "remote_error": remote})
 
     # -- stages ---------------------------------------------------------------------
 
@@ -257,7 +247,8 @@ class ProductionRun:
 
         def work() -> StepOutcome:
             manifest = self.store.put_json(self.run_id, "plan_intake", "movie_plan", plan_json,
-                                           metadata={"tool": "production_agent", "plan_id": self.plan.plan_id})
+                                           metadata={"tool": "production_agent", "plan_id": self.plan.plan_id,
+                                                     "render_models": render_models(self.plan, self.settings)})
             return StepOutcome({"plan_uri": manifest.uri}, [manifest.artifact_id])
 
         out = self.step("plan_intake", None, None, {"plan": plan_json}, work)
@@ -629,6 +620,7 @@ def start_adhoc_run(message: Any, *, settings: Settings, store: ArtifactStore,
     if not isinstance(message, dict) or not message:
         raise InvalidInputError("send a MoviePlan JSON object (or {'plan': {...}})", field="message")
     plan = validate_plan(message.get("plan", message))
+    render_models(plan, settings)   # a model the profile cannot serve fails here, at intake
     run_id = new_id("run")
     plan_uri = store.put_json(run_id, "plan_intake", "movie_plan_request", plan.model_dump(mode="json"),
                               metadata={"tool": "production_agent", "source": "adk"}).uri
@@ -673,8 +665,10 @@ def estimate(plan: MoviePlan, settings: Settings, qa_mode: str) -> tuple[list[di
         "audio_s": plan.runtime_s, "dialogue_lines": len(lines), "tool_calls": sum(g["calls"] + g.get("qa_calls", 0) for g in graph),
         "disk_bytes": int(len(plan.base_images) * pixels * 1.5 + 3 * frames * pixels * 0.1 + plan.runtime_s * 24_000 * 2 * 2),
         "backends": backends,
-        "gpu_required": any(b in {"sdxl", "wan2.1-flf2v", "chatterbox", "wav2lip", "qwen2-vl"} for b in backends.values()),
-        "peak_vram_gb": max([{"sdxl": 10, "wan2.1-flf2v": 24, "chatterbox": 4, "wav2lip": 2, "qwen2-vl": 18}.get(b, 0)
+        "gpu_required": any(b in {"sdxl", "wan2.1-flf2v", "ltx-video", "chatterbox", "wav2lip", "qwen2-vl"}
+                            for b in backends.values()),
+        "peak_vram_gb": max([{"sdxl": 10, "wan2.1-flf2v": 24, "ltx-video": 16, "chatterbox": 4, "wav2lip": 2,
+                              "qwen2-vl": 18}.get(b, 0)
                              for b in backends.values()] or [0]),
     }
     if not math.isfinite(estimate_["runtime_s"]):

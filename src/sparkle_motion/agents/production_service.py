@@ -47,6 +47,7 @@ from sparkle_motion.errors import (ConflictError, DiskFullError, InvalidInputErr
 from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
+from sparkle_motion.plan.render_models import render_models
 from sparkle_motion.plan.validation import PLAN_ARTIFACT_KEY
 from sparkle_motion.runs import Heartbeat, RunRegistry
 from sparkle_motion.services import install_common
@@ -131,6 +132,12 @@ class ProductionService:
     # -- plans ---------------------------------------------------------------------
 
     def load_plan(self, request: ProductionRequest) -> MoviePlan:
+        """The request's plan, validated, and refused (422) when it names a model this profile cannot serve."""
+        plan = self._read_plan(request)
+        render_models(plan, self.settings)
+        return plan
+
+    def _read_plan(self, request: ProductionRequest) -> MoviePlan:
         if request.plan is not None:
             return validate_plan(request.plan)
         uri = request.plan_uri
@@ -290,8 +297,11 @@ class ProductionService:
         steps = [StepView(**s.model_dump(include=set(StepView.model_fields))) for s in self.registry.list_steps(run_id)]
         tail = [e.model_dump(mode="json") if hasattr(e, "model_dump") else dict(e) for e in self.registry.log_tail(run_id, 50)]
         data = run.model_dump(mode="json")
-        return RunStatus(request_id=current_request_id(), steps=steps, log_tail=tail,
-                         **{k: v for k, v in data.items() if k in RunStatus.model_fields and k not in ("steps", "log_tail")})
+        active = self.runs.get(run_id)   # only the process driving the run knows what is in flight
+        items = active.in_flight.snapshot() if active is not None else []
+        return RunStatus(request_id=current_request_id(), steps=steps, log_tail=tail, items=items,
+                         **{k: v for k, v in data.items()
+                            if k in RunStatus.model_fields and k not in ("steps", "log_tail", "items")})
 
     def artifacts(self, run_id: str, stage: str | None) -> ArtifactsView:
         self.registry.get_run(run_id)

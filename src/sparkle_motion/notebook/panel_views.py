@@ -14,7 +14,7 @@ from sparkle_motion.agents.production_client import ACTIVE_STATUSES, FINAL_FILM_
 from sparkle_motion.agents.production_models import RunStatus
 
 __all__ = ["STATUS_COLORS", "alert_html", "artifacts_summary_html", "failed_stage", "final_info_html", "link_html",
-           "missing_final_html", "missing_final_reason", "qa_badge_html", "status_html"]
+           "items_html", "missing_final_html", "missing_final_reason", "qa_badge_html", "status_html"]
 
 STATUS_COLORS = {"pending": "#6b7280", "running": "#1d4ed8", "paused": "#b45309", "succeeded": "#15803d",
                  "failed": "#b91c1c", "stopped": "#7f1d1d", "interrupted": "#b91c1c"}
@@ -48,7 +48,18 @@ def status_html(status: RunStatus) -> str:
              if rows else "")
     lines = "\n".join(f"{e.get('level', '')[:4]:4} {e.get('message', '')}" for e in status.log_tail[-8:])
     logs = f"<pre style='font-size:85%;max-height:10em;overflow:auto'>{html.escape(lines)}</pre>" if lines else ""
-    return f"<div>{head}</div>{table}{logs}"
+    return f"<div>{head}</div>{items_html(status)}{table}{logs}"
+
+
+def items_html(status: RunStatus) -> str:
+    """The work in flight, one line each with a bar when its tool job reports steps
+    (e.g. ``video_clips shot_002: step 31/50, eta 4m10s``); "" when nothing runs."""
+    rows = []
+    for item in status.items:
+        bar = (f"<progress value='{item.step}' max='{item.total}' style='width:12em'></progress> "
+               if item.step is not None and item.total else "")
+        rows.append(f"<div class='sm-item'>{bar}{html.escape(item.summary)}</div>")
+    return f"<div style='margin:4px 0'>{''.join(rows)}</div>" if rows else ""
 
 
 def alert_html(status: RunStatus) -> str:

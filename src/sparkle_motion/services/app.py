@@ -1,6 +1,7 @@
 """The FastAPI app factory shared by every FunctionTool: ``create_app(spec)`` and its ``ToolRuntime``.
 
-``create_app(spec)`` gives a tool ``/metadata`` and ``/invoke`` on top of what
+``create_app(spec)`` gives a tool ``/metadata``, ``/invoke`` and the ``/jobs``
+routes (``services/jobs.py``: the same call, in the background) on top of what
 ``install_common`` adds to every mesh service (``services/common.py``: request
 ids, bearer auth, body limit, JSON errors, access log, ``/health`` and
 ``/ready``).  ``ToolRuntime`` holds the live parts of one tool process.
@@ -27,8 +28,9 @@ from sparkle_motion.diskspace import disk_full_error, is_disk_full
 from sparkle_motion.errors import BackendError, Cancelled, InvalidInputError, ServiceBusyError, SparkleError
 from sparkle_motion.logs import get_logger, tool_id_var
 from sparkle_motion.services.common import install_common
-from sparkle_motion.services.context import CancelToken, ToolContext
+from sparkle_motion.services.context import CancelToken, ProgressSink, ToolContext
 from sparkle_motion.services.http_errors import parse_json_body, validation_error
+from sparkle_motion.services.jobs import JobTable, install_jobs
 from sparkle_motion.services.openapi import error_responses, json_body_doc
 from sparkle_motion.services.readiness import Readiness
 from sparkle_motion.services.request_id import current_request_id
@@ -107,13 +109,8 @@ class ToolRuntime:
             "request_id": current_request_id(),
         }
 
-    async def invoke(self, body: bytes, *, receive: Receive | None = None) -> dict[str, Any]:
-        """Validate ``body``, take a slot and run the backend.
-
-        ``receive`` is the request's ASGI receive channel: while the backend runs,
-        it is watched for ``http.disconnect`` and a client that goes away sets the
-        call's cancel token, so the backend stops at its next step and frees the slot.
-        """
+    def parse_request(self, body: bytes) -> Any:
+        """The request model from a raw body; every problem is an InvalidInputError (422)."""
         self.readiness.check()
         spec = self.spec
         data = parse_json_body(body)
@@ -123,13 +120,22 @@ class ToolRuntime:
         try:
             # Strict: a JSON "5" is not the integer 5 the schema asks for.  Re-encoded from `data`
             # so that 2.0 reads as the integer JSON Schema says it is (JSON mode: arrays fill tuples).
-            request = spec.request_model.model_validate_json(json.dumps(data), strict=True)
+            return spec.request_model.model_validate_json(json.dumps(data), strict=True)
         except ValidationError as exc:
             raise validation_error(list(exc.errors())) from None
         except ArithmeticError as exc:  # a validator's arithmetic on a number the schema let through
             raise InvalidInputError(f"request body: a number is out of range ({type(exc).__name__}: {exc})",
                                     field="body") from None
 
+    async def invoke(self, body: bytes, *, receive: Receive | None = None) -> dict[str, Any]:
+        """Validate ``body``, take a slot and run the backend.
+
+        ``receive`` is the request's ASGI receive channel: while the backend runs,
+        it is watched for ``http.disconnect`` and a client that goes away sets the
+        call's cancel token, so the backend stops at its next step and frees the slot.
+        """
+        spec = self.spec
+        request = self.parse_request(body)
         acquired = False
         with anyio.move_on_after(spec.busy_wait_s):
             await self.slots.acquire()
@@ -139,7 +145,7 @@ class ToolRuntime:
                 f"{spec.tool_id} is busy: all {self.capacity} slot(s) in use",
                 retry_after=1.0, context={"max_concurrency": self.capacity})
         try:
-            return await self._run(request, receive)
+            return await self.run_backend(request, receive)
         finally:
             self.slots.release()
 
@@ -170,7 +176,14 @@ class ToolRuntime:
             raise outcome["error"]
         return outcome["result"]
 
-    async def _run(self, request: Any, receive: Receive | None = None) -> dict[str, Any]:
+    async def run_backend(self, request: Any, receive: Receive | None = None, *, cancel_token: CancelToken | None = None,
+                   progress_sink: ProgressSink | None = None) -> dict[str, Any]:
+        """One backend call with a fresh ToolContext; the caller holds a slot.
+
+        A job passes its own ``cancel_token`` (set by ``DELETE /jobs/{id}``) and
+        ``progress_sink`` (what ``GET /jobs/{id}`` shows); a sync /invoke passes
+        its ``receive`` channel instead.
+        """
         spec, profile = self.spec, self.profile
         request_id = current_request_id()
         assert self.store is not None
@@ -178,7 +191,9 @@ class ToolRuntime:
                           model=profile.model, options=profile.options, settings=self.settings, store=self.store,
                           request_id=request_id,
                           log=get_logger(f"function_tools.{spec.tool_id}", request_id=request_id,
-                                         tool_id=spec.tool_id))
+                                         tool_id=spec.tool_id),
+                          cancel_token=cancel_token, progress_sink=progress_sink,
+                          step_delay_s=profile.test_step_delay_s)
         started = time.perf_counter()
         try:
             result = await self._call_backend(request, ctx, receive)
@@ -246,6 +261,7 @@ def create_app(spec: ToolSpec, settings: Settings | None = None, *, profile: Too
     profile = profile or resolve_profile(spec, settings)
     readiness = Readiness(Readiness.LOADING)
     runtime = ToolRuntime(spec, settings, profile, readiness)
+    jobs = JobTable(runtime)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -253,6 +269,7 @@ def create_app(spec: ToolSpec, settings: Settings | None = None, *, profile: Too
         try:
             yield
         finally:
+            jobs.shutdown()
             await anyio.to_thread.run_sync(runtime.close)
 
     app = FastAPI(title=f"sparkle-motion {spec.tool_id}", version=spec.version, lifespan=lifespan,
@@ -275,4 +292,5 @@ def create_app(spec: ToolSpec, settings: Settings | None = None, *, profile: Too
         body = await request.body()
         return JSONResponse(await runtime.invoke(body, receive=request.receive))
 
+    install_jobs(app, jobs)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
 import httpx
@@ -19,6 +19,19 @@ ResponseT = TypeVar("ResponseT", bound=BaseModel)
 
 # Remote error codes that a retry cannot fix even though they come with a 503.
 _PERMANENT_503_CODES = frozenset({"load_failed"})
+#: Job polling: the first poll after this long, then 1.5x longer each time up to the cap.
+JOB_POLL_FIRST_S = 0.25
+JOB_POLL_MAX_S = 2.0
+#: After a DELETE, how long to wait for the job to end (its backend stops at its next step).
+JOB_CANCEL_WAIT_S = 60.0
+#: A job is given this much beyond the profile's max_job_s (the tool cancels it first) before the client does.
+JOB_OVERRUN_GRACE_S = 60.0
+_JOB_ENDED = frozenset({"succeeded", "failed", "cancelled"})
+
+#: What a job poller is handed after every poll: the job's view (``GET /jobs/{id}``'s JSON).
+JobProgressCallback = Callable[[dict[str, Any]], None]
+#: Asked before every poll: a reason to cancel the job (DELETE /jobs/{id}), or None to go on.
+CancelCheck = Callable[[], str | None]
 
 
 class ToolClient:
@@ -45,6 +58,14 @@ class ToolClient:
     retry/wait/stop callbacks. Any other non-2xx answer raises
     :class:`ToolCallError` at once with the remote error; a read timeout is
     never retried (the tool may still be working).
+
+    **Jobs** — for a tool the profile marks ``long_running`` (or ``use_jobs=True``),
+    :meth:`invoke` submits ``POST /jobs`` and polls ``GET /jobs/{id}`` with backoff
+    (:meth:`run_job`), so the HTTP read timeout bounds one poll, never the work.
+    A job that the tool process no longer knows (404: it restarted) or that stays
+    unreachable past the restart budget raises ``job_lost``; the caller submits the
+    work again. A job that failed busy (503: the device stayed locked) is submitted
+    again within ``busy_wait_s``.
     """
 
     def __init__(
@@ -52,7 +73,7 @@ class ToolClient:
         tool_id: str,
         settings: Settings | None = None,
         base_url: str | None = None,
-        timeout: float = 300.0,
+        timeout: float | None = None,
         *,
         connect_timeout: float = 5.0,
         retries: int = 4,
@@ -62,6 +83,8 @@ class ToolClient:
         busy_wait_s: float | None = None,
         restart_wait_s: float | None = None,
         retry_dropped_posts: bool = True,
+        use_jobs: bool | None = None,
+        max_job_s: float | None = None,
         token: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -81,6 +104,11 @@ class ToolClient:
         policy = settings.client if settings is not None else ClientPolicy()
         self.busy_wait_s = policy.busy_wait_s if busy_wait_s is None else max(0.0, busy_wait_s)
         self.restart_wait_s = policy.restart_wait_s if restart_wait_s is None else max(0.0, restart_wait_s)
+        timeout = policy.read_timeout_s if timeout is None else timeout
+        # Jobs for the work the profile marks long; the tool's own max_job_s, when the profile sets one.
+        profile = settings.profile.get(tool_id) if settings is not None else None
+        self.use_jobs = bool(profile is not None and profile.long_running) if use_jobs is None else use_jobs
+        self.max_job_s = max_job_s if max_job_s is not None else (profile.max_job_s if profile is not None else None)
         # A POST whose connection dropped may have been done; tools' /invoke is safe to redo
         # (same inputs, same outputs, the caller records only the answer it gets).
         self.retry_dropped_posts = retry_dropped_posts
@@ -95,20 +123,32 @@ class ToolClient:
 
     @overload
     def invoke(self, payload: BaseModel | Mapping[str, Any], response_model: None = None, *,
-               request_id: str | None = None, busy_wait_s: float | None = None) -> dict[str, Any]: ...
+               request_id: str | None = None, busy_wait_s: float | None = None,
+               on_progress: JobProgressCallback | None = None,
+               cancel_check: CancelCheck | None = None) -> dict[str, Any]: ...
 
     @overload
     def invoke(self, payload: BaseModel | Mapping[str, Any], response_model: type[ResponseT], *,
-               request_id: str | None = None, busy_wait_s: float | None = None) -> ResponseT: ...
+               request_id: str | None = None, busy_wait_s: float | None = None,
+               on_progress: JobProgressCallback | None = None,
+               cancel_check: CancelCheck | None = None) -> ResponseT: ...
 
     def invoke(self, payload: BaseModel | Mapping[str, Any], response_model: type[ResponseT] | None = None, *,
-               request_id: str | None = None, busy_wait_s: float | None = None) -> dict[str, Any] | ResponseT:
-        """POST /invoke; returns the JSON body, or ``response_model`` parsed from it.
+               request_id: str | None = None, busy_wait_s: float | None = None,
+               on_progress: JobProgressCallback | None = None,
+               cancel_check: CancelCheck | None = None) -> dict[str, Any] | ResponseT:
+        """Run the tool once: POST /invoke, or a job (:meth:`run_job`) when ``use_jobs``.
 
-        ``busy_wait_s`` overrides the client's busy budget for this call.
+        Returns the JSON body, or ``response_model`` parsed from it. ``busy_wait_s``
+        overrides the client's busy budget for this call; ``on_progress`` and
+        ``cancel_check`` apply to a job only.
         """
         body = payload.model_dump(mode="json", exclude_unset=False) if isinstance(payload, BaseModel) else dict(payload)
-        data = self._call("POST", "/invoke", json=body, request_id=request_id, busy_wait_s=busy_wait_s)
+        if self.use_jobs:
+            data = self.run_job(body, request_id=request_id, busy_wait_s=busy_wait_s, on_progress=on_progress,
+                                cancel_check=cancel_check)
+        else:
+            data = self._call("POST", "/invoke", json=body, request_id=request_id, busy_wait_s=busy_wait_s)
         if response_model is None:
             return data
         try:
@@ -117,6 +157,127 @@ class ToolClient:
             raise ToolCallError(f"{self.tool_id} answered a body that is not a valid {response_model.__name__}: "
                                 f"{exc.error_count()} error(s)", tool_id=self.tool_id, status=200,
                                 code="invalid_tool_response", context={"errors": exc.errors(include_input=False)[:5]}) from None
+
+    def run_job(self, body: Mapping[str, Any], *, request_id: str | None = None, busy_wait_s: float | None = None,
+                on_progress: JobProgressCallback | None = None,
+                cancel_check: CancelCheck | None = None) -> dict[str, Any]:
+        """Submit ``body`` as a job, poll it to its end and return the tool's response.
+
+        Raises ToolCallError: the job's own error when it failed (code and status
+        as /invoke would have answered), ``job_cancelled`` when ``cancel_check``
+        asked for a cancel or someone else cancelled it, ``job_lost`` when the tool
+        process forgot it, ``tool_timeout`` past ``max_job_s`` (plus a grace).
+        """
+        budget = self.busy_wait_s if busy_wait_s is None else max(0.0, busy_wait_s)
+        busy_since: float | None = None
+        attempt = 0
+        while True:
+            view = self._call("POST", "/jobs", json=dict(body), request_id=request_id, busy_wait_s=busy_wait_s)
+            view = self._follow_job(view, on_progress, cancel_check)
+            if view["state"] == "succeeded":
+                return view.get("response") or {}
+            error = view.get("error") or {}
+            busy = (view["state"] == "failed" and view.get("error_status") == 503
+                    and error.get("code") not in _PERMANENT_503_CODES)
+            busy_since = time.monotonic() if busy_since is None else busy_since
+            left = budget - (time.monotonic() - busy_since)
+            if not busy or left <= 0:
+                raise self._job_error(view)
+            delay = min(self._backoff(min(attempt, 8)) + float(error.get("context", {}).get("retry_after", 0) or 0),
+                        left)
+            self._log.warning("tool_call.job_busy_resubmit", job_id=view["job_id"], remote_code=error.get("code"),
+                              delay_s=round(delay, 3))
+            time.sleep(delay)
+            attempt += 1
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """GET /jobs/{id}: the job's view (same retry and error policy as every call)."""
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """DELETE /jobs/{id}; the job's view. A job that already ended is answered by its view too (no 409)."""
+        try:
+            return self._call("DELETE", f"/jobs/{job_id}")
+        except ToolCallError as exc:
+            if exc.status == 409:
+                return self.job(job_id)
+            raise
+
+    def _follow_job(self, view: dict[str, Any], on_progress: JobProgressCallback | None,
+                    cancel_check: CancelCheck | None) -> dict[str, Any]:
+        job_id = str(view["job_id"])
+        started = time.monotonic()
+        interval = JOB_POLL_FIRST_S
+        cancelled_at: float | None = None
+        why = ""
+        while True:
+            if on_progress is not None:
+                on_progress(view)
+            if view["state"] in _JOB_ENDED:
+                if cancelled_at is not None and view["state"] != "succeeded":
+                    raise self._job_cancelled(view, why)
+                return view
+            now = time.monotonic()
+            if cancelled_at is None:
+                reason = cancel_check() if cancel_check is not None else None
+                overrun = self.max_job_s is not None and now - started > self.max_job_s + JOB_OVERRUN_GRACE_S
+                if reason or overrun:
+                    why = reason or f"ran past max_job_s ({self.max_job_s:g} s)"
+                    self._log.warning("tool_call.job_cancel", job_id=job_id, reason=why)
+                    cancelled_at = now
+                    view = self.cancel_job(job_id)
+                    interval = JOB_POLL_FIRST_S
+                    continue
+            elif now - cancelled_at > JOB_CANCEL_WAIT_S:
+                raise self._job_cancelled(view, f"{why}; still {view['state']} {JOB_CANCEL_WAIT_S:.0f} s after "
+                                                "the cancel")
+            time.sleep(interval)
+            interval = min(interval * 1.5, JOB_POLL_MAX_S)
+            view = self._poll_job(job_id)
+
+    def _poll_job(self, job_id: str) -> dict[str, Any]:
+        """GET the job; a poll that times out is asked again (it changes nothing) for up to ``restart_wait_s``."""
+        slow_since: float | None = None
+        while True:
+            try:
+                return self.job(job_id)
+            except ToolCallError as exc:
+                if exc.code == "tool_timeout":
+                    slow_since = time.monotonic() if slow_since is None else slow_since
+                    if time.monotonic() - slow_since <= self.restart_wait_s:
+                        self._log.warning("tool_call.job_poll_timeout", job_id=job_id)
+                        continue
+                lost = self._job_lost_or(exc, job_id)
+                if lost is exc:
+                    raise
+                raise lost from exc
+
+    def _job_lost_or(self, exc: ToolCallError, job_id: str) -> ToolCallError:
+        """``job_lost`` when the tool process forgot the job or stays out of reach; else ``exc`` itself."""
+        if exc.status != 404 and exc.code not in ("tool_unreachable", "tool_timeout"):
+            return exc
+        why = ("the tool process does not know it (it restarted)" if exc.status == 404
+               else "the tool process is unreachable" if exc.code == "tool_unreachable"
+               else f"its polls kept timing out for {self.restart_wait_s:.0f} s")
+        return ToolCallError(f"{self.tool_id} job {job_id} was lost: {why}", tool_id=self.tool_id,
+                             status=exc.status, code="job_lost", remote_error=exc.remote_error,
+                             context={"url": self.base_url, "job_id": job_id, "cause": exc.code})
+
+    def _job_cancelled(self, view: dict[str, Any], why: str) -> ToolCallError:
+        return ToolCallError(f"{self.tool_id} job {view['job_id']} cancelled: {why}", tool_id=self.tool_id,
+                             code="job_cancelled", remote_error=view.get("error") or {},
+                             context={"url": self.base_url, "job_id": view["job_id"], "state": view["state"]})
+
+    def _job_error(self, view: dict[str, Any]) -> ToolCallError:
+        remote = view.get("error") or {}
+        code = remote.get("code", f"job_{view['state']}")
+        if view["state"] == "cancelled":
+            return self._job_cancelled(view, remote.get("message") or "cancelled by someone else")
+        return ToolCallError(
+            f"{self.tool_id} job {view['job_id']} → {view.get('error_status') or view['state']} {code}: "
+            f"{remote.get('message', '')}", tool_id=self.tool_id, status=view.get("error_status"),
+            remote_error=remote, field=remote.get("field"),
+            context={"url": self.base_url, "job_id": view["job_id"], "remote_request_id": view.get("request_id")})
 
     def metadata(self) -> dict[str, Any]:
         return self._call("GET", "/metadata")

@@ -109,12 +109,18 @@ def install_common(
         assert isinstance(exc, RequestValidationError)
         return sparkle_error_response(validation_error(list(exc.errors()), strip_body=True))
 
-    async def on_http_exception(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, default=str)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route of the path; /jobs/{id} has GET and DELETE routes.
+            methods = {m for route in app.router.routes if getattr(route, "methods", None)
+                       and route.path_regex.match(request.url.path) for m in route.methods}  # type: ignore[attr-defined]
+            headers["Allow"] = ", ".join(sorted(methods)) or headers.get("Allow", "")
         return JSONResponse(error_body({"code": code, "message": message}), status_code=exc.status_code,
-                            headers=dict(exc.headers or {}))
+                            headers=headers)
 
     app.add_exception_handler(SparkleError, on_sparkle_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)

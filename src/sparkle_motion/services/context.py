@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,6 +37,14 @@ class CancelToken:
     def is_set(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep up to ``timeout_s``, waking at once on a cancel; True when cancelled."""
+        return self._event.wait(timeout_s)
+
+
+#: Where a backend's progress reports go: ``sink(step, total, phase)`` (a job's tracker).
+ProgressSink = Callable[[int, "int | None", str], None]
+
 
 class ToolContext:
     """Per-request services for a backend: the store, provenance, logging, staging.
@@ -62,6 +70,8 @@ class ToolContext:
         request_id: str,
         log: SparkleLogger,
         cancel_token: CancelToken | None = None,
+        progress_sink: ProgressSink | None = None,
+        step_delay_s: float = 0.0,
     ) -> None:
         self.tool_id = tool_id
         self.tool_version = tool_version
@@ -75,6 +85,8 @@ class ToolContext:
         self.outputs: list[ArtifactManifest] = []
         self._staged: list[Path] = []
         self.cancel_token = cancel_token if cancel_token is not None else CancelToken()
+        self._progress_sink = progress_sink
+        self._step_delay_s = step_delay_s
 
     @property
     def cancelled(self) -> bool:
@@ -86,6 +98,21 @@ class ToolContext:
         if self.cancel_token.is_set():
             raise Cancelled(f"{self.tool_id} call cancelled: {self.cancel_token.reason or 'cancel requested'}",
                             context={"reason": self.cancel_token.reason})
+
+    def progress(self, step: int, total: int | None = None, phase: str = "") -> None:
+        """Report that ``step`` of ``total`` units of ``phase`` are done; also a cancellation point.
+
+        Backends call it from their inner loop (a diffusers ``callback_on_step_end``,
+        a token loop, a frame loop).  A job shows it in ``GET /jobs/{id}`` with an
+        ETA; a sync /invoke has nobody to show it to and only checks for a cancel.
+        The profile's test-only ``test_step_delay_s`` is waited here (woken by a
+        cancel), so a tiny model can stand in for a slow real one.
+        """
+        if self._progress_sink is not None:
+            self._progress_sink(step, total, phase)
+        if self._step_delay_s > 0:
+            self.cancel_token.wait(self._step_delay_s)
+        self.check_cancelled()
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
         """Provenance for an output: who made it and how; ``extra`` wins on conflicts."""
