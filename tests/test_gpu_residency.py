@@ -29,7 +29,8 @@ from sparkle_motion.artifacts import ArtifactStore  # noqa: E402
 from sparkle_motion.gpu.memory_plans import GB  # noqa: E402
 from sparkle_motion.testing import RunningTool, running_tool  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# One worker for the module: its two tool processes serve both tests (two copies would starve the CPU).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gpu_residency")]
 CARD_GB, NEED_GB = 80, 50
 LOCK_TIMEOUT_S = 90
 MEMORY = {"plan": "auto", "simulate_total_gb": CARD_GB, "estimate_gb": NEED_GB}

@@ -260,19 +260,27 @@ def running_mesh(home: Path, **profile_kw: Any) -> Iterator[Settings]:
     profile = write_test_profile(home, **profile_kw)
     env = mesh_env(home, profile)
     settings = load_settings(env)
+    try:
+        with _process_env(env):  # mesh.up() starts the supervisor with this process's environment
+            mesh.up(settings, timeout=240)
+        yield settings
+    finally:
+        with _process_env(env):
+            mesh.down(settings)
+
+
+@contextmanager
+def _process_env(env: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` is ``env`` only inside the block: a mesh's SPARKLE_PROFILE must not leak into
+    tools that other tests start while the mesh is up (they would render at the mesh's size)."""
     saved = dict(os.environ)
-    # mesh.up() starts the supervisor with this process's environment.
     os.environ.clear()
     os.environ.update(env)
     try:
-        mesh.up(settings, timeout=240)
-        yield settings
+        yield
     finally:
-        try:
-            mesh.down(settings)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def wait_for_status(client: httpx.Client, run_id: str, statuses: set[str], timeout: float = 300.0,

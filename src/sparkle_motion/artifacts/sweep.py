@@ -63,7 +63,7 @@ def _size(path: Path) -> int:
     return path.lstat().st_size
 
 
-def _stale_staging(store: ArtifactStore, older_than_s: float) -> list[Path]:
+def _stale_staging(store: ArtifactStore, older_than_s: float, own_prefix: str | None = None) -> list[Path]:
     directory = store.root / "staging"
     if not directory.is_dir():
         return []
@@ -71,7 +71,7 @@ def _stale_staging(store: ArtifactStore, older_than_s: float) -> list[Path]:
     stale = []
     for entry in directory.iterdir():
         try:
-            if entry.lstat().st_mtime < cutoff:
+            if (own_prefix is not None and entry.name.startswith(own_prefix)) or entry.lstat().st_mtime < cutoff:
                 stale.append(entry)
         except FileNotFoundError:
             continue  # its call finished and cleaned up meanwhile
@@ -115,10 +115,15 @@ def _unreferenced(store: ArtifactStore, older_than_s: float) -> list[tuple[str, 
 
 
 def sweep_leftovers(store: ArtifactStore, policy: SweepSettings, *, apply: bool = True,
-                    log: SparkleLogger | None = None) -> SweepReport:
-    """Remove (``apply``) or list crash leftovers under ``store``; the report counts them."""
+                    log: SparkleLogger | None = None, own_prefix: str | None = None) -> SweepReport:
+    """Remove (``apply``) or list crash leftovers under ``store``; the report counts them.
+
+    ``own_prefix``: staging names that only the starting service writes (``<tool_id>-``, see
+    ``ToolContext.staging_path``). The supervisor runs one process per tool on a home, so at its
+    start no call of that tool is alive and its staging files are leftovers whatever their age.
+    """
     report = SweepReport(applied=apply)
-    for path in _stale_staging(store, policy.longest_job_s):
+    for path in _stale_staging(store, policy.longest_job_s, own_prefix):
         try:
             size = _size(path)
             if apply:
@@ -143,13 +148,14 @@ def sweep_leftovers(store: ArtifactStore, policy: SweepSettings, *, apply: bool 
     return report
 
 
-def sweep_at_start(settings: Settings, log: SparkleLogger, store: ArtifactStore | None = None) -> SweepReport | None:
+def sweep_at_start(settings: Settings, log: SparkleLogger, store: ArtifactStore | None = None, *,
+                   own_prefix: str | None = None) -> SweepReport | None:
     """The sweep every service runs when it starts; a failure is logged, never fatal to the start."""
     own_store = store is None
     try:
         store = store or ArtifactStore(settings.home, db_path=settings.db_path)
         try:
-            return sweep_leftovers(store, settings.sweep, log=log)
+            return sweep_leftovers(store, settings.sweep, log=log, own_prefix=own_prefix)
         finally:
             if own_store:
                 store.close()

@@ -70,7 +70,8 @@ class ToolRuntime:
         self.log.info("backend.load_start", backend=name, model=self.profile.model)
         try:
             self.store = ArtifactStore(self.settings.home, db_path=self.settings.db_path)
-            sweep_at_start(self.settings, self.log, self.store)  # a killed call's staging files
+            # A killed call's staging files: this tool's own at once, anyone's past the longest job.
+            sweep_at_start(self.settings, self.log, self.store, own_prefix=f"{self.spec.tool_id}-")
             backend_cls = import_string(self.spec.backends[name], what=f"backend {name!r}")
             backend = backend_cls(self.profile, self.settings)
             backend.load()
