@@ -22,11 +22,11 @@ from function_tools.tts_chatterbox.models import (
     WordTiming,
 )
 from function_tools.tts_chatterbox.pauses import pause_after
+from function_tools.tts_chatterbox.speech_output import store_speech
 from function_tools.tts_chatterbox.text import DEFAULT_MAX_CHUNK_CHARS, TextChunk, split_text
 from function_tools.tts_chatterbox.voices import CHARACTER_VARIANTS, LanguageIndex, VoiceDesign, design_voice
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
-from sparkle_motion.media import write_wav
 from sparkle_motion.services import ToolContext
 
 # Word ends are refined to the last 5 ms frame of sound before the next word.
@@ -237,49 +237,20 @@ class EspeakBackend:
         speech = synthesize_speech(self.synth, request.text, design, seed=request.seed,
                                    sample_rate=request.sample_rate, max_chunk_chars=self.max_chunk_chars,
                                    progress=ctx.progress)
-        staged = ctx.staging_path(".wav")
-        t0 = time.perf_counter()
-        write_wav(staged, speech.samples, speech.sample_rate)
         ignored = {name: getattr(request, name) for name in ("exaggeration", "cfg_weight", "reference_audio_uri")
                    if getattr(request, name) is not None}
-        metadata: dict[str, Any] = {
-            "duration_s": round(speech.duration_s, 4),
-            "sample_rate": speech.sample_rate,
-            "voice_id": design.voice_id,
-            "engine": self.engine,
-            "synth_time_s": speech.synth_time_s,
-            "watermarked": False,
-            "seed": request.seed,
-            "params": {
-                "text": request.text,
-                "voice": request.voice.model_dump(mode="json"),
-                "sample_rate": request.sample_rate,
-                "espeak": {"voice": f"{design.espeak_voice}+{design.variant}", "rate_wpm": design.rate_wpm,
-                           "pitch": design.pitch, "pitch_range": design.pitch_range},
-                "voice_decisions": design.decisions,
-                "ignored": {"fields": ignored, "reason": "the espeak backend has no emotion, guidance or cloning"}
-                if ignored else {},
-            },
-            "raw_duration_s": speech.raw_duration_s,
-            "trimmed_leading_s": speech.trimmed_leading_s,
-            "trimmed_trailing_s": speech.trimmed_trailing_s,
-            "chunks": speech.chunks,
-            "words": [w.model_dump() for w in speech.words],
-            "phonemes": [p.model_dump() for p in speech.phonemes],
-            "timings_note": speech.timings_note,
-            "timings": speech.stage_times,
+        params: dict[str, Any] = {
+            "text": request.text,
+            "voice": request.voice.model_dump(mode="json"),
+            "sample_rate": request.sample_rate,
+            "espeak": {"voice": f"{design.espeak_voice}+{design.variant}", "rate_wpm": design.rate_wpm,
+                       "pitch": design.pitch, "pitch_range": design.pitch_range},
+            "voice_decisions": design.decisions,
+            "ignored": {"fields": ignored, "reason": "the espeak backend has no emotion, guidance or cloning"}
+            if ignored else {},
         }
-        manifest = ctx.put_output(request, "dialogue_audio", staged, "audio/wav", metadata,
-                                  media={"duration_s": round(speech.duration_s, 4), "sample_rate": speech.sample_rate},
-                                  move=True)
-        store_s = time.perf_counter() - t0
-        return TtsChatterboxResponse(
-            artifacts=[manifest], audio_uri=manifest.uri, duration_s=round(speech.duration_s, 4),
-            sample_rate=speech.sample_rate, voice_id=design.voice_id, engine=self.engine,
-            synth_time_s=speech.synth_time_s, watermarked=False, words=speech.words, phonemes=speech.phonemes,
-            timings_note=speech.timings_note,
-            timings={**speech.stage_times, "synth_s": speech.synth_time_s, "store_s": round(store_s, 6)},
-        )
+        return store_speech(ctx, request, speech, voice_id=design.voice_id, engine=self.engine, params=params,
+                            timings_note=speech.timings_note)
 
 
 def installed_variants(synth: Synthesizer) -> list[str]:

@@ -45,10 +45,10 @@ from function_tools.tts_chatterbox.models import (
     WordTiming,
 )
 from function_tools.tts_chatterbox.pauses import pause_after
+from function_tools.tts_chatterbox.speech_output import store_speech
 from function_tools.tts_chatterbox.text import DEFAULT_MAX_CHUNK_CHARS, TextChunk, split_text
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
-from sparkle_motion.media import write_wav
 from sparkle_motion.services import ToolContext
 
 TIMINGS_NOTE = ("word and phoneme timings come from Kokoro's predicted durations; words eSpeak writes as one "
@@ -237,53 +237,24 @@ class KokoroBackend:
             ctx.log.info("kokoro_fallback", **record)
             return self.espeak.invoke(request, FallbackContext(ctx, record))
 
-        staged = ctx.staging_path(".wav")
-        t0 = time.perf_counter()
-        write_wav(staged, speech.samples, speech.sample_rate)
         ignored = {name: getattr(request, name) for name in ("exaggeration", "cfg_weight", "reference_audio_uri")
                    if getattr(request, name) is not None}
         if request.voice.pitch is not None:
             ignored["voice.pitch"] = request.voice.pitch
-        metadata: dict[str, Any] = {
-            "duration_s": round(speech.duration_s, 4),
-            "sample_rate": speech.sample_rate,
-            "voice_id": voice.voice_id,
-            "engine": self.engine,
-            "synth_time_s": speech.synth_time_s,
-            "watermarked": False,
-            "seed": request.seed,
-            "params": {
-                "text": request.text,
-                "voice": request.voice.model_dump(mode="json"),
-                "sample_rate": request.sample_rate,
-                "kokoro": {**voice.describe(), "language": language, "phonemes": speech.phoneme_text,
-                           "threads": self.threads},
-                "voice_decisions": voice.decisions,
-                "seed": "unused: the Kokoro ONNX export has no random nodes",
-                "ignored": {"fields": ignored,
-                            "reason": "Kokoro has no pitch, emotion, guidance or cloning control; the character's "
-                                      "style blend sets its pitch"} if ignored else {},
-            },
-            "raw_duration_s": speech.raw_duration_s,
-            "trimmed_leading_s": speech.trimmed_leading_s,
-            "trimmed_trailing_s": speech.trimmed_trailing_s,
-            "chunks": speech.chunks,
-            "words": [w.model_dump() for w in speech.words],
-            "phonemes": [p.model_dump() for p in speech.phonemes],
-            "timings_note": TIMINGS_NOTE,
-            "timings": speech.stage_times,
+        params: dict[str, Any] = {
+            "text": request.text,
+            "voice": request.voice.model_dump(mode="json"),
+            "sample_rate": request.sample_rate,
+            "kokoro": {**voice.describe(), "language": language, "phonemes": speech.phoneme_text,
+                       "threads": self.threads},
+            "voice_decisions": voice.decisions,
+            "seed": "unused: the Kokoro ONNX export has no random nodes",
+            "ignored": {"fields": ignored,
+                        "reason": "Kokoro has no pitch, emotion, guidance or cloning control; the character's "
+                                  "style blend sets its pitch"} if ignored else {},
         }
-        manifest = ctx.put_output(request, "dialogue_audio", staged, "audio/wav", metadata,
-                                  media={"duration_s": round(speech.duration_s, 4), "sample_rate": speech.sample_rate},
-                                  move=True)
-        store_s = time.perf_counter() - t0
-        return TtsChatterboxResponse(
-            artifacts=[manifest], audio_uri=manifest.uri, duration_s=round(speech.duration_s, 4),
-            sample_rate=speech.sample_rate, voice_id=voice.voice_id, engine=self.engine,
-            synth_time_s=speech.synth_time_s, watermarked=False, words=speech.words, phonemes=speech.phonemes,
-            timings_note=TIMINGS_NOTE,
-            timings={**speech.stage_times, "synth_s": speech.synth_time_s, "store_s": round(store_s, 6)},
-        )
+        return store_speech(ctx, request, speech, voice_id=voice.voice_id, engine=self.engine, params=params,
+                            timings_note=TIMINGS_NOTE)
 
 
 class FallbackContext(ToolContext):
