@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparkle_motion.agents.production_run import ProductionRun, StageFailed, estimate
+from sparkle_motion.agents.production_estimate import estimate
+from sparkle_motion.agents.production_run import ProductionRun, StageFailed
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import load_settings
 from sparkle_motion.media import read_wav, write_wav

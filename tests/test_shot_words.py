@@ -22,7 +22,8 @@ from function_tools.tts_chatterbox.espeak_engine import open_synthesizer
 from function_tools.tts_chatterbox.models import TtsVoice
 from function_tools.tts_chatterbox.voices import LanguageIndex, design_voice
 from sparkle_motion.agents.offline_planner import OfflinePlanner
-from sparkle_motion.agents.production_run import TIMELINE_SAMPLE_RATE, render_geometry
+from sparkle_motion.agents.dialogue_stage import TIMELINE_SAMPLE_RATE
+from sparkle_motion.agents.production_estimate import render_geometry
 from sparkle_motion.agents.script_protocol import PlanControls
 from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
 from sparkle_motion.config import load_settings

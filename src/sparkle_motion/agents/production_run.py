@@ -14,26 +14,25 @@ new upstream artifacts then change every downstream hash).
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from function_tools.assemble_ffmpeg.models import AssembleOptions, AssembleRequest, ClipRef, MusicTrack, Subtitle
 from function_tools.images_sdxl.models import ImagesSdxlRequest
 from function_tools.lipsync_wav2lip.models import LipsyncOptions, LipsyncRequest
 from function_tools.qa_qwen2vl.models import QAExpectations, QAMedia, QARequest, TimeInterval
-from function_tools.tts_chatterbox.models import TtsChatterboxRequest, TtsVoice
 from function_tools.videos_wan.models import VideosWanRequest
+from sparkle_motion.agents import dialogue_stage
+from sparkle_motion.agents.dialogue_stage import TIMELINE_SAMPLE_RATE
 from sparkle_motion.agents.fan_out import fan_out, tool_capacity
 from sparkle_motion.agents.item_progress import InFlightItems
+from sparkle_motion.agents.production_estimate import render_geometry
 from sparkle_motion.agents.production_models import STAGES
+from sparkle_motion.agents.production_steps import StageFailed, StepOutcome, canonical_json, tool_payload
 from sparkle_motion.agents.run_control import RunControl, RunStopped
 from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
 from sparkle_motion.artifacts import ArtifactStore
@@ -49,41 +48,9 @@ from sparkle_motion.services import ToolClient, ToolRequest
 
 log = get_logger("sparkle_motion.production")
 
-TIMELINE_SAMPLE_RATE = 24_000
 QA_RETRY_BUDGET = 2  # regenerations with a new seed after a failed QA, per item
-MAX_RATE_GAIN = 1.35  # how much faster a line may be re-voiced to fit before the next line
-MAX_VOICE_RATE = 4.0  # the plan's VoiceProfile bound
-FIT_ATTEMPTS = 3
 SEED_STRIDE = 7919  # a prime: retry seeds never collide with neighbouring items' seeds
 JOB_LOST_RESUBMITS = 2  # a tool job lost to a tool restart is submitted again this often (the step is redone)
-# Used only when a profile file sets no `render:` block.
-RENDER_FALLBACK = {"fps": 24, "width": 640, "height": 360}
-
-
-class StageFailed(SparkleError):
-    """A stage could not complete; ``context['stage']`` names it."""
-
-    code = "stage_failed"
-    http_status = 500
-
-
-@dataclass
-class StepOutcome:
-    output: dict[str, Any]
-    artifact_ids: list[str] = field(default_factory=list)
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def tool_payload(request: ToolRequest) -> dict[str, Any]:
-    """The JSON of a tool request: only the fields production set (tool defaults stay the tool's).
-
-    It is also what a step's input hash covers, so it leaves out ``run_id`` and
-    ``stage``: a step cached by one run is reused by the next.
-    """
-    return request.model_dump(mode="json", exclude_unset=True)
 
 
 def _artifact_id(uri: str) -> str:
@@ -166,7 +133,7 @@ class ProductionRun:
         """Run one cached, recorded unit of work and return its output."""
         self.control.checkpoint()
         key = {"stage": stage, "item": item, **self._tool_identity(tool_id), "inputs": inputs}
-        input_hash = hashlib.sha256(_canonical(key).encode()).hexdigest()
+        input_hash = hashlib.sha256(canonical_json(key).encode()).hexdigest()
         cached = None if self._forced(stage) else self.registry.find_cached_step(stage, item, input_hash)
         if cached is not None and self._artifacts_present(cached.artifact_ids):
             rec = self.registry.start_step(self.run_id, stage, item=item, input_hash=input_hash)
@@ -256,106 +223,10 @@ class ProductionRun:
         return self.results["plan_intake"]
 
     def dialogue_audio(self) -> dict[str, Any]:
-        self.begin_stage("dialogue_audio")
-        characters = {c.id: c for c in self.plan.characters}
-        seed = int(self.plan.metadata.seed or 0)
-        dialogue = [(i, e) for i, e in enumerate(self.plan.dialogue_timeline) if e.type == "dialogue"]
-        lines = []
-        for position, (index, entry) in enumerate(dialogue):
-            character = characters[entry.character_id]
-            with self.building("tts_chatterbox", "dialogue_audio"):
-                voice = TtsVoice(character_id=character.id, character_name=character.name,
-                                 **character.voice_profile.model_dump(exclude_none=True))
-                request = TtsChatterboxRequest(text=entry.text, voice=voice, seed=seed + index,
-                                               sample_rate=TIMELINE_SAMPLE_RATE)
-            # Speech may run into the following silence, up to the next line (or the end).
-            next_start = dialogue[position + 1][1].start_time_sec if position + 1 < len(dialogue) else self.plan.runtime_s
-            room_s = next_start - entry.start_time_sec
-            out = self.step("dialogue_audio", f"line_{index:03d}", "tts_chatterbox", tool_payload(request),
-                            lambda request=request: self._speak(request))
-            if out["duration_s"] > room_s:
-                out = self._speak_faster(index, request, out["duration_s"], room_s)
-            lines.append({"index": index, "character_id": character.id, "character_name": character.name,
-                          "text": entry.text, "start_s": entry.start_time_sec, "slot_s": entry.duration_sec, **out})
-        stitch_inputs = {"lines": [(ln["index"], ln["uri"], ln["start_s"]) for ln in lines], "runtime": self.plan.runtime_s}
-        out = self.step("dialogue_audio", "timeline", None, stitch_inputs, lambda: self._stitch_timeline(lines))
-        self.results["dialogue_audio"] = out
-        return out
-
-    def _speak(self, request: TtsChatterboxRequest) -> StepOutcome:
-        response = self.invoke("tts_chatterbox", request, stage="dialogue_audio")
-        words = [{k: w[k] for k in ("word", "start_s", "end_s")} for w in response.get("words") or []]
-        return StepOutcome({"uri": response["audio_uri"], "duration_s": response["duration_s"],
-                            "voice_id": response.get("voice_id"), "word_timings": words,
-                            "rate": request.voice.rate},
-                           [a["artifact_id"] for a in response["artifacts"]])
-
-    def _speak_faster(self, index: int, request: TtsChatterboxRequest, duration_s: float,
-                      room_s: float) -> dict[str, Any]:
-        """Re-voice a line that would overlap the next one at a faster rate, within MAX_RATE_GAIN.
-
-        A plan's slots are estimates; a voice that speaks a little slower than the
-        planner assumed should not fail the film. eSpeak's pauses do not scale with
-        the rate, so the gain is refined over a few tries. Beyond the gain the
-        stitch fails with the line named, as before.
-        """
-        base_rate = float(request.voice.rate or 1.0)
-        gain, out = 1.0, {"duration_s": duration_s}
-        for attempt in range(1, FIT_ATTEMPTS + 1):
-            gain = min(MAX_RATE_GAIN, gain * out["duration_s"] / room_s * 1.05)
-            voice = request.voice.model_copy(update={"rate": round(min(MAX_VOICE_RATE, base_rate * gain), 3)})
-            faster = request.model_copy(update={"voice": voice})
-            self.registry.log(self.run_id, "info", f"dialogue_timeline[{index}] speaks {out['duration_s']:.2f} s in a "
-                              f"{room_s:.2f} s window; re-voicing at rate {voice.rate}")
-            out = self.step("dialogue_audio", f"line_{index:03d}.fit{attempt}", "tts_chatterbox", tool_payload(faster),
-                            lambda faster=faster: self._speak(faster))
-            if out["duration_s"] <= room_s or gain >= MAX_RATE_GAIN:
-                break
-        return out
+        return dialogue_stage.dialogue_audio(self)
 
     def _stitch_timeline(self, lines: list[dict[str, Any]]) -> StepOutcome:
-        sr = TIMELINE_SAMPLE_RATE
-        total = round(self.plan.runtime_s * sr)
-        track = np.zeros(total, dtype=np.float32)
-        report = []
-        starts = [round(ln["start_s"] * sr) for ln in lines]
-        for i, line in enumerate(lines):
-            samples, line_sr = read_wav(self.store.path_for(line["uri"]))
-            if line_sr != sr:
-                raise StageFailed(f"dialogue_timeline[{line['index']}]: TTS returned {line_sr} Hz, expected {sr} Hz",
-                                  context={"stage": "dialogue_audio"})
-            start = starts[i]
-            limit = starts[i + 1] if i + 1 < len(lines) else total
-            end = start + len(samples)
-            if end > limit:
-                what = "the next line starts" if i + 1 < len(lines) else "the film ends"
-                raise StageFailed(
-                    f"dialogue_timeline[{line['index']}] ({line['character_name']}: {line['text'][:40]!r}) needs "
-                    f"{len(samples) / sr:.2f} s of speech but {what} {(limit - start) / sr:.2f} s after it starts; "
-                    f"shorten the line or lengthen its shot",
-                    context={"stage": "dialogue_audio", "line": line["index"]},
-                )
-            track[start:end] = samples
-            slot_end = start + round(line["slot_s"] * sr)
-            report.append({
-                "index": line["index"], "character_id": line["character_id"], "text": line["text"],
-                "start_planned_s": line["start_s"], "slot_s": line["slot_s"],
-                "start_actual_s": start / sr, "end_actual_s": end / sr, "raw_duration_s": len(samples) / sr,
-                "padding_s": max(0, slot_end - end) / sr, "overrun_s": max(0, end - slot_end) / sr, "trimmed_s": 0.0,
-                "audio_uri": line["uri"], "rate": line.get("rate"),
-                "word_timings": [{**w, "start_s": w["start_s"] + start / sr, "end_s": w["end_s"] + start / sr}
-                                 for w in line.get("word_timings") or [] if "start_s" in w and "end_s" in w],
-            })
-        staging = self.store.staging_dir() / f"{self.run_id}_tts_timeline.wav"
-        write_wav(staging, track, sr)
-        wav = self.store.put(self.run_id, "dialogue_audio", "tts_timeline", staging, "audio/wav",
-                             metadata={"tool": "production_agent", "lines": len(lines)},
-                             media={"duration_s": total / sr, "sample_rate": sr}, move=True)
-        report_manifest = self.store.put_json(self.run_id, "dialogue_audio", "dialogue_timeline_audio",
-                                              {"sample_rate": sr, "runtime_s": total / sr, "lines": report},
-                                              metadata={"tool": "production_agent"})
-        return StepOutcome({"timeline_uri": wav.uri, "report_uri": report_manifest.uri, "lines": report},
-                           [wav.artifact_id, report_manifest.artifact_id])
+        return dialogue_stage.stitch_timeline(self, lines)
 
     def _characters_in(self, text: str) -> list[str]:
         lowered = text.lower()
@@ -629,48 +500,3 @@ def start_adhoc_run(message: Any, *, settings: Settings, store: ArtifactStore,
     registry.set_status(run_id, "running")
     return ProductionRun(run_id, plan, settings=settings, store=store, registry=registry,
                          qa_mode=message.get("qa_mode", "full"))
-
-
-def render_geometry(plan: MoviePlan, settings: Settings) -> tuple[float, int, int]:
-    """(fps, width, height): the plan's video settings, unset ones from the profile's render defaults."""
-    video = plan.render_profile.video.with_defaults({**RENDER_FALLBACK, **settings.render})
-    return float(video.fps), int(video.width), int(video.height)
-
-
-def estimate(plan: MoviePlan, settings: Settings, qa_mode: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The invocation graph and a resource estimate for a dry run (no tool is called)."""
-    fps, width, height = render_geometry(plan, settings)
-    lines = [e for e in plan.dialogue_timeline if e.type == "dialogue"]
-    closeups = [s.id for s in plan.shots if s.is_talking_closeup]
-    frames = round(plan.runtime_s * fps)
-    qa = qa_mode == "full"
-    graph = [
-        {"stage": "plan_intake", "tool": None, "calls": 0, "items": [plan.plan_id]},
-        {"stage": "dialogue_audio", "tool": "tts_chatterbox", "calls": len(lines),
-         "items": [f"line_{plan.dialogue_timeline.index(e):03d}" for e in lines]},
-        {"stage": "base_images", "tool": "images_sdxl", "calls": len(plan.base_images),
-         "items": [b.id for b in plan.base_images], "qa_calls": len(plan.base_images) if qa else 0},
-        {"stage": "video_clips", "tool": "videos_wan", "calls": len(plan.shots), "items": [s.id for s in plan.shots],
-         "qa_calls": len(plan.shots) if qa else 0},
-        {"stage": "lipsync", "tool": "lipsync_wav2lip", "calls": len(closeups), "items": closeups},
-        {"stage": "assemble", "tool": "assemble_ffmpeg", "calls": 1, "items": ["film"]},
-        {"stage": "qa_publish", "tool": "qa_qwen2vl", "calls": 1 if qa else 0, "items": ["film"] if qa else []},
-        {"stage": "finalize", "tool": None, "calls": 0, "items": ["video_final"]},
-    ]
-    backends = {t: settings.tool_profile(t).backend for t in settings.profile}
-    # Bytes: PNG keyframes ~1.5 B/pixel, H.264 at crf 18-20 ~0.1 B/pixel/frame (clip + lipsync + film copies).
-    pixels = width * height
-    estimate_ = {
-        "runtime_s": plan.runtime_s, "frames": frames, "fps": fps, "width": width, "height": height,
-        "audio_s": plan.runtime_s, "dialogue_lines": len(lines), "tool_calls": sum(g["calls"] + g.get("qa_calls", 0) for g in graph),
-        "disk_bytes": int(len(plan.base_images) * pixels * 1.5 + 3 * frames * pixels * 0.1 + plan.runtime_s * 24_000 * 2 * 2),
-        "backends": backends,
-        "gpu_required": any(b in {"sdxl", "wan2.1-flf2v", "ltx-video", "chatterbox", "wav2lip", "qwen2-vl"}
-                            for b in backends.values()),
-        "peak_vram_gb": max([{"sdxl": 10, "wan2.1-flf2v": 24, "ltx-video": 16, "chatterbox": 4, "wav2lip": 2,
-                              "qwen2-vl": 18}.get(b, 0)
-                             for b in backends.values()] or [0]),
-    }
-    if not math.isfinite(estimate_["runtime_s"]):
-        raise InvalidInputError("plan runtime is not finite", field="shots")
-    return graph, estimate_

@@ -35,7 +35,8 @@ from sparkle_motion.agents.production_models import (
     StageName,
     StepView,
 )
-from sparkle_motion.agents.production_run import ProductionRun, RunStopped, estimate, start_adhoc_run
+from sparkle_motion.agents.production_estimate import estimate
+from sparkle_motion.agents.production_run import ProductionRun, RunStopped, start_adhoc_run
 from sparkle_motion.agents.production_workflow import APP_NAME, build_production_workflow
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.adk_service import SparkleArtifactService
