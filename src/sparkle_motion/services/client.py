@@ -372,6 +372,7 @@ class ToolClient:
             try:
                 response = self._http.request(method, path, json=json, params=dict(params) if params else None,
                                               headers=headers)
+                self._raise_if_replica_lost(response)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                     httpx.WriteError) as exc:
                 dropped = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
@@ -409,6 +410,20 @@ class ToolClient:
                                   remote_code=self._remote_error(response).get("code"), delay_s=round(delay, 3))
             time.sleep(delay)
             attempt += 1
+
+    def _raise_if_replica_lost(self, response: httpx.Response) -> None:
+        """A Ray Serve proxy's own 500/502/504 (the replica serving the call died): the call was dropped.
+
+        Every mesh service answers its errors with the shared JSON body (the middleware's
+        last-resort 500 included), so a 5xx without it did not come from the tool but from a
+        proxy in front of it that lost the replica mid-call. It is retried like a connection
+        dropped before the answer (the restart budget; Serve starts a new replica), while a
+        tool's own 500 (a backend failure) still raises at once.
+        """
+        if response.status_code in (500, 502, 504) and not self._remote_error(response):
+            raise httpx.RemoteProtocolError(f"the proxy answered {response.status_code} without the tool's error body "
+                                            f"(its replica was lost mid-call): {response.text[:120]!r}",
+                                            request=response.request)
 
     def _wait_for_restart(self, exc: httpx.TransportError, method: str, path: str, attempt: int,
                           away_since: float) -> float:
