@@ -172,9 +172,14 @@ def is_up(settings: Settings | None = None) -> bool:
     return all(r.ready and r.alive for r in rows)
 
 
-def up(settings: Settings | None = None, *, timeout: float = 180.0) -> dict[str, Any]:
-    """Start the mesh (if it is not running) and wait until every service is ready."""
+def up(settings: Settings | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    """Start the mesh (if it is not running) and wait until every service is ready.
+
+    ``timeout``: 180 s on the local engine; on Ray 600 s, since the replicas' workers are
+    started by Ray one after another and a loaded machine takes minutes for them.
+    """
     settings = settings or get_settings()
+    timeout = timeout if timeout is not None else (600.0 if settings.engine == "ray" else 180.0)
     settings.home.mkdir(parents=True, exist_ok=True)
     state = read_state(settings)
     if state and _pid_alive(state.get("supervisor_pid")):
@@ -327,6 +332,9 @@ class Supervisor:
 
     def run(self) -> None:
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        # mesh.json at once, before Ray's slow start: a second `up` on this home then waits for this
+        # supervisor instead of starting another one.
+        self._record()
         if self.settings.engine == "ray":
             from sparkle_motion.ray_engine import RayServeMesh
 

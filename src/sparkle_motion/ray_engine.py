@@ -101,6 +101,14 @@ class RayServeMesh:
         self.gcs_address: str | None = None
 
     def start(self) -> None:
+        """Start or join Ray, start Serve, deploy every tool (not waiting for their replicas)."""
+        self.connect()
+        self.deploy(served_tools(self.settings))
+        log.info("ray_serve_started", gcs_address=self.gcs_address, local=self.started_local,
+                 startup_s=round(self.startup_s or 0.0, 3), http_port=self.settings.ray.http_port)
+
+    def connect(self) -> None:
+        """Start a local Ray instance (or join ``ray.address``) and Serve's proxy; ``startup_s`` times it."""
         started = time.perf_counter()
         for key, value in LEAN_RAY_ENV.items():
             os.environ.setdefault(key, value)
@@ -114,11 +122,12 @@ class RayServeMesh:
         self.gcs_address = ray.get_runtime_context().gcs_address
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": ray_settings.http_port})
         self.startup_s = time.perf_counter() - started
+
+    def deploy(self, entries: list[ToolEntry], *, wait: bool = False) -> None:
+        """Deploy (or redeploy with new settings: Serve scales in place) these tools' applications."""
         serve.run_many([serve.RunTarget(_deployment(self.settings, entry), name=entry.tool_id,
-                                        route_prefix=f"/{entry.tool_id}") for entry in served_tools(self.settings)],
-                       wait_for_applications_running=False)
-        log.info("ray_serve_started", gcs_address=self.gcs_address, local=self.started_local,
-                 startup_s=round(self.startup_s, 3), http_port=ray_settings.http_port)
+                                        route_prefix=f"/{entry.tool_id}") for entry in entries],
+                       wait_for_applications_running=wait)
 
     def states(self) -> dict[str, dict[str, Any]]:
         """Per tool: ``state`` (starting | ready | restarting | gave_up) and replica counts, from serve.status()."""
