@@ -142,3 +142,14 @@ def test_a_replica_sweeps_dead_siblings_staging_files_and_keeps_live_ones(tmp_pa
         sibling.kill()
         sibling.wait()
         store.close()
+
+
+@pytest.mark.parametrize(("engine", "replicas", "uses_jobs"), [("ray", 2, False), ("ray", 1, True), ("local", 2, True)])
+def test_a_long_running_tool_with_replicas_on_ray_is_called_without_jobs(tmp_path, engine, replicas, uses_jobs):
+    """A job lives in one replica; Serve routes each poll anywhere, so several replicas mean one held /invoke."""
+    settings = _settings(tmp_path, {"engine": engine}, tools={"videos_wan": {
+        "long_running": True, "max_job_s": 600, "ray": {"num_replicas": replicas}}})
+    with ToolClient("videos_wan", settings=settings) as client:
+        assert client.use_jobs is uses_jobs
+        read_timeout = client._http.timeout.read
+        assert read_timeout == (settings.client.read_timeout_s if uses_jobs else 660.0)

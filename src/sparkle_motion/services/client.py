@@ -34,6 +34,13 @@ JobProgressCallback = Callable[[dict[str, Any]], None]
 CancelCheck = Callable[[], str | None]
 
 
+def _replicated_on_ray(settings: Settings | None, tool_id: str) -> bool:
+    """True when ``tool_id`` is served by more than one Ray Serve replica behind one route."""
+    if settings is None or settings.engine != "ray" or tool_id not in settings.profile:
+        return False
+    return settings.profile[tool_id].ray.most_replicas > 1
+
+
 class ToolClient:
     """Calls one mesh service over HTTP.
 
@@ -109,14 +116,21 @@ class ToolClient:
         profile = settings.profile.get(tool_id) if settings is not None else None
         self.use_jobs = bool(profile is not None and profile.long_running) if use_jobs is None else use_jobs
         self.max_job_s = max_job_s if max_job_s is not None else (profile.max_job_s if profile is not None else None)
+        if use_jobs is None and self.use_jobs and _replicated_on_ray(settings, tool_id):
+            # A job lives in one replica's memory, and Serve's proxy routes each poll to any replica:
+            # the call is one /invoke held open instead (a disconnect still cancels it), bounded by
+            # max_job_s rather than by one answer's read timeout. docs/scaling.md, "Known limits".
+            self.use_jobs = False
+            timeout = None if self.max_job_s is None else max(timeout, self.max_job_s + JOB_OVERRUN_GRACE_S)
         # A POST whose connection dropped may have been done; tools' /invoke is safe to redo
         # (same inputs, same outputs, the caller records only the answer it gets).
         self.retry_dropped_posts = retry_dropped_posts
         if token is None and settings is not None:
             token = settings.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        connect = connect_timeout if timeout is None else min(connect_timeout, timeout)
         self._http = httpx.Client(base_url=self.base_url, headers=headers, transport=transport,
-                                  timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)))
+                                  timeout=httpx.Timeout(timeout, connect=connect))
         self._log = get_logger("sparkle_motion.services.client", target=tool_id)
 
     # ------------------------------------------------------------ public API
