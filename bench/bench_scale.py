@@ -86,7 +86,8 @@ def run_stage(settings: Settings, keys: tuple[str, str], clips: int, frames: int
         started = time.perf_counter()
         fan_out(list(range(clips)), lambda i: client.invoke(
             {"run_id": RUN, "stage": "video_clips", "start_frame_uri": keys[0], "end_frame_uri": keys[1],
-             "motion_prompt": moves[i % len(moves)], "fps": 12.0, "num_frames": frames, "seed": 1000 + i}),
+             "motion_prompt": moves[i % len(moves)], "fps": 12.0, "num_frames": frames, "seed": 1000 + i,
+             "width": 512, "height": 288}),
             lambda: capacity)
         return time.perf_counter() - started, capacity
 
@@ -116,8 +117,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--sleep-s", type=float, default=2.0)
-    parser.add_argument("--cpu-clips", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=36)
+    parser.add_argument("--cpu-clips", type=int, default=6)
+    parser.add_argument("--frames", type=int, default=72)
     parser.add_argument("--calls", type=int, default=30)
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
@@ -144,7 +145,7 @@ def main() -> None:
                 ray_mesh.deploy([entry], wait=True)
                 rss = tree_rss_mb(set())
                 times[replicas], capacity = run_stage(settings, keys, args.cpu_clips, args.frames)
-                print(f"video_clips, keyframe_motion (CPU), {args.cpu_clips} clips x {args.frames} frames 256x144, "
+                print(f"video_clips, keyframe_motion (CPU), {args.cpu_clips} clips x {args.frames} frames 512x288, "
                       f"{replicas} replica(s) (fan-out {capacity}): {times[replicas]:.1f} s; Ray + replicas RSS "
                       f"{rss:.0f} MB")
             print(f"  CPU backend 2 vs 1 replicas: {times[1] / times[2]:.2f}x faster (2 cores, shared with the "

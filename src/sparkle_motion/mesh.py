@@ -151,7 +151,9 @@ def status(settings: Settings | None = None) -> tuple[dict[str, Any] | None, lis
             # A Serve deployment has no pid of ours: it lives while the supervisor (its Ray driver) does.
             on_ray = info.get("engine") == "ray"
             alive = _pid_alive(state.get("supervisor_pid")) if on_ray and state else _pid_alive(pid)
-            rows.append(ServiceRow(tool_id, url, pid, alive, _ready(client, url), info.get("restarts", 0),
+            # Serve's view: a /ready probe would queue behind replicas busy with a clip.
+            ready = info.get("state") == "ready" if on_ray else _ready(client, url)
+            rows.append(ServiceRow(tool_id, url, pid, alive, ready, info.get("restarts", 0),
                                    settings.tool_profile(tool_id).backend if tool_id in settings.profile else "?",
                                    "ray" if on_ray else "local", int(info.get("replicas") or 0) if on_ray else 1))
     return state, rows

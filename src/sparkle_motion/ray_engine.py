@@ -77,9 +77,11 @@ def _deployment(settings: Settings, entry: ToolEntry) -> Any:
         "name": entry.tool_id,
         "ray_actor_options": {"num_cpus": profile.ray.num_cpus, "num_gpus": profile.ray.num_gpus,
                               "runtime_env": runtime_env},
-        # Serve routes a call only to a replica with a free slot (plus one for /ready and /metadata),
-        # and queues the rest at the proxy instead of piling them onto a busy replica.
-        "max_ongoing_requests": spec_concurrency + 1,
+        # Serve routes a call only to a replica with a free slot and queues the rest at the proxy;
+        # one more would let a burst of fanned-out calls land two on one replica (the second then
+        # answers 503 busy and waits a retry while a sibling idles). /ready and /metadata queue too,
+        # so mesh status reads readiness from serve.status() (mesh.json), not from /ready.
+        "max_ongoing_requests": spec_concurrency,
         "graceful_shutdown_timeout_s": 10.0,
     }
     if profile.ray.max_replicas is not None:
