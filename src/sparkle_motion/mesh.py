@@ -28,6 +28,7 @@ import httpx
 from sparkle_motion.config import Settings, get_settings
 from sparkle_motion.errors import ConfigError, SparkleError
 from sparkle_motion.logs import configure_logging, get_logger
+from sparkle_motion.process_liveness import pid_alive as _pid_alive
 
 MAX_RESTARTS = 3
 POLL_S = 0.5
@@ -48,23 +49,6 @@ def state_path(settings: Settings) -> Path:
 
 def logs_dir(settings: Settings) -> Path:
     return settings.home / "logs"
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); check its state where /proc exists.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def read_state(settings: Settings) -> dict[str, Any] | None:

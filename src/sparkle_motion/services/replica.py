@@ -15,6 +15,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from sparkle_motion.process_liveness import pid_alive
+
 __all__ = ["ReplicaInfo", "current", "dead_replica_staging", "set_current", "staging_prefix"]
 
 
@@ -45,16 +47,6 @@ def staging_prefix(tool_id: str) -> str:
     return f"{tool_id}-p{info.pid}-" if info is not None else f"{tool_id}-"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def dead_replica_staging(tool_id: str, name: str) -> bool:
     """True when ``name`` is a staging file of a replica of ``tool_id`` whose process is gone.
 
@@ -65,4 +57,4 @@ def dead_replica_staging(tool_id: str, name: str) -> bool:
     if match is None:
         return False
     pid = int(match.group(1))
-    return pid == os.getpid() or not _pid_alive(pid)
+    return pid == os.getpid() or not pid_alive(pid)
