@@ -54,6 +54,7 @@ from sparkle_motion.runs import Heartbeat, RunRegistry
 from sparkle_motion.services import install_common
 from sparkle_motion.services.app import current_request_id
 from sparkle_motion.services.openapi import error_responses
+from sparkle_motion.studio import install_studio
 
 __all__ = ["SCHEMA_MODELS", "ProductionService", "create_app"]
 
@@ -348,6 +349,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_common(app, "production_agent", VERSION, settings)
     service.start()
     app.state.production = service
+    install_studio(app, service.store, settings)
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:
