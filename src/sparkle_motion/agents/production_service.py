@@ -40,6 +40,7 @@ from sparkle_motion.agents.production_run import ProductionRun, RunStopped, star
 from sparkle_motion.agents.production_workflow import APP_NAME, build_production_workflow
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.adk_service import SparkleArtifactService
+from sparkle_motion.artifacts.http_face import UPLOAD_PATH, create_artifact_router
 from sparkle_motion.artifacts.sweep import sweep_at_start
 from sparkle_motion.config import Settings, get_settings
 from sparkle_motion.diskspace import Ballast, disk_full_error, is_disk_full
@@ -345,7 +346,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service = ProductionService(settings)
     app = FastAPI(title="production_agent", version=VERSION, docs_url=None, redoc_url=None,
                   description="Executes MoviePlans through the Sparkle Motion FunctionTools.")
-    install_common(app, "production_agent", VERSION, settings)
+    install_common(app, "production_agent", VERSION, settings,
+                   body_limits={UPLOAD_PATH: settings.store.max_upload_bytes})
+    app.include_router(create_artifact_router(lambda: service.store, settings))
     service.start()
     app.state.production = service
 
