@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from sparkle_motion.artifacts import ArtifactStore
-from sparkle_motion.artifacts.http_face import (CHECKSUM_HEADER, METADATA_HEADER, UPLOAD_PATH, create_artifact_router,
-                                                encode_metadata_header)
+from sparkle_motion.artifacts.http_face import create_artifact_router
+from sparkle_motion.artifacts.http_protocol import CHECKSUM_HEADER, METADATA_HEADER, UPLOAD_PATH, encode_metadata_header
 from sparkle_motion.config import load_settings
 from sparkle_motion.services.common import install_common
 

@@ -40,7 +40,8 @@ from sparkle_motion.agents.production_run import ProductionRun, RunStopped, star
 from sparkle_motion.agents.production_workflow import APP_NAME, build_production_workflow
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.adk_service import SparkleArtifactService
-from sparkle_motion.artifacts.http_face import UPLOAD_PATH, create_artifact_router
+from sparkle_motion.artifacts.http_face import create_artifact_router
+from sparkle_motion.artifacts.http_protocol import UPLOAD_PATH
 from sparkle_motion.artifacts.sweep import sweep_at_start
 from sparkle_motion.config import Settings, get_settings
 from sparkle_motion.diskspace import Ballast, disk_full_error, is_disk_full

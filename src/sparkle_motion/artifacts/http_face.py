@@ -42,6 +42,8 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from sparkle_motion.artifacts.http_protocol import (CHECKSUM_HEADER, MAX_METADATA_HEADER_CHARS, METADATA_HEADER,
+                                                    UPLOAD_PATH)
 from sparkle_motion.artifacts.models import ArtifactManifest
 from sparkle_motion.artifacts.store import MEDIA_TYPE_EXTENSIONS, ArtifactStore, normalise_media_type
 from sparkle_motion.config import Settings
@@ -50,29 +52,13 @@ from sparkle_motion.ids import validate_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.services.http_errors import error_body
 
-__all__ = ["UPLOAD_PATH", "CHECKSUM_HEADER", "METADATA_HEADER", "MAX_METADATA_HEADER_CHARS",
-           "create_artifact_router", "encode_metadata_header"]
+__all__ = ["create_artifact_router"]
 
-UPLOAD_PATH = "/artifacts/upload"
-CHECKSUM_HEADER = "X-Checksum-Sha256"
-METADATA_HEADER = "X-Artifact-Metadata"
-#: HTTP servers cap a request's headers (uvicorn/h11: 16 KiB in all), so the metadata header is kept below.
-MAX_METADATA_HEADER_CHARS = 12 * 1024
 UPLOAD_ALLOWED_MEDIA_TYPES = frozenset(MEDIA_TYPE_EXTENSIONS)
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _RANGE_SPEC_RE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 log = get_logger("sparkle_motion.artifacts.http_face")
-
-
-def encode_metadata_header(metadata: dict[str, Any]) -> str:
-    """The ``X-Artifact-Metadata`` value for ``metadata`` (base64url JSON); too big → InvalidInputError."""
-    raw = json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    value = base64.urlsafe_b64encode(raw).decode("ascii")
-    if len(value) > MAX_METADATA_HEADER_CHARS:
-        raise InvalidInputError(f"metadata of {len(raw)} bytes is too big to upload with an artifact "
-                                f"(header limit {MAX_METADATA_HEADER_CHARS} characters)", field="metadata")
-    return value
 
 
 def _decode_metadata_header(value: str | None) -> dict[str, Any]:
