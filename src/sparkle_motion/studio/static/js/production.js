@@ -31,13 +31,24 @@ function stageRows(status) {
   });
 }
 
+// What each item's latest finished step made: a re-rolled keyframe's old image is no longer shown.
+function currentArtifactIds(status) {
+  const latest = new Map();
+  for (const step of status.steps) {
+    if (step.status === "succeeded" || step.status === "cached") latest.set(`${step.stage}/${step.item}`, step.artifact_ids);
+  }
+  return new Set([...latest.values()].flat());
+}
+
 async function previews(box, status) {
   const key = status.steps.filter((s) => s.status === "succeeded" || s.status === "cached").length;
   if (`${status.run_id}:${key}` === previewsKey) return;
   previewsKey = `${status.run_id}:${key}`;
   const view = await api(`/artifacts?run_id=${encodeURIComponent(status.run_id)}`);
-  const shown = view.artifacts.filter((a) => (a.stage === "base_images" && a.media_type.startsWith("image/"))
-    || (["video_clips", "lipsync"].includes(a.stage) && a.media_type === "video/mp4"));
+  const current = currentArtifactIds(status);
+  const shown = view.artifacts.filter((a) => current.has(a.artifact_id) && (
+    (a.stage === "base_images" && a.media_type.startsWith("image/"))
+    || (["video_clips", "lipsync"].includes(a.stage) && a.media_type === "video/mp4")));
   const cards = await Promise.all(shown.map(async (a) => {
     const url = await mediaUrl(contentPath(a.artifact_id));
     const media = a.media_type.startsWith("image/") ? h("img", { src: url, alt: a.artifact_id })
