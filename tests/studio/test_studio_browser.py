@@ -209,3 +209,35 @@ def image_digest(page, item: str) -> str:
         ctx.drawImage(img, 0, 0);
         return canvas.toDataURL('image/png');
     }""", item)
+
+
+def test_the_runs_page_cancels_a_run_waiting_at_its_gate_and_resumes_it(mesh_settings, api, tmp_path):
+    planned = api.post("/studio/plan", json={"prompt": "A lighthouse keeper waves at a passing ship.", "shots": 2,
+                                             "duration_s": 5.0, "seed": 11}, timeout=300)
+    assert planned.status_code == 200, planned.text
+    started = api.post("/invoke", json={"plan_uri": planned.json()["plan_uri"], "review": ["keyframes"]})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    wait_for(lambda: api.get("/status", params={"run_id": run_id}).json()["status"] == "awaiting_review",
+             FILM_TIMEOUT_S, f"{run_id} at its gate", every_s=0.5)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(mesh_settings.url_for("production_agent") + "/#runs")
+        row = page.locator(f"tr[data-run-id='{run_id}']")
+        row.wait_for(timeout=UI_TIMEOUT_MS)
+        assert row.locator(".status").text_content() == "awaiting_review"
+        screenshot(page, tmp_path, "runs_at_gate")
+        row.locator("button.cancel").click()
+        page.wait_for_function(f"document.querySelector(\"tr[data-run-id='{run_id}'] .status\").textContent "
+                               "=== 'stopped'", timeout=UI_TIMEOUT_MS)
+        assert api.get("/status", params={"run_id": run_id}).json()["status"] == "stopped"
+        row.locator("button.resume").click()
+        page.wait_for_function("document.querySelector('#notice').textContent.startsWith('resumed as ')",
+                               timeout=UI_TIMEOUT_MS)
+        resumed = page.locator("#notice").text_content().removeprefix("resumed as ").strip()
+        assert resumed != run_id
+        page.locator(f"tr[data-run-id='{resumed}']").wait_for(timeout=UI_TIMEOUT_MS)
+        screenshot(page, tmp_path, "runs_resumed")
+        wait_for(lambda: api.get("/status", params={"run_id": resumed}).json()["status"] in
+                 ("succeeded", "awaiting_review"), FILM_TIMEOUT_S, f"the resumed run {resumed} to move on",
+                 every_s=0.5)
