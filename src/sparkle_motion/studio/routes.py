@@ -8,7 +8,6 @@ are plain ES modules under ``static/`` with no build step and no CDN.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sparkle_motion.agents.script_agent import PlanRequest
 from sparkle_motion.config import Settings
-from sparkle_motion.errors import InvalidInputError, NotFoundError, SparkleError
-from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN
+from sparkle_motion.artifacts import ArtifactManifest, ArtifactStore
+from sparkle_motion.errors import InvalidInputError
+from sparkle_motion.ids import validate_id
 from sparkle_motion.plan.render_models import render_models
 from sparkle_motion.plan.validation import plan_violations, read_plan_json, validate_plan
 from sparkle_motion.services.app import current_request_id
@@ -76,7 +76,7 @@ def plan_problems(plan: dict[str, Any], settings: Settings) -> list[PlanProblem]
     return problems
 
 
-def install_studio(app: FastAPI, store: Any, settings: Settings) -> None:
+def install_studio(app: FastAPI, store: ArtifactStore, settings: Settings) -> None:
     """Serve the studio at ``/`` and add its routes to production_agent's ``app``."""
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="studio_static")
 
@@ -110,13 +110,9 @@ def install_studio(app: FastAPI, store: Any, settings: Settings) -> None:
         return PlainTextResponse(srt_to_vtt(text.decode("utf-8", errors="replace")), media_type="text/vtt")
 
 
-def _subtitle_manifest(store: Any, artifact_id: str) -> Any:
-    if not re.fullmatch(ID_PATTERN, artifact_id) or len(artifact_id) > ID_MAX_LENGTH:
-        raise InvalidInputError("not an artifact id", field="artifact_id")
-    try:
-        manifest = store.get(artifact_id)
-    except SparkleError as exc:
-        raise NotFoundError(f"no subtitles artifact {artifact_id}: {exc.message}", field="artifact_id") from None
+def _subtitle_manifest(store: ArtifactStore, artifact_id: str) -> ArtifactManifest:
+    validate_id(artifact_id, "artifact_id")
+    manifest = store.get(artifact_id, field="artifact_id")   # unknown → 404 artifact_not_found
     if manifest.artifact_type != "subtitles":
         raise InvalidInputError(f"artifact {artifact_id} is {manifest.artifact_type}, not subtitles",
                                 field="artifact_id")
