@@ -30,7 +30,7 @@ from sparkle_motion.agents.production_models import (
     RunStatus,
 )
 from sparkle_motion.agents.review_gates import GATE_STAGES, fresh_seed, review_state, with_review_state
-from sparkle_motion.errors import ConflictError, InvalidInputError
+from sparkle_motion.errors import ConflictError, InvalidInputError, PlanValidationError
 from sparkle_motion.ids import new_id
 from sparkle_motion.plan import MoviePlan
 from sparkle_motion.runs.models import RunRecord
@@ -199,7 +199,13 @@ class ReviewDesk:
                     element[key] = entry.prompt
         # The service's own intake: the plan validators (422 plan_invalid naming the field), the profile's
         # models, and whatever else it checks of a submitted plan.
-        return self.service.load_plan(ProductionRequest(plan=data))
+        try:
+            return self.service.load_plan(ProductionRequest(plan=data))
+        except PlanValidationError as exc:
+            # The violations name plan paths (details); the answer names the first as its field too.
+            if exc.field is None and exc.details:
+                exc.field = exc.details[0].get("path")
+            raise
 
     def _revise_plan(self, record: RunRecord, state: dict[str, Any], edits: list[tuple[int, RegenerateItem]],
                      offered: dict[str, tuple[str, str]]) -> str:
