@@ -3,7 +3,7 @@ import { api } from "./api.js";
 import { notice } from "./dom.js";
 import { emit, on, state } from "./state.js";
 
-const ENDED = new Set(["succeeded", "failed", "stopped", "interrupted"]);
+const ENDED = new Set(["succeeded", "failed", "stopped", "cancelled", "interrupted"]);
 const EVERY_MS = 1000;
 let timer = null;
 let generation = 0;
