@@ -182,6 +182,14 @@ def test_a_film_from_the_new_film_page_through_the_storyboard_gate_to_the_player
                     if a["artifact_type"] == "video_final")
         assert hashlib.sha256(saved.read_bytes()).hexdigest() == film["sha256"]
         assert info.value.suggested_filename.endswith(".mp4")
+        artifacts = api.get("/artifacts", params={"run_id": run_id}).json()["artifacts"]
+        for button, stage, kind, suffix in (("#download-srt", "assemble", "subtitles", ".srt"),
+                                            ("#download-qa", "qa_publish", "qa_report", ".json")):
+            with page.expect_download(timeout=UI_TIMEOUT_MS) as info:
+                page.click(button)
+            wanted = [a for a in artifacts if (a["stage"], a["artifact_type"]) == (stage, kind)][-1]
+            assert hashlib.sha256(Path(info.value.path()).read_bytes()).hexdigest() == wanted["sha256"], kind
+            assert info.value.suggested_filename.endswith(suffix)
 
         # Runs: the film's run is listed.
         page.click("#tabs button[data-tab='runs']")
