@@ -322,7 +322,8 @@ class Qwen2VLBackend:
 
         results: list[QACheckResult] = []
         if signal_wanted:
-            results += self.signal.run_checks(request, signal_wanted, explicit, states, reference, policy)
+            results += self.signal.run_checks(request, signal_wanted, explicit, states, reference, policy,
+                                              self.signal.resolve_portraits(request, ctx, policy))
         signal_s = time.perf_counter()
         vlm_results, telemetry = self._vlm_checks(request, vlm_wanted, explicit, states, policy, ctx)
         results += vlm_results
