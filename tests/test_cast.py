@@ -153,3 +153,22 @@ def test_dry_run_counts_the_cast(tmp_path):
     assert cast["items"] == ["cast_kit", "cast_ravi"] and cast["calls"] == 2 and cast["qa_calls"] == 2
     assert [g["stage"] for g in graph][:3] == ["plan_intake", "cast", "dialogue_audio"]
     assert portrait_seed(21, "kit") != portrait_seed(21, "ravi") and portrait_seed(21, "kit") == portrait_seed(21, "kit")
+
+
+def test_notebook_cast_tab_uploads_a_portrait_into_the_draft(tmp_path):
+    from sparkle_motion.notebook.cast_upload import upload_portrait
+    from sparkle_motion.notebook.plan_review import PlanReview
+
+    store = ArtifactStore(tmp_path / "home")
+    review = PlanReview(store_factory=lambda: store)
+    review.load(json.loads(PLAN.read_text()), "test")
+    assert len(review.cast_view.children) == 3  # the note and one row per character
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 96), (200, 40, 40)).save(buffer, format="PNG")
+    artifact_id = upload_portrait(review, store, 0, "kit.png", buffer.getvalue())
+    assert review.draft["characters"][0]["reference_image_id"] == artifact_id and review.is_valid
+    assert store.get(artifact_id).artifact_type == "reference_image"
+    assert review.plan.characters[0].reference_image_id == artifact_id
+    with pytest.raises(InvalidInputError):
+        upload_portrait(review, store, 1, "ravi.png", b"not an image")
+    assert "reference_image_id" not in review.draft["characters"][1]
