@@ -26,6 +26,7 @@ from function_tools.qa_qwen2vl.consistency import appearance_distance, figure_pi
 from mesh_harness import running_mesh, wait_for_status
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.uploads import put_image_file
+from sparkle_motion.media import write_wav
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mesh")]
 
@@ -138,9 +139,16 @@ def test_cast_portraits_keep_each_character_and_a_change_re_renders_only_what_sh
     rgb[30:60, 34:62] = (224, 172, 132)    # face
     rgb[64:, 16:80] = (230, 150, 20)       # an orange jacket
     Image.fromarray(rgb).save(photo)
-    uploaded = put_image_file(ArtifactStore(mesh_settings.home), photo)
+    store = ArtifactStore(mesh_settings.home)
+    uploaded = put_image_file(store, photo)
+    # ... and Ravi's voice is a clip: espeak cannot clone, and says so in the line's metadata.
+    clip_path = tmp_path / "ravi.wav"
+    t = np.arange(48_000) / 24_000
+    write_wav(clip_path, (0.3 * np.sin(2 * np.pi * 160 * t)).astype(np.float32), 24_000)
+    clip = store.put("uploads", "uploads", "voice_clip", clip_path, "audio/wav")
     with_photo = copy.deepcopy(plan)
     with_photo["characters"][0]["reference_image_id"] = uploaded.artifact_id
+    with_photo["characters"][1]["voice_profile"]["reference_audio_id"] = clip.artifact_id
     status3, arts3 = run(production, with_photo)
     portrait = outputs(status3, arts3, "cast")["cast_kit"]
     assert portrait["checksum"] == f"sha256:{uploaded.sha256}" or portrait["checksum"] == uploaded.sha256
@@ -152,3 +160,7 @@ def test_cast_portraits_keep_each_character_and_a_change_re_renders_only_what_sh
         assert used["Kit"]["uri"] == portrait["uri"] and used["Kit"]["sha256"] == uploaded.sha256
         assert used["Kit"]["look"]["body"] == [230, 150, 20]  # the photo's jacket is Kit's clothes now
     assert "frame_003" in frames3 and "frame_003" not in redone(status3)["base_images"]
+    assert redone(status3)["dialogue_audio"] == {"line_002", "timeline"}  # Ravi's line only, then the stitch
+    ravi_line = next(s for s in status3["steps"] if s["stage"] == "dialogue_audio" and s["item"] == "line_002")
+    wav = next(arts3[a] for a in ravi_line["artifact_ids"] if arts3[a]["media_type"] == "audio/wav")
+    assert wav["metadata"]["params"]["ignored"]["fields"]["reference_audio_uri"] == clip.uri

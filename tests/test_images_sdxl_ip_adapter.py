@@ -18,14 +18,11 @@ pytest.importorskip("diffusers", reason="the sdxl backend needs the [gpu] extra 
 
 from sparkle_motion.artifacts import ArtifactStore  # noqa: E402
 from tiny_models import write_gpu_profile  # noqa: E402
-from tiny_models.sdxl import build_tiny_ip_adapter, build_tiny_sdxl  # noqa: E402
+from tiny_models.sdxl import TINY_OPTIONS, build_tiny_ip_adapter, build_tiny_sdxl  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("images_sdxl_tiny")
 
 RUN = "sdxl-ip"
-# Tiny SDXL tests render the request's size: native 1024² buckets take minutes on CPU.
-TINY_OPTIONS = {"device": "cpu", "dtype": "float32", "steps": 2, "keep_warm_s": 600, "lock_timeout_s": 0,
-                "native_buckets": False}
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,9 @@ class ImagesSdxlRequest(ToolRequest):
     reference_layout: Literal["auto", "left_right", "speaker_front"] = Field(
         default="auto", description="where each referenced character stands when 2+ share the frame: "
                                     "left_right = in `characters` order, left to right; speaker_front = "
-                                    "the first character large in front, the others behind; auto = left_right")
+                                    "the first character (the speaker) in the middle half, the others in the "
+                                    "outer quarters; auto = left_right. The storyboard always stands them left to "
+                                    "right in `characters` order")
     # Diffusion options: used by `sdxl`, recorded and ignored by `storyboard`.
     steps: int | None = Field(default=None, ge=1, le=200, description="denoising steps (diffusion backends)")
     guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0,

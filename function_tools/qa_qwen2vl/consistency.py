@@ -17,7 +17,9 @@ they face the camera — ``facing (the) camera``, ``faces/looks at/into (the)
 camera``, ``to (the) camera``, ``front-facing`` or ``close-up``/``portrait`` of
 them — and does not say they turn away (``back to the camera``, ``facing away``,
 ``from behind``).  A figure the layout draws facing away is skipped too.  A
-keyframe where no character qualifies passes with that said.
+keyframe where no character qualifies passes with that said, and so does one
+asked without portraits (``expectations.characters`` empty): production may
+ask the check of every keyframe and send portraits only when the plan has them.
 """
 
 from __future__ import annotations
@@ -146,6 +148,9 @@ def check_character_consistency(keyframe: Path, media_uri: str, prompt: str,
                                 ) -> QACheckResult:
     """One keyframe against the portraits of the characters it should show (see the module doc for the rule)."""
     name = "character_consistency"
+    if not portraits:
+        return QACheckResult(name=name, status="passed", media_uri=media_uri, threshold=max_distance,
+                             detail="no portraits given (expectations.characters); nothing to compare")
     checked = [(who, path) for who, path in portraits if faces_camera(prompt, who)]
     if not checked:
         return QACheckResult(name=name, status="passed", media_uri=media_uri, threshold=max_distance,

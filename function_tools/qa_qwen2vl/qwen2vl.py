@@ -305,8 +305,10 @@ class Qwen2VLBackend:
         explicit = request.checks is not None
         wanted = list(request.checks) if explicit else list(CHECK_NAMES)
         # character_consistency: an image-pair question here, not the signal backend's colour measurement.
+        # Without portraits the signal check answers (passed: nothing to compare).
         pair_wanted = "character_consistency" in wanted and bool(request.expectations.characters)
-        signal_wanted = [n for n in wanted if n not in VLM_CHECKS and n != "character_consistency"]
+        signal_wanted = [n for n in wanted
+                         if n not in VLM_CHECKS and not (n == "character_consistency" and pair_wanted)]
         vlm_wanted = [n for n in wanted if n in VLM_CHECKS]
         if request.expectations.prompt is None and "prompt_adherence" in vlm_wanted:
             if explicit:

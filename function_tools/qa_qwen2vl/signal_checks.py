@@ -117,7 +117,8 @@ class SignalChecks:
                  "unexpected_speech": ("speech_intervals", exp.speech_intervals is not None),
                  "continuity": ("reference_frame_uri", exp.reference_frame_uri is not None),
                  "text_policy": ("prompt", exp.prompt is not None),
-                 "character_consistency": ("characters", bool(exp.characters) and exp.prompt is not None)}
+                 # Without portraits there is nothing to compare: the check passes saying so (see consistency.py).
+                 "character_consistency": ("prompt", exp.prompt is not None)}
         for i, name in enumerate(wanted):
             if name in needs and not needs[name][1]:
                 attr = needs[name][0]
@@ -189,9 +190,9 @@ class SignalChecks:
         for state in states:
             results += self._media_results(state, enabled, explicit, exp, reference_luma, reference_error, states,
                                            policy)
-        if "character_consistency" in enabled and portraits and exp.prompt is not None:
+        if "character_consistency" in enabled and exp.prompt is not None:
             rule = policy.character_consistency
-            results += [check_character_consistency(state.path, state.item.uri, exp.prompt, portraits,
+            results += [check_character_consistency(state.path, state.item.uri, exp.prompt, portraits or [],
                                                      max_distance=rule.max_distance, bins=rule.bins)
                         for state in states if state.item.kind == "image" and state.error is None]
 

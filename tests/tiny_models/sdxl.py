@@ -11,6 +11,10 @@ import json
 import tempfile
 from pathlib import Path
 
+#: Profile options of the tiny model on CPU: 2 steps at the request's size (native 1024² buckets take minutes).
+TINY_OPTIONS = {"device": "cpu", "dtype": "float32", "steps": 2, "keep_warm_s": 600, "lock_timeout_s": 0,
+                "native_buckets": False}
+
 #: Written into model_index.json's neighbour so a test can tell which tiny build it loaded.
 TINY_MARKER = "sparkle-tiny-sdxl"
 
@@ -136,7 +140,8 @@ def build_tiny_ip_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0) -> tu
         tensors[f"ip_adapter.{key_id}.to_v_ip.weight"] = sd["to_v_ip.0.weight"]
         key_id += 2
     proj = ImageProjection(cross_attention_dim=cross, image_embed_dim=cross, num_image_text_embeds=4).state_dict()
-    tensors.update({"image_proj.proj.weight": proj["image_embeds.weight"], "image_proj.proj.bias": proj["image_embeds.bias"],
+    tensors.update({"image_proj.proj.weight": proj["image_embeds.weight"],
+                    "image_proj.proj.bias": proj["image_embeds.bias"],
                     "image_proj.norm.weight": proj["norm.weight"], "image_proj.norm.bias": proj["norm.bias"]})
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "ip-adapter_tiny.safetensors"))

@@ -48,7 +48,8 @@ def portrait_seed(plan_seed: int, character_id: str) -> int:
 def portrait_prompt(character: Any) -> str:
     description = character.description.strip().rstrip(".")
     about = f", {description}" if description else ""
-    return f"Head and shoulders portrait of {character.name}{about}, facing the camera, neutral expression, plain background"
+    return (f"Head and shoulders portrait of {character.name}{about}, facing the camera, neutral expression, "
+            "plain background")
 
 
 def portrait_size(width: int, height: int) -> int:

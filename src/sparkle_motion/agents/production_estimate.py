@@ -29,8 +29,8 @@ def estimate(plan: MoviePlan, settings: Settings, qa_mode: str) -> tuple[list[di
     rendered = [c for c in plan.characters if c.reference_image_id is None]  # the others are the user's photos
     graph = [
         {"stage": "plan_intake", "tool": None, "calls": 0, "items": [plan.plan_id]},
-        {"stage": "cast", "tool": "images_sdxl", "calls": len(rendered), "items": [f"cast_{c.id}" for c in plan.characters],
-         "qa_calls": len(rendered) if qa else 0},
+        {"stage": "cast", "tool": "images_sdxl", "calls": len(rendered),
+         "items": [f"cast_{c.id}" for c in plan.characters], "qa_calls": len(rendered) if qa else 0},
         {"stage": "dialogue_audio", "tool": "tts_chatterbox", "calls": len(lines),
          "items": [f"line_{plan.dialogue_timeline.index(e):03d}" for e in lines]},
         {"stage": "base_images", "tool": "images_sdxl", "calls": len(plan.base_images),

@@ -104,7 +104,8 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         return Event(output=out)
 
     nodes = {fn.__name__: FunctionNode(func=fn, name=fn.__name__)
-             for fn in (plan_intake, cast, dialogue_audio, base_images, video_clips, lipsync, assemble, qa_publish, finalize)}
+             for fn in (plan_intake, cast, dialogue_audio, base_images, video_clips, lipsync, assemble, qa_publish,
+                        finalize)}
     return Workflow(
         name="production_agent",
         description="Executes a MoviePlan stage by stage through the Sparkle Motion FunctionTools.",

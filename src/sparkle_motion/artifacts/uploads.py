@@ -25,17 +25,22 @@ AUDIO_MEDIA_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".flac": "audio/
                      ".oga": "audio/ogg", ".opus": "audio/opus", ".m4a": "audio/mp4", ".aac": "audio/aac"}
 
 
-def put_music_file(store: ArtifactStore, path: Path, *, field: str = "--music") -> ArtifactManifest:
-    """Check ``path`` is a usable audio file and store it as a ``music`` artifact; errors name ``field``."""
+def _checked_file(path: Path, field: str, max_bytes: int, media_types: dict[str, str], kind: str) -> str:
+    """A regular file under ``max_bytes`` with a known suffix: its media type (else 422 naming ``field``)."""
     if not path.is_file():
         raise InvalidInputError(f"no such file: {path}", field=field)
     size = path.stat().st_size
-    if size > MAX_MUSIC_BYTES:
-        raise InvalidInputError(f"{path.name} is {size} bytes; at most {MAX_MUSIC_BYTES}", field=field)
-    media_type = AUDIO_MEDIA_TYPES.get(path.suffix.lower())
+    if size > max_bytes:
+        raise InvalidInputError(f"{path.name} is {size} bytes; at most {max_bytes}", field=field)
+    media_type = media_types.get(path.suffix.lower())
     if media_type is None:
-        raise InvalidInputError(f"{path.name}: expected an audio file ({', '.join(sorted(AUDIO_MEDIA_TYPES))})",
-                                field=field)
+        raise InvalidInputError(f"{path.name}: expected {kind} ({', '.join(sorted(media_types))})", field=field)
+    return media_type
+
+
+def put_music_file(store: ArtifactStore, path: Path, *, field: str = "--music") -> ArtifactManifest:
+    """Check ``path`` is a usable audio file and store it as a ``music`` artifact; errors name ``field``."""
+    media_type = _checked_file(path, field, MAX_MUSIC_BYTES, AUDIO_MEDIA_TYPES, "an audio file")
     info = probe(path, field_name=field)
     audio = info.first("audio")
     if audio is None:
@@ -53,15 +58,7 @@ def put_image_file(store: ArtifactStore, path: Path, *, field: str = "--cast") -
     """Check ``path`` is a usable photo and store it as a ``reference_image`` artifact; errors name ``field``."""
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
-        raise InvalidInputError(f"no such file: {path}", field=field)
-    size = path.stat().st_size
-    if size > MAX_IMAGE_BYTES:
-        raise InvalidInputError(f"{path.name} is {size} bytes; at most {MAX_IMAGE_BYTES}", field=field)
-    media_type = IMAGE_MEDIA_TYPES.get(path.suffix.lower())
-    if media_type is None:
-        raise InvalidInputError(f"{path.name}: expected an image ({', '.join(sorted(IMAGE_MEDIA_TYPES))})",
-                                field=field)
+    media_type = _checked_file(path, field, MAX_IMAGE_BYTES, IMAGE_MEDIA_TYPES, "an image")
     try:
         with Image.open(path) as image:
             width, height = image.size

@@ -137,7 +137,8 @@ class VoiceProfile(BaseModel):
     pitch: float | None = Field(None, ge=-MAX_VOICE_PITCH, le=MAX_VOICE_PITCH, allow_inf_nan=False,
                                 description="Pitch shift in semitones.")
     reference_audio_id: SafeId | None = Field(
-        None, description="Artifact id of a voice clip (5-30 s of speech) the character's voice is cloned from: "
+        None, description="Artifact id of a voice clip (a few seconds of clean speech; chatterbox takes 1-60 s) the "
+                          "character's voice is cloned from: "
                           "tts_chatterbox's chatterbox backend clones it, espeak and kokoro record it as ignored. "
                           "It wins over the profile's `voices` map, which stays the per-installation default.")
 
