@@ -500,7 +500,8 @@ def _with_music(settings, plan_uri: str, music_id: str | None, cast_ids: dict[st
     from sparkle_motion.plan.validation import read_plan_json
 
     plan = cast_plan(read_plan_json(ArtifactStore(settings.home).path_for(plan_uri)), cast_ids or {})
-    return validate_plan({**plan, **({"music": {"artifact_id": music_id}} if music_id else {})}).model_dump(mode="json")
+    bed = {"music": {"artifact_id": music_id}} if music_id else {}
+    return validate_plan({**plan, **bed}).model_dump(mode="json")
 
 
 @app.command()
