@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from function_tools.images_sdxl.models import CharacterReference, ImagesSdxlRequest
 from function_tools.qa_qwen2vl.models import QAMedia, QARequest
 from sparkle_motion.agents.production_steps import StageFailed, StepOutcome, tool_payload
+from sparkle_motion.agents.review_gates import item_seed
 from sparkle_motion.errors import InvalidInputError, SparkleError
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ def _user_portrait(run: "ProductionRun", character: Any) -> str:
                                                "source": "user", "source_uri": source.uri},
                                      media={"width": source.width, "height": source.height},
                                      ext=Path(source.local_path).suffix or None)
-        return StepOutcome({"uri": portrait.uri, "source": "user", "sha256": portrait.sha256},
+        return StepOutcome({"uri": portrait.uri, "source": "user", "sha256": portrait.sha256,
+                            "prompt": f"{character.name}: the user's portrait"},
                            [portrait.artifact_id])
 
     inputs = {"reference_image": source.uri, "sha256": source.sha256}
@@ -102,7 +104,8 @@ def _rendered_portrait(run: "ProductionRun", character: Any) -> str:
         with run.building("images_sdxl", "cast"):
             request = ImagesSdxlRequest(
                 prompt=portrait_prompt(character), negative_prompt=PORTRAIT_NEGATIVE,
-                seed=(base_seed + PORTRAIT_SEED_STRIDE * (attempt - 1)) % 2**32, width=side, height=side, count=1,
+                # A reviewer's re-roll of the portrait (review_gates) replaces the derived seed.
+                seed=item_seed(run, item, base_seed, attempt, PORTRAIT_SEED_STRIDE), width=side, height=side, count=1,
                 characters=[character.name],
                 references=[CharacterReference(character=character.name, description=character.description)])
 
@@ -115,7 +118,8 @@ def _rendered_portrait(run: "ProductionRun", character: Any) -> str:
                                                    "source": "rendered", "source_uri": image["uri"],
                                                    "seed": request.seed, "prompt": request.prompt},
                                          media={"width": side, "height": side}, ext=".png")
-            return StepOutcome({"uri": portrait.uri, "source": "rendered", "seed": request.seed},
+            return StepOutcome({"uri": portrait.uri, "source": "rendered", "seed": request.seed,
+                                "prompt": request.prompt},
                                [image["artifact_id"], portrait.artifact_id])
 
         out = run.step("cast", item, "images_sdxl", tool_payload(request), work)
