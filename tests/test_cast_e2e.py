@@ -24,6 +24,7 @@ from PIL import Image
 from function_tools.qa_qwen2vl.checks import load_policy
 from function_tools.qa_qwen2vl.consistency import appearance_distance, figure_pixels, portrait_pixels
 from mesh_harness import running_mesh, wait_for_status
+from sparkle_motion.agents.contact_sheet import CONTACT_SHEET_ITEM
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.uploads import put_image_file
 from sparkle_motion.media import write_wav
@@ -61,7 +62,8 @@ def outputs(status: dict, arts: dict, stage: str) -> dict[str, dict]:
     """item -> the artifact a stage's step produced last (its portrait, keyframe or clip)."""
     found = {}
     for step in status["steps"]:
-        if step["stage"] == stage and ".qa" not in step["item"] and step["status"] in ("succeeded", "cached"):
+        if step["stage"] == stage and ".qa" not in step["item"] and step["item"] != CONTACT_SHEET_ITEM \
+                and step["status"] in ("succeeded", "cached"):
             found[step["item"]] = arts[step["artifact_ids"][-1]]
     return found
 
@@ -126,8 +128,9 @@ def test_cast_portraits_keep_each_character_and_a_change_re_renders_only_what_sh
     changed["characters"][1]["description"] = "a tall engineer in a green coat with black hair"
     status2, arts2 = run(production, changed)
     assert redone(status2) == {
-        "plan_intake": {None}, "cast": {"cast_ravi", "cast_ravi.qa"},
-        "base_images": {"frame_000", "frame_000.qa", "frame_003", "frame_003.qa"},
+        # (the contact sheet after the portraits and after the keyframes shows the new portrait)
+        "plan_intake": {None}, "cast": {"cast_ravi", "cast_ravi.qa", CONTACT_SHEET_ITEM},
+        "base_images": {"frame_000", "frame_000.qa", "frame_003", "frame_003.qa", CONTACT_SHEET_ITEM},
         "video_clips": {"shot_001", "shot_001.qa", "shot_003", "shot_003.qa"},
         "assemble": {None}, "qa_publish": {"final.qa"}, "finalize": {None}}
 
@@ -153,7 +156,7 @@ def test_cast_portraits_keep_each_character_and_a_change_re_renders_only_what_sh
     portrait = outputs(status3, arts3, "cast")["cast_kit"]
     assert portrait["checksum"] == f"sha256:{uploaded.sha256}" or portrait["checksum"] == uploaded.sha256
     assert portrait["metadata"]["source"] == "user"
-    assert {"cast_kit"} == {i for i in redone(status3)["cast"] if not i.endswith(".qa")}
+    assert redone(status3)["cast"] == {"cast_kit", CONTACT_SHEET_ITEM}  # a photo is not QA'd
     frames3 = outputs(status3, arts3, "base_images")
     for frame_id in ("frame_000", "frame_001", "frame_002"):
         used = {c["character"]: c for c in frames3[frame_id]["metadata"]["conditioned_on"]}
