@@ -88,8 +88,8 @@ def test_plan_becomes_a_film(production, mesh_settings):
 
     arts = production.get("/artifacts", params={"run_id": run_id}).json()
     stages = {s["stage"]: s for s in arts["stages"]}
-    assert list(stages) == ["plan_intake", "dialogue_audio", "base_images", "video_clips", "lipsync", "assemble",
-                            "qa_publish", "finalize"]
+    assert list(stages) == ["plan_intake", "cast", "dialogue_audio", "base_images", "video_clips", "lipsync",
+                            "assemble", "qa_publish", "finalize"]
     final = next(a for a in stages["finalize"]["artifacts"] if a["artifact_type"] == "video_final")
     assert final["checksum"].startswith("sha256:") and Path(final["local_path"]).is_file()
 

@@ -81,6 +81,11 @@ class DegenerateImagePolicy(_Section):
     min_entropy_bits: float = Field(ge=0, le=8)
 
 
+class CharacterConsistencyPolicy(_Section):
+    max_distance: float = Field(0.35, gt=0, le=1)
+    bins: int = Field(8, ge=2, le=32)
+
+
 class LimitsPolicy(_Section):
     max_media_bytes: int = Field(ge=1)
     analysis_width: int = Field(ge=16, le=1920)
@@ -105,6 +110,7 @@ class QAPolicy(_Section):
     loudness: LoudnessPolicy
     continuity: ContinuityPolicy
     degenerate_image: DegenerateImagePolicy
+    character_consistency: CharacterConsistencyPolicy = CharacterConsistencyPolicy()
     limits: LimitsPolicy
     text_policy: TextPolicy
 

@@ -39,10 +39,11 @@ class SignalBackend(SignalChecks):
                                             "expectations.reference_frame_uri")
             self.check_size(ref_path, "expectations.reference_frame_uri", policy)
             reference = ref_path
+        portraits = self.resolve_portraits(request, ctx, policy)
         resolved_s = time.perf_counter()
 
         ctx.check_cancelled()
-        results = self.run_checks(request, wanted, explicit, states, reference, policy)
+        results = self.run_checks(request, wanted, explicit, states, reference, policy, portraits)
         report = build_report(results, policy_version=policy.version)
         checked_s = time.perf_counter()
 

@@ -449,6 +449,7 @@ def make(
     profile: Optional[str] = ProfileOption,
     aspect: Optional[str] = AspectOption, fps: Optional[int] = FpsOption,
     music: Optional[Path] = typer.Option(None, "--music", help="Audio file laid under the film as a ducked music bed."),
+    cast: list[str] = typer.Option([], "--cast", help="CHARACTER=PHOTO: the character's portrait (repeatable)."),
 ) -> None:
     """Idea → plan → film: brings the mesh up if needed and shows progress per stage."""
     _check_qa(qa)
@@ -459,6 +460,7 @@ def make(
     started = time.perf_counter()
     settings = _settings(profile)
     music_id = _upload_music(settings, music) if music is not None else None
+    cast_ids = _upload_cast(settings, cast)
     try:
         _ensure_mesh(settings)
         result = _request_plan(settings, idea, title=title, shots=shots, duration=duration, seed=seed, style=style,
@@ -469,11 +471,11 @@ def make(
                       f"{' (offline planner: deterministic, no LLM)' if planner == 'sparkle-offline-planner' else ''}: "
                       f"{summary.get('shots', '?')} shots, {summary.get('dialogue_lines', '?')} lines, "
                       f"{summary.get('runtime_s', 0):.1f} s — {result['artifact_uri']}")
-        if music_id is None:
+        if music_id is None and not cast_ids:
             _produce(settings, plan_uri=result["artifact_uri"], qa=qa, output=output, started=started)
         else:
-            _produce(settings, plan=_with_music(settings, result["artifact_uri"], music_id), qa=qa, output=output,
-                     started=started)
+            _produce(settings, plan=_with_music(settings, result["artifact_uri"], music_id, cast_ids), qa=qa,
+                     output=output, started=started)
     except SparkleError as exc:
         raise _remote_fail(exc) from None
 
@@ -491,14 +493,26 @@ def _upload_music(settings, music: Path) -> str:
     return manifest.artifact_id
 
 
-def _with_music(settings, plan_uri: str, music_id: str) -> dict:
-    """The planned film with the music bed added (validated again, as every plan is)."""
+def _upload_cast(settings, cast: list[str]) -> dict[str, str]:
+    """Check and store the --cast photos before anything runs: {character: artifact id}."""
+    from sparkle_motion.agents.cast_stage import upload_cast
+
+    try:
+        return upload_cast(settings, cast, console.print)
+    except SparkleError as exc:
+        raise _fail(exc) from None
+
+
+def _with_music(settings, plan_uri: str, music_id: str | None, cast_ids: dict[str, str] | None = None) -> dict:
+    """The planned film with the music bed and the cast's photos added (validated again, as every plan is)."""
+    from sparkle_motion.agents.cast_stage import cast_plan
     from sparkle_motion.artifacts import ArtifactStore
     from sparkle_motion.plan import validate_plan
     from sparkle_motion.plan.validation import read_plan_json
 
-    plan = read_plan_json(ArtifactStore(settings.home).path_for(plan_uri))
-    return validate_plan({**plan, "music": {"artifact_id": music_id}}).model_dump(mode="json")
+    plan = cast_plan(read_plan_json(ArtifactStore(settings.home).path_for(plan_uri)), cast_ids or {})
+    bed = {"music": {"artifact_id": music_id}} if music_id else {}
+    return validate_plan({**plan, **bed}).model_dump(mode="json")
 
 
 @app.command()

@@ -26,7 +26,7 @@ from function_tools.images_sdxl.models import ImagesSdxlRequest
 from function_tools.lipsync_wav2lip.models import LipsyncOptions, LipsyncRequest
 from function_tools.qa_qwen2vl.models import QAExpectations, QAMedia, QARequest, TimeInterval
 from function_tools.videos_wan.models import VideosWanRequest
-from sparkle_motion.agents import dialogue_stage
+from sparkle_motion.agents import cast_stage, dialogue_stage
 from sparkle_motion.agents.dialogue_stage import TIMELINE_SAMPLE_RATE
 from sparkle_motion.agents.fan_out import fan_out, tool_capacity
 from sparkle_motion.agents.item_progress import InFlightItems
@@ -109,7 +109,8 @@ class ProductionRun:
         qa = 2 if self.qa_mode == "full" else 1
         lines = sum(1 for e in plan.dialogue_timeline if e.type == "dialogue")
         closeups = sum(1 for s in plan.shots if s.is_talking_closeup)
-        return 1 + lines + 1 + qa * len(plan.base_images) + qa * len(plan.shots) + closeups + 1 + 1 + 1
+        portraits = sum(qa if c.reference_image_id is None else 1 for c in plan.characters)
+        return 1 + portraits + lines + 1 + qa * len(plan.base_images) + qa * len(plan.shots) + closeups + 1 + 1 + 1
 
     def _forced(self, stage: str) -> bool:
         return self.force_from is not None and STAGES.index(stage) >= STAGES.index(self.force_from)
@@ -225,6 +226,9 @@ class ProductionRun:
         self.results["plan_intake"] = {**out, "frame_counts": self.frame_counts, "fps": self.fps}
         return self.results["plan_intake"]
 
+    def cast(self) -> dict[str, Any]:
+        return cast_stage.cast(self)
+
     def dialogue_audio(self) -> dict[str, Any]:
         return dialogue_stage.dialogue_audio(self)
 
@@ -247,9 +251,12 @@ class ProductionRun:
             seed = item_seed(self, base.id, base.seed if base.seed is not None else base_seed + 1000 * index,
                              attempt, SEED_STRIDE)
             negative = {} if base.negative_prompt is None else {"negative_prompt": base.negative_prompt}
+            names = self._characters_in(base.prompt)
             with self.building("images_sdxl", "base_images"):
+                refs = cast_stage.references(self, names)
                 request = ImagesSdxlRequest(prompt=base.prompt, **negative, seed=seed, width=self.width,
-                                            height=self.height, count=1, characters=self._characters_in(base.prompt))
+                                            height=self.height, count=1, characters=names,
+                                            **({"references": refs} if refs else {}))
 
             def work(request: ImagesSdxlRequest = request) -> StepOutcome:
                 response = self.invoke("images_sdxl", request, stage="base_images")
@@ -260,9 +267,10 @@ class ProductionRun:
             state["images"][base.id] = out["uri"]
             if self.qa_mode == "full":
                 with self.building("qa_qwen2vl", "base_images"):
+                    cast_checks, cast_expectations = cast_stage.consistency_request(self, names)
                     qa = QARequest(media=[QAMedia(uri=out["uri"], kind="image")],
-                                   checks=["degenerate_image", "text_policy"],
-                                   expectations=QAExpectations(prompt=base.prompt))
+                                   checks=["degenerate_image", "text_policy", *cast_checks],
+                                   expectations=QAExpectations(prompt=base.prompt, **cast_expectations))
                 verdict = self._qa("base_images", f"{base.id}.qa", qa)
                 state["qa"][base.id] = "passed" if verdict != "fail" else "failed"
         return self._route_after_qa("base_images", state)

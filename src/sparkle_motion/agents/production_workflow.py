@@ -8,7 +8,7 @@ work. QA failures route ``base_images`` and ``video_clips`` back to themselves
 done (not routed back), ``review_gates.after_stage`` draws the contact sheet
 after the keyframes and stops the run at a review gate the run asked for.
 
-    plan_intake → dialogue_audio → base_images ⟲ → video_clips ⟲ → lipsync
+    plan_intake → cast → dialogue_audio → base_images ⟲ → video_clips ⟲ → lipsync
                 → assemble → qa_publish → finalize
 
 The production service builds its own workflow over its own table;
@@ -67,6 +67,11 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         ctx.state["run_id"] = run.run_id
         return Event(output=run.plan_intake())
 
+    def cast(ctx: Any, node_input: Any) -> Event:
+        out = run_of(ctx).cast()
+        ctx.state["cast"] = out["portraits"]
+        return Event(output=out)
+
     def dialogue_audio(ctx: Any, node_input: Any) -> Event:
         out = run_of(ctx).dialogue_audio()
         ctx.state["tts_timeline_uri"] = out["timeline_uri"]
@@ -113,12 +118,13 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         return node
 
     nodes = {fn.__name__: FunctionNode(func=then_gate(fn), name=fn.__name__)
-             for fn in (plan_intake, dialogue_audio, base_images, video_clips, lipsync, assemble, qa_publish, finalize)}
+             for fn in (plan_intake, cast, dialogue_audio, base_images, video_clips, lipsync, assemble, qa_publish,
+                        finalize)}
     return Workflow(
         name="production_agent",
         description="Executes a MoviePlan stage by stage through the Sparkle Motion FunctionTools.",
         edges=[
-            (START, nodes["plan_intake"], nodes["dialogue_audio"], nodes["base_images"]),
+            (START, nodes["plan_intake"], nodes["cast"], nodes["dialogue_audio"], nodes["base_images"]),
             (nodes["base_images"], {"retry": nodes["base_images"], "done": nodes["video_clips"]}),
             (nodes["video_clips"], {"retry": nodes["video_clips"], "done": nodes["lipsync"]}),
             (nodes["lipsync"], nodes["assemble"], nodes["qa_publish"], nodes["finalize"]),
