@@ -61,17 +61,17 @@ def _own_cpu_s() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def services_cpu_s(home: Path) -> float:
-    """CPU seconds used so far by the mesh's services and the children they have waited for (ffmpeg runs)."""
+def services_cpu_s(home: Path) -> dict[str, float]:
+    """CPU seconds used so far by each of the mesh's services and the children it has waited for (ffmpeg runs)."""
     state = json.loads((home / "mesh.json").read_text())
-    total = 0.0
-    for info in state.get("services", {}).values():
+    per_service = {}
+    for tool_id, info in state.get("services", {}).items():
         try:
             fields = Path(f"/proc/{info['pid']}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, KeyError):
             continue
-        total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
-    return total
+        per_service[tool_id] = sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    return per_service
 
 
 def main() -> None:
@@ -84,6 +84,7 @@ def main() -> None:
         # -- make ---------------------------------------------------------------------
         floors = [floor_encode(round(DURATION * FPS), home / "floor0.mp4")]
         cpu0 = services_cpu_s(home)
+        load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         with ToolClient("script_agent", settings=settings) as client:
             planned = client.invoke({"prompt": "A lighthouse keeper and a lost sailor wait out a storm at night",
@@ -93,7 +94,9 @@ def main() -> None:
             run_id = production.start(plan_uri=planned["artifact_uri"], qa_mode="full").run_id
             final = production.wait_for_status(run_id, {"succeeded", "failed"}, timeout=600)
             make_s = time.perf_counter() - t0
-            make_cpu_s = services_cpu_s(home) - cpu0
+            cpu1 = services_cpu_s(home)
+            cpu_by_service = {tool_id: cpu1[tool_id] - cpu0.get(tool_id, 0.0) for tool_id in cpu1}
+            make_cpu_s = sum(cpu_by_service.values())
             if final.status != "succeeded":
                 raise SystemExit(f"make failed: {final.error}")
             film = production.final_film(run_id)
@@ -116,10 +119,13 @@ def main() -> None:
               f"{WIDTH}x{HEIGHT}@{FPS}); plan {plan_s:.2f} s")
         print("  stage wall seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in by_stage.items()))
         print(f"floor (ffmpeg encode of {frames} frames once): {floor:.2f} s "
-              f"(median of {', '.join(f'{wall:.2f}' for wall, _ in floors)}); load average {os.getloadavg()[0]:.1f}")
+              f"(median of {', '.join(f'{wall:.2f}' for wall, _ in floors)}); load average {load_before:.1f} before make, "
+              f"{os.getloadavg()[0]:.1f} after the floors on {os.cpu_count()} CPUs")
         print(f"ratio make/floor: {make_s / floor:.1f}x; make is {runtime / make_s:.2f}x real time")
         print(f"CPU: make {make_cpu_s:.2f} s in the services, floor {floor_cpu:.2f} s; "
               f"ratio {make_cpu_s / floor_cpu:.1f}x")
+        print("  CPU seconds per service: " + ", ".join(
+            f"{tool_id} {cpu:.2f}" for tool_id, cpu in sorted(cpu_by_service.items(), key=lambda kv: -kv[1])))
 
         # -- per-call HTTP overhead -------------------------------------------------------
         payload = {"prompt": "a red kite over a green hill", "width": 64, "height": 64, "seed": 1, "run_id": "bench"}

@@ -35,6 +35,7 @@ from sparkle_motion.agents.production_models import STAGES
 from sparkle_motion.agents.production_steps import StageFailed, StepOutcome, canonical_json, tool_payload
 from sparkle_motion.agents.run_control import RunControl, RunStopped
 from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
+from sparkle_motion.agents.stage_overlap import BackgroundStages
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
 from sparkle_motion.errors import InvalidInputError, SparkleError, ToolCallError
@@ -88,6 +89,7 @@ class ProductionRun:
         self.results: dict[str, Any] = {}
         self.attempts: dict[str, int] = {"base_images": 0, "video_clips": 0}
         self.in_flight = InFlightItems()   # what /status shows as items (with tool job progress)
+        self.background = BackgroundStages(run_id)  # dialogue_audio runs beside the picture stages
         self._done_units = 0
         self._total_units = self._count_units()
         self.fps, self.width, self.height = render_geometry(plan, settings)

@@ -9,6 +9,10 @@ work. QA failures route ``base_images`` and ``video_clips`` back to themselves
     plan_intake → dialogue_audio → base_images ⟲ → video_clips ⟲ → lipsync
                 → assemble → qa_publish → finalize
 
+``dialogue_audio`` only starts its stage, on a thread of the run (stage_overlap):
+speech and pictures do not read each other, so they are made side by side, and
+``lipsync``, the first stage that reads the dialogue, waits for it.
+
 The production service builds its own workflow over its own table;
 ``production_workflow`` (for ``adk web``) starts ad-hoc runs with the
 configured store and registry.
@@ -65,14 +69,18 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         return Event(output=run.plan_intake())
 
     def dialogue_audio(ctx: Any, node_input: Any) -> Event:
-        out = run_of(ctx).dialogue_audio()
-        ctx.state["tts_timeline_uri"] = out["timeline_uri"]
-        return Event(output={"timeline_uri": out["timeline_uri"], "report_uri": out["report_uri"]})
+        run = run_of(ctx)
+        run.background.start("dialogue_audio", run.dialogue_audio)
+        return Event(output={"started": "dialogue_audio", "awaited_by": "lipsync"})
 
     def qa_routed(ctx: Any, stage: str, key: str, render: Callable[[ProductionRun], str]) -> Event:
         # base_images and video_clips: QA may route the stage back to itself ('retry') or on ('done').
         run = run_of(ctx)
-        route = render(run)
+        try:
+            route = render(run)
+        except BaseException:
+            run.background.settle()  # the run fails here: let the dialogue beside it end first
+            raise
         outputs = run.results[stage][key]
         ctx.state[stage] = outputs
         return Event(output={key: outputs, "attempt": run.attempts[stage]}, route=route)
@@ -84,7 +92,10 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         return qa_routed(ctx, "video_clips", "clips", ProductionRun.video_clips)
 
     def lipsync(ctx: Any, node_input: Any) -> Event:
-        return Event(output=run_of(ctx).lipsync())
+        run = run_of(ctx)
+        dialogue = run.background.result("dialogue_audio")
+        ctx.state["tts_timeline_uri"] = dialogue["timeline_uri"]
+        return Event(output=run.lipsync())
 
     def assemble(ctx: Any, node_input: Any) -> Event:
         out = run_of(ctx).assemble()
