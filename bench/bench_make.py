@@ -7,7 +7,10 @@
    three encodes, one before make and two after, so one lucky or unlucky second on a shared
    machine does not decide the ratio). Also CPU seconds: the services' (with the ffmpeg
    processes they ran) for make, ffmpeg's for one floor encode — a ratio that load on the
-   machine moves much less than wall time.
+   machine moves much less than wall time, and per service, so the voice's share shows
+   (`tts_chatterbox`: the cpu profile's `kokoro`; `SPARKLE_TTS_CHATTERBOX_BACKEND=espeak`
+   measures the same film with the eSpeak voice). The load average before make and after
+   the floors is printed: two shared cores under load stretch every wall time.
 3. per-call HTTP overhead: images_sdxl (64x64 storyboard) through the mesh vs the same
    backend called in-process, p50/p95.
 
@@ -79,7 +82,8 @@ def main() -> None:
     started = time.perf_counter()
     with running_mesh(home, render={"fps": FPS, "width": WIDTH, "height": HEIGHT}) as settings:
         cold_start = time.perf_counter() - started
-        print(f"mesh cold start: {cold_start:.2f} s for {len(settings.tools)} services")
+        voice = os.environ.get("SPARKLE_TTS_CHATTERBOX_BACKEND") or settings.tool_profile("tts_chatterbox").backend
+        print(f"mesh cold start: {cold_start:.2f} s for {len(settings.tools)} services; voice: {voice}")
 
         # -- make ---------------------------------------------------------------------
         floors = [floor_encode(round(DURATION * FPS), home / "floor0.mp4")]

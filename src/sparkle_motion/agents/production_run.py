@@ -204,7 +204,10 @@ class ProductionRun:
         remote = exc.remote_error or {}
         detail = remote.get("message") or exc.message
         where = f" ({remote['field']})" if remote.get("field") else ""
+        # A tool's full disk is the run's full disk (code disk_full, 507): freeing space and resuming fixes it.
+        full = remote.get("code") == "disk_full"
         return StageFailed(f"{tool_id} failed in stage {stage}: {detail}{where}",
+                           code="disk_full" if full else None, http_status=507 if full else None,
                            context={"stage": stage, "tool_id": tool_id, "status": exc.status,
                                     "remote_error": remote})
 
