@@ -8,9 +8,10 @@ reads the dialogue, waits for it. Its steps are recorded, cached and paused like
 any other (``ProductionRun.step`` runs on that thread too).
 
 A failure there is raised where the stage is awaited, so the run fails with the
-stage's own error. When the stages beside it fail first, the run waits for the
-background stage to end before failing (``settle``), so no step of a failed run
-is still being written after the run says it ended.
+stage's own error. When the run's thread ends before that (another stage failed,
+a stop, a review gate), it waits for the background stage first (``settle``), so
+no step of the run is still being written after its thread is gone, and a run
+continued past a gate finds the dialogue's steps cached.
 """
 
 from __future__ import annotations
