@@ -8,17 +8,18 @@
    machine does not decide the ratio). Also CPU seconds: the services' (with the ffmpeg
    processes they ran) for make, ffmpeg's for one floor encode — a ratio that load on the
    machine moves much less than wall time, and per service, so the voice's share shows
-   (`tts_chatterbox`: the cpu profile's `kokoro`; `SPARKLE_TTS_CHATTERBOX_BACKEND=espeak`
-   measures the same film with the eSpeak voice). The load average before make and after
+   (`tts_chatterbox`: the cpu profile's `kokoro`; `--voice espeak` measures the same film
+   with the eSpeak voice). The load average before make and after
    the floors is printed: two shared cores under load stretch every wall time.
 3. per-call HTTP overhead: images_sdxl (64x64 storyboard) through the mesh vs the same
    backend called in-process, p50/p95.
 
-    .venv/bin/python bench/bench_make.py
+    .venv/bin/python bench/bench_make.py [--voice kokoro|espeak]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -39,6 +40,7 @@ from sparkle_motion.testing import running_mesh
 
 FPS, WIDTH, HEIGHT, SHOTS, DURATION = 24, 640, 360, 3, 20.0
 CALLS = 30
+VOICES = {"kokoro": ("kokoro", "kokoro-82m-v1.0-int8"), "espeak": ("espeak", "espeak-ng")}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -78,11 +80,16 @@ def services_cpu_s(home: Path) -> dict[str, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--voice", choices=sorted(VOICES), default=None,
+                        help="tts_chatterbox backend for the film (default: the cpu profile's)")
+    args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-make-"))
     started = time.perf_counter()
-    with running_mesh(home, render={"fps": FPS, "width": WIDTH, "height": HEIGHT}) as settings:
+    backends = {"tts_chatterbox": VOICES[args.voice]} if args.voice else None
+    with running_mesh(home, render={"fps": FPS, "width": WIDTH, "height": HEIGHT}, backends=backends) as settings:
         cold_start = time.perf_counter() - started
-        voice = os.environ.get("SPARKLE_TTS_CHATTERBOX_BACKEND") or settings.tool_profile("tts_chatterbox").backend
+        voice = settings.tool_profile("tts_chatterbox").backend
         print(f"mesh cold start: {cold_start:.2f} s for {len(settings.tools)} services; voice: {voice}")
 
         # -- make ---------------------------------------------------------------------
