@@ -36,6 +36,7 @@ from sparkle_motion.agents.production_steps import StageFailed, StepOutcome, can
 from sparkle_motion.agents.review_gates import item_seed
 from sparkle_motion.agents.run_control import RunControl, RunStopped
 from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
+from sparkle_motion.agents.stage_overlap import BackgroundStages
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
 from sparkle_motion.errors import InvalidInputError, SparkleError, ToolCallError
@@ -91,6 +92,7 @@ class ProductionRun:
         # A reviewer's re-rolls, item -> {"seed": n} (the run's review options; review_gates.item_seed).
         self.overrides: dict[str, dict[str, Any]] = {}
         self.in_flight = InFlightItems()   # what /status shows as items (with tool job progress)
+        self.background = BackgroundStages(run_id)  # dialogue_audio runs beside the picture stages
         self._done_units = 0
         self._total_units = self._count_units()
         self.fps, self.width, self.height = render_geometry(plan, settings)
@@ -206,7 +208,10 @@ class ProductionRun:
         remote = exc.remote_error or {}
         detail = remote.get("message") or exc.message
         where = f" ({remote['field']})" if remote.get("field") else ""
+        # A tool's full disk is the run's full disk (code disk_full, 507): freeing space and resuming fixes it.
+        full = remote.get("code") == "disk_full"
         return StageFailed(f"{tool_id} failed in stage {stage}: {detail}{where}",
+                           code="disk_full" if full else None, http_status=507 if full else None,
                            context={"stage": stage, "tool_id": tool_id, "status": exc.status,
                                     "remote_error": remote})
 

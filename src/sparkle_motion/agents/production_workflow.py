@@ -11,6 +11,10 @@ after the keyframes and stops the run at a review gate the run asked for.
     plan_intake → cast → dialogue_audio → base_images ⟲ → video_clips ⟲ → lipsync
                 → assemble → qa_publish → finalize
 
+``dialogue_audio`` only starts its stage, on a thread of the run (stage_overlap):
+speech and pictures do not read each other, so they are made side by side, and
+``lipsync``, the first stage that reads the dialogue, waits for it.
+
 The production service builds its own workflow over its own table;
 ``production_workflow`` (for ``adk web``) starts ad-hoc runs with the
 configured store and registry.
@@ -73,9 +77,9 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         return Event(output=out)
 
     def dialogue_audio(ctx: Any, node_input: Any) -> Event:
-        out = run_of(ctx).dialogue_audio()
-        ctx.state["tts_timeline_uri"] = out["timeline_uri"]
-        return Event(output={"timeline_uri": out["timeline_uri"], "report_uri": out["report_uri"]})
+        run = run_of(ctx)
+        run.background.start("dialogue_audio", run.dialogue_audio)
+        return Event(output={"started": "dialogue_audio", "awaited_by": "lipsync"})
 
     def qa_routed(ctx: Any, stage: str, key: str, render: Callable[[ProductionRun], str]) -> Event:
         # base_images and video_clips: QA may route the stage back to itself ('retry') or on ('done').
@@ -92,7 +96,10 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         return qa_routed(ctx, "video_clips", "clips", ProductionRun.video_clips)
 
     def lipsync(ctx: Any, node_input: Any) -> Event:
-        return Event(output=run_of(ctx).lipsync())
+        run = run_of(ctx)
+        dialogue = run.background.result("dialogue_audio")
+        ctx.state["tts_timeline_uri"] = dialogue["timeline_uri"]
+        return Event(output=run.lipsync())
 
     def assemble(ctx: Any, node_input: Any) -> Event:
         out = run_of(ctx).assemble()
@@ -109,9 +116,17 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
     def then_gate(stage: Callable[[Any, Any], Event]) -> Callable[[Any, Any], Event]:
         # Every node: once its stage is done (not routed back to itself), the review gate after it.
         def node(ctx: Any, node_input: Any) -> Event:
-            event = stage(ctx, node_input)
-            if event.actions.route != "retry":
-                after_stage(run_of(ctx), stage.__name__)
+            try:
+                event = stage(ctx, node_input)
+                if event.actions.route != "retry":
+                    after_stage(run_of(ctx), stage.__name__)
+            except BaseException:
+                # The run's thread ends here (a failure, a stop, a review gate): the dialogue
+                # beside it ends first, so no step of the run is written after the thread is gone.
+                run = runs.get(ctx.state.get("run_id"))
+                if run is not None:
+                    run.background.settle()
+                raise
             return event
 
         node.__name__ = stage.__name__
