@@ -206,3 +206,71 @@ def test_sdxl_plans_on_the_tiny_pipeline_render(tiny_sdxl: Path, plan_name: str)
             image = pipe(prompt="a lighthouse", num_inference_steps=2, width=64, height=64,
                          generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+
+
+# --------------------------------------------------------------------------- LTX-Video (videos_wan ltx-video)
+
+LTX_CARDS = {8: None, 16: "group_offload_fp8", 40: "model_offload", 80: "resident"}
+
+
+@pytest.fixture(scope="module")
+def tiny_ltx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_models.ltx import build_tiny_ltx_video
+
+    return build_tiny_ltx_video(tmp_path_factory.mktemp("plans-ltx") / "ltx")
+
+
+@pytest.mark.parametrize("card", sorted(LTX_CARDS))
+def test_ltx_plan_hooks_are_installed_and_the_tiny_render_runs(tiny_ltx: Path, card: int) -> None:
+    """``memory: auto`` on the ltx-video backend: the card's plan, its hooks on the real pipeline, a render."""
+    from function_tools.videos_wan.diffusion import StepProgress
+    from function_tools.videos_wan.ltx import PLAN_FAMILY, LtxOptions, LtxRenderSpec, make_loader, render_ltx
+
+    # fp8_storage as a user might leave it on: the group_offload_fp8 plan must not cast the transformer twice.
+    options = LtxOptions.from_profile({"device": "cpu", "dtype": "float32", "steps": 1, "max_sequence_length": 16,
+                                       "timesteps": None, "fp8_storage": card == 16,
+                                       "memory": {"plan": "auto", "simulate_total_gb": card}})
+    calls: list[Any] = []
+    loader = make_loader(str(tiny_ltx), options)
+
+    def counting_loader(spec: Any) -> Any:
+        calls.append(spec)
+        return loader(spec)
+
+    if LTX_CARDS[card] is None:
+        with pytest.raises(MemoryPlanError) as caught:
+            with model_context("ltx-tiny", counting_loader, device="cpu", dtype="float32", memory=options.memory,
+                               plan_family=PLAN_FAMILY):
+                pass
+        assert calls == [] and caught.value.code == "memory_plan_refused"   # refused before anything loaded
+        assert "this device has 8 GB" in caught.value.message and caught.value.context["min_gb"] == 12
+        return
+    with model_context("ltx-tiny", counting_loader, device="cpu", dtype="float32", memory=options.memory,
+                       plan_family=PLAN_FAMILY, keep_warm_s=0) as handle:
+        pipe = handle.model
+        telemetry = handle.telemetry
+        applied = telemetry["applied_memory_options"]
+        plan = telemetry["memory_plan"]
+        assert plan["name"] == LTX_CARDS[card] and plan["family"] == "ltx-video" and plan["simulated"] is True
+        assert f"plan:{plan['name']}" in applied and "vae_tiling" in applied
+        hooks = diffusers_hooks(pipe.transformer)
+        if card == 16:
+            assert hooks["group_offloading"] > 10 and hooks["layerwise_casting"] > 5
+            assert {"group_offload_leaf(transformer, no_stream)", "layerwise_casting_fp8(transformer)",
+                    "text_encoder_offload"} <= set(applied)
+            assert "layerwise_casting_fp8" not in applied   # the loader's own fp8 left it to the plan
+            assert torch.float8_e4m3fn in {p.dtype for p in pipe.transformer.parameters()}
+        else:
+            assert hooks["group_offloading"] == 0 and hooks["layerwise_casting"] == 0
+        if card == 40:
+            assert "cpu_offload_model" in applied
+            assert hasattr(pipe.transformer, "_hf_hook") and hasattr(pipe.text_encoder, "_hf_hook")
+        else:
+            assert "text_encoder_offload" in applied and getattr(pipe.text_encoder, "_sparkle_offload_hooks", None)
+        start, end = Image.new("RGB", (64, 64), (200, 30, 30)), Image.new("RGB", (64, 64), (30, 30, 200))
+        spec = LtxRenderSpec(width=64, height=64, num_frames=9, frame_rate=24, prompt="a red door opens",
+                             negative_prompt="", steps=1, guidance_scale=1.0, seed=3)
+        with handle.inference():
+            frames = render_ltx(pipe, start, end, spec, options, StepProgress(None))
+    assert frames.shape == (9, 64, 64, 3) and np.isfinite(frames).all() and frames.std() > 0
+    assert len(calls) == 1
