@@ -42,6 +42,7 @@ from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.media import read_wav, write_wav
 from sparkle_motion.plan import MoviePlan, validate_plan
+from sparkle_motion.plan.policy import active_policy, screen_plan
 from sparkle_motion.plan.render_models import render_models
 from sparkle_motion.runs import RunRegistry
 from sparkle_motion.services import ToolClient, ToolRequest
@@ -210,6 +211,7 @@ class ProductionRun:
 
     def plan_intake(self) -> dict[str, Any]:
         self.begin_stage("plan_intake")
+        screen_plan(self.plan, active_policy(self.settings))   # a blocked term fails the run before any tool call
         plan_json = self.plan.model_dump(mode="json")
 
         def work() -> StepOutcome:
