@@ -105,6 +105,8 @@ class ToolRuntime:
             "model": self.profile.model,
             "state": self.readiness.state,
             "limits": {"max_body_bytes": spec.max_body_bytes, "max_concurrency": self.capacity},
+            # What the loaded backend can answer (e.g. qa_qwen2vl's checks); {} while loading or when it does not say.
+            "capabilities": self.backend.capabilities() if hasattr(self.backend, "capabilities") else {},
             "request_schema": spec.request_model.model_json_schema(mode="validation"),
             "response_schema": spec.response_model.model_json_schema(mode="serialization"),
             "request_id": current_request_id(),
