@@ -20,6 +20,7 @@ expectations.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -78,21 +79,26 @@ def answered_checks(client: ToolClient) -> frozenset[str]:
 
 
 class RunQaChecks:
-    """One run's check selections: the tool asked once, the missing vision checks logged once."""
+    """One run's check selections: the tool asked once, the missing vision checks logged once.
+
+    Thread-safe: a stage's clips are checked from ``fan_out``'s threads.
+    """
 
     def __init__(self, client: Callable[[], ToolClient], warn: Callable[[str, list[str]], None]) -> None:
         self._client = client
         self._warn = warn
+        self._lock = threading.Lock()
         self._answered: frozenset[str] | None = None
         self.not_available: set[str] = set()
 
     def select(self, role: MediaRole) -> CheckSelection:
-        if self._answered is None:
-            self._answered = answered_checks(self._client())
-        selection = select_checks(role, self._answered)
-        fresh = sorted(set(selection.not_available) - self.not_available)
-        if fresh:
+        with self._lock:
+            if self._answered is None:
+                self._answered = answered_checks(self._client())
+            selection = select_checks(role, self._answered)
+            fresh = sorted(set(selection.not_available) - self.not_available)
             self.not_available.update(fresh)
+        if fresh:
             self._warn(f"QA backend cannot answer the vision checks {', '.join(fresh)}: reported not_available",
                        fresh)
         return selection
