@@ -57,6 +57,7 @@ CPU = {"device": "cpu", "dtype": "float32", "lock_timeout_s": 120, "keep_warm_s"
 # step, so each clip renders for several times the callers' HTTP read timeout: only the job path can finish it.
 READ_TIMEOUT_S, WAN_STEPS, STEP_DELAY_S = 2.0, 4, 1.5
 LTX_STEP_DELAY_S = 0.75   # gpu-24gb.yaml's distilled schedule: 8 timesteps
+QA_MAX_NEW_TOKENS, QA_TOKEN_DELAY_S = 16, 0.1
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,9 @@ def gpu_test_profile(root: Path, models: TinyModels, turn: VideoTurn) -> Path:
     tools["lipsync_wav2lip"]["options"] = {"wav2lip_dir": str(checkout), "checkpoint_path": str(checkpoint),
                                            "python": sys.executable, "device": "cpu", "timeout_s": 120,
                                            "lock_timeout_s": 120, "preset": "ultrafast"}
-    tools["qa_qwen2vl"].update(model=str(models.qwen2vl),
-                               options={**CPU, "max_new_tokens": 16, "frames_per_video": 2,
+    # Each generated token waits QA_TOKEN_DELAY_S, so /status can see Qwen2-VL's progress between its polls.
+    tools["qa_qwen2vl"].update(model=str(models.qwen2vl), test_step_delay_s=QA_TOKEN_DELAY_S,
+                               options={**CPU, "max_new_tokens": QA_MAX_NEW_TOKENS, "frames_per_video": 2,
                                         "policy_path": str(lax_qa_policy(root / "qa_policy.yaml"))})
     for entry in tools.values():
         entry["port"] = free_port()
@@ -215,10 +217,14 @@ def test_make_runs_end_to_end_through_the_gpu_backends(tmp_path, tiny_models, tu
         cli("down", timeout=120)
 
     # Item progress from inside the video model's denoising loop, in /status and in the CLI's output.
-    video_items = [i for i in watcher.items if i["stage"] == "video_clips" and i["step"] is not None]
+    stepped = [i for i in watcher.items if i["step"] is not None]
+    video_items = [i for i in stepped if i["stage"] == "video_clips" and i["tool_id"] == "videos_wan"]
     assert video_items, f"/status never showed a video_clips item with a step; saw {watcher.items[-5:]}"
     assert {i["total"] for i in video_items} == {turn.steps}
-    assert {i["tool_id"] for i in video_items} == {"videos_wan"}
+    # Qwen2-VL's token loop reports progress too (total: max_new_tokens), on keyframes and on clips.
+    qa_items = [i for i in stepped if i["tool_id"] == "qa_qwen2vl"]
+    assert {i["stage"] for i in qa_items} >= {"base_images", "video_clips"}, qa_items[-5:]
+    assert {i["total"] for i in qa_items} == {QA_MAX_NEW_TOKENS}
     assert all(i["job_id"] and i["summary"].startswith(f"video_clips {i['item']}: step ") for i in video_items)
     assert any(i["eta_s"] is not None and ", eta " in i["summary"] for i in video_items), video_items
     assert re.search(rf"video_clips shot_\w+: step \d/{turn.steps}", made.stdout), made.stdout[-3000:]
