@@ -7,7 +7,8 @@
 * Env overrides, and no others: ``SPARKLE_PROFILE``, ``SPARKLE_HOME`` (artifact
   root, default ``./.sparkle``), ``SPARKLE_<TOOL>_BACKEND`` (e.g.
   ``SPARKLE_IMAGES_SDXL_BACKEND=storyboard``) and ``SPARKLE_TOKEN`` (bearer token,
-  required to bind a non-loopback address: at least 16 characters, no whitespace).
+  required to bind a non-loopback address: at least 16 characters, no whitespace),
+  and for the engine ``SPARKLE_ENGINE`` and ``SPARKLE_RAY_ADDRESS`` (``engine_config.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from sparkle_motion.engine_config import RaySettings, RayToolSettings, parse_engine, parse_tool_ray
 from sparkle_motion.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -66,6 +68,11 @@ class ToolEntry:
     backends: tuple[str, ...]
     python: str | None = None
 
+    @property
+    def is_agent(self) -> bool:
+        """An agent service (script_agent, production_agent): a supervised process on every engine."""
+        return self.module.startswith("sparkle_motion.agents.")
+
 
 @dataclass(frozen=True)
 class ToolProfile:
@@ -88,6 +95,10 @@ class ToolProfile:
     long_running: bool = False
     max_job_s: float | None = None
     test_step_delay_s: float = 0.0
+    #: Replicas and their resources when the engine is ray (engine_config.py).
+    ray: RayToolSettings = field(default_factory=RayToolSettings)
+    #: The most items a stage fans out to this tool at once, whatever capacity it reports.
+    max_fan_out: int | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,32 @@ class ClientPolicy:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """Where a process finds the artifact store (profile block ``store:``).
+
+    ``mode: local`` (the default): the blobs and the SQLite index under ``SPARKLE_HOME``
+    are on this host. ``mode: http``: the tools read their inputs and write their outputs
+    through production_agent's artifact face at ``url`` (``artifacts/http_store.py``),
+    checksums checked at both ends; for a tool on a host that does not share the disk.
+    ``max_upload_bytes``: the largest body ``POST /artifacts/upload`` accepts (413 beyond).
+    """
+
+    mode: str = "local"
+    url: str | None = None          # None: production_agent's registry URL
+    max_upload_bytes: int = 512 << 20
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("local", "http"):
+            raise ConfigError(f"store.mode must be 'local' or 'http' (got {self.mode!r})", field="store.mode")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"store.url must be an http(s) URL (got {self.url!r:.80})", field="store.url")
+        if isinstance(self.max_upload_bytes, bool) or not isinstance(self.max_upload_bytes, int) \
+                or not 1 <= self.max_upload_bytes <= 1 << 40:
+            raise ConfigError("store.max_upload_bytes must be an integer from 1 to 2**40",
+                              field="store.max_upload_bytes")
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     profile_name: str
@@ -140,6 +177,12 @@ class Settings:
     client: ClientPolicy = field(default_factory=ClientPolicy)
     #: production_agent resumes, when it starts, the runs its crashed predecessor left interrupted.
     auto_resume: bool = True
+    store: StoreSettings = field(default_factory=StoreSettings)
+    #: Films production_agent runs at once; later ones wait as ``queued`` (agents/film_queue.py).
+    max_concurrent_runs: int = 1
+    #: ``local`` (one supervised process per service) or ``ray`` (tools as Ray Serve deployments).
+    engine: str = "local"
+    ray: RaySettings = field(default_factory=RaySettings)
 
     def tool(self, tool_id: str) -> ToolEntry:
         try:
@@ -159,6 +202,9 @@ class Settings:
     def url_for(self, tool_id: str) -> str:
         entry = self.tool(tool_id)
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        if self.engine == "ray" and not entry.is_agent:
+            # Serve's proxy, one route prefix per tool (ray_engine.py); callers do not change.
+            return f"http://127.0.0.1:{self.ray.http_port}/{tool_id}"
         return f"http://{host}:{entry.port}"
 
     @property
@@ -236,8 +282,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
                                         or not 1 <= concurrency <= 64):
             raise ConfigError(f"profile {profile_path.name}: tools.{tool_id}.max_concurrency must be an integer "
                               f"1-64 (got {concurrency!r})", field=f"tools.{tool_id}.max_concurrency")
+        ray_tool, max_fan_out = parse_tool_ray(raw, f"tools.{tool_id}")
         per_tool[tool_id] = ToolProfile(backend=backend, model=str(raw.get("model", backend)),
                                         options=dict(raw.get("options") or {}), max_concurrency=concurrency,
+                                        ray=ray_tool, max_fan_out=max_fan_out,
                                         **_job_settings(raw, f"{profile_path.name}: tools.{tool_id}"))
         # A profile may move a tool to another port (tests run several meshes side by side)
         # or to another interpreter (a tool whose ML stack conflicts with the rest).
@@ -249,6 +297,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
     auto_resume = raw_profile.get("auto_resume", True)
     if not isinstance(auto_resume, bool):
         raise ConfigError(f"profile {profile_path.name}: auto_resume must be true or false", field="auto_resume")
+    engine, ray = parse_engine(raw_profile, env)
     return Settings(
         home=home,
         profile_name=str(raw_profile.get("name") or profile_path.stem),
@@ -262,7 +311,28 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         client=_seconds_section(ClientPolicy, "client", raw_profile.get("client"), profile_path, lowest=0.0,
                                 highest=86_400.0),
         auto_resume=auto_resume,
+        store=_store_settings(raw_profile.get("store"), profile_path),
+        max_concurrent_runs=_max_concurrent_runs(raw_profile.get("max_concurrent_runs", 1), profile_path),
+        engine=engine,
+        ray=ray,
     )
+
+
+def _store_settings(raw: Any, profile_path: Path) -> StoreSettings:
+    if raw is None:
+        return StoreSettings()
+    known = {f.name for f in fields(StoreSettings)}
+    if not isinstance(raw, dict) or set(raw) - known:
+        raise ConfigError(f"profile {profile_path.name}: store must be a mapping of {', '.join(sorted(known))}",
+                          field="store")
+    return StoreSettings(**raw)
+
+
+def _max_concurrent_runs(value: Any, profile_path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise ConfigError(f"profile {profile_path.name}: max_concurrent_runs must be an integer 1-64 "
+                          f"(got {value!r})", field="max_concurrent_runs")
+    return value
 
 
 def _job_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:

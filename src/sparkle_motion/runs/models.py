@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RunStatus = Literal["pending", "running", "paused", "stopped", "succeeded", "failed", "interrupted"]
+RunStatus = Literal["pending", "running", "paused", "stopped", "succeeded", "failed", "interrupted",
+                    "awaiting_review"]
 StepStatus = Literal["running", "succeeded", "failed", "skipped", "cached"]
 RunMode = Literal["dry", "run"]
 QAMode = Literal["full", "skip"]
@@ -19,12 +20,15 @@ LOG_LEVELS: tuple[str, ...] = LogLevel.__args__  # type: ignore[attr-defined]
 
 #: Which status a run may move to from each status.  succeeded and stopped are
 #: final; failed and interrupted runs may be resumed (cached steps make that cheap).
+#: awaiting_review: stopped at a review gate (agents/review_gates.py); no thread drives it, so
+#: a restart leaves it as it is, and the review moves it back to running.
 RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"running", "stopped", "failed"}),
-    "running": frozenset({"paused", "stopped", "succeeded", "failed", "interrupted"}),
+    "running": frozenset({"paused", "stopped", "succeeded", "failed", "interrupted", "awaiting_review"}),
     "paused": frozenset({"running", "stopped", "failed"}),
     "interrupted": frozenset({"running", "stopped", "failed"}),
     "failed": frozenset({"running"}),
+    "awaiting_review": frozenset({"running", "stopped", "failed"}),
     "stopped": frozenset(),
     "succeeded": frozenset(),
 }

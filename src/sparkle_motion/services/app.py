@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from sparkle_motion.artifacts import ArtifactStore
+from sparkle_motion.artifacts.http_store import HttpArtifactStore, open_tool_store
 from sparkle_motion.artifacts.sweep import sweep_at_start
 from sparkle_motion.config import Settings, ToolProfile, get_settings
 from sparkle_motion.diskspace import disk_full_error, is_disk_full
@@ -32,6 +33,7 @@ from sparkle_motion.services.context import CancelToken, ProgressSink, ToolConte
 from sparkle_motion.services.http_errors import parse_json_body, validation_error
 from sparkle_motion.services.jobs import JobTable, install_jobs
 from sparkle_motion.services.openapi import error_responses, json_body_doc
+from sparkle_motion.services import replica
 from sparkle_motion.services.readiness import Readiness
 from sparkle_motion.services.request_id import current_request_id
 from sparkle_motion.services.spec import ToolSpec, import_string, resolve_profile
@@ -52,7 +54,7 @@ class ToolRuntime:
         self.profile = profile
         self.readiness = readiness
         self.backend: Any = None
-        self.store: ArtifactStore | None = None
+        self.store: ArtifactStore | HttpArtifactStore | None = None
         self.capacity = profile.max_concurrency or spec.max_concurrency
         self.slots = anyio.Semaphore(self.capacity)
         self.log = get_logger(f"sparkle_motion.services.{spec.tool_id}")
@@ -69,9 +71,11 @@ class ToolRuntime:
         name = self.profile.backend
         self.log.info("backend.load_start", backend=name, model=self.profile.model)
         try:
-            self.store = ArtifactStore(self.settings.home, db_path=self.settings.db_path)
-            # A killed call's staging files: this tool's own at once, anyone's past the longest job.
-            sweep_at_start(self.settings, self.log, self.store, own_prefix=f"{self.spec.tool_id}-")
+            self.store = open_tool_store(self.settings)  # store.mode http: through production_agent's face
+            if isinstance(self.store, ArtifactStore):
+                # A killed call's staging files: this tool's own at once (a Serve replica: its dead
+                # siblings'), anyone's past the longest job.
+                sweep_at_start(self.settings, self.log, self.store, own_prefix=self._own_staging())
             backend_cls = import_string(self.spec.backends[name], what=f"backend {name!r}")
             backend = backend_cls(self.profile, self.settings)
             backend.load()
@@ -83,6 +87,14 @@ class ToolRuntime:
         self.readiness.mark_ready()
         self.log.info("backend.ready", backend=name, load_s=round(time.perf_counter() - started, 3))
 
+    def _own_staging(self) -> str | Callable[[str], bool]:
+        """The staging files a starting process may remove at once: all of its tool's, or, in one
+        of several Serve replicas, those of replicas whose process is gone (services/replica.py)."""
+        tool_id = self.spec.tool_id
+        if replica.current() is None:
+            return f"{tool_id}-"
+        return lambda name: replica.dead_replica_staging(tool_id, name)
+
     def close(self) -> None:
         self.readiness.mark_stopping()
         # A load() still running is not waited for: its daemon thread dies with
@@ -93,6 +105,8 @@ class ToolRuntime:
                 close()
             except Exception:  # noqa: BLE001 - shutdown must go on; the failure is logged
                 self.log.exception("backend.close_failed", backend=self.profile.backend)
+        if isinstance(self.store, HttpArtifactStore):
+            self.store.close()  # its download cache is a private temp folder
 
     def metadata(self) -> dict[str, Any]:
         spec = self.spec
@@ -104,7 +118,9 @@ class ToolRuntime:
             "active_backend": self.profile.backend,
             "model": self.profile.model,
             "state": self.readiness.state,
-            "limits": {"max_body_bytes": spec.max_body_bytes, "max_concurrency": self.capacity},
+            # replicas: how many processes serve this tool behind its URL (Serve; 1 on the local engine).
+            "limits": {"max_body_bytes": spec.max_body_bytes, "max_concurrency": self.capacity,
+                       "replicas": info.replicas if (info := replica.current()) is not None else 1},
             # What the loaded backend can answer (e.g. qa_qwen2vl's checks); {} while loading or when it does not say.
             "capabilities": self.backend.capabilities() if hasattr(self.backend, "capabilities") else {},
             "request_schema": spec.request_model.model_json_schema(mode="validation"),
