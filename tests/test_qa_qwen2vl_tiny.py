@@ -164,6 +164,17 @@ def test_garbage_model_output_is_inconclusive_beside_real_signal_checks(qa: QA) 
     assert meta["vlm_checks"] == CHECKS and body["timings"]["inference_s"] > 0
 
 
+def test_metadata_lists_the_vision_checks_production_asks_for(qa: QA) -> None:
+    from function_tools.qa_qwen2vl.models import CHECK_NAMES
+    from sparkle_motion.agents.qa_checks import answered_checks, select_checks
+    from sparkle_motion.services import ToolClient
+
+    capabilities = qa.tool.client.get("/metadata").json()["capabilities"]
+    assert capabilities == {"checks": list(CHECK_NAMES), "vision_checks": CHECKS}
+    answered = answered_checks(ToolClient("qa_qwen2vl", base_url=qa.tool.url, token=""))
+    assert set(CHECKS) <= set(select_checks("keyframe", answered).checks)
+
+
 def test_second_call_reuses_the_warm_model_and_explicit_checks_limit_the_work(qa: QA) -> None:
     status, body = invoke(qa, [("still", "image")], checks=["safety", "degenerate_image"])
     assert status == 200, body

@@ -257,6 +257,10 @@ class Qwen2VLBackend:
                               field="options.memory.cpu_offload")
         resolve_plan(qwen2vl_family(self.profile.model), self.memory, device)  # a card too small fails /ready
 
+    def capabilities(self) -> dict[str, list[str]]:
+        """What /metadata says this backend answers: every signal check plus the Qwen2-VL verdicts."""
+        return {"checks": list(CHECK_NAMES), "vision_checks": list(VLM_CHECKS)}
+
     def close(self) -> None:
         from sparkle_motion import gpu_utils
 

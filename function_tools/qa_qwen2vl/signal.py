@@ -20,6 +20,10 @@ from sparkle_motion.services import ToolContext
 class SignalBackend(SignalChecks):
     """CPU QA backend: every check is a measurement over decoded media."""
 
+    def capabilities(self) -> dict[str, list[str]]:
+        """What /metadata says this backend answers: the measurement checks, no vision check."""
+        return {"checks": list(ALL_CHECKS), "vision_checks": []}
+
     def invoke(self, request: QARequest, ctx: ToolContext) -> QAResponse:
         assert self.policy is not None, "load() must run before invoke()"
         policy = self.policy

@@ -47,9 +47,11 @@ def _fail(exc: SparkleError) -> "typer.Exit":
 def validate(plan_file: Path = typer.Argument(..., help="MoviePlan JSON file (or a plan artifact wrapping one).")) -> None:
     """Validate a MoviePlan: prints OK or every violation with its JSON path (exit 0 / 2)."""
     from sparkle_motion.plan import load_plan_file
+    from sparkle_motion.plan.policy import screen_plan
 
     try:
         plan = load_plan_file(plan_file)
+        screen_plan(plan)   # the content policy plan intake applies (a ContentPolicyError: exit 2)
     except PlanValidationError as exc:
         err_console.print(f"[bold red]INVALID[/] {plan_file}: {len(exc.details) or 1} violation(s)")
         for detail in exc.details:

@@ -39,6 +39,7 @@ PORTRAIT_QA_BUDGET = 2  # redraws with a new seed after a failed QA, per portrai
 PORTRAIT_SEED_STRIDE = 7919
 PORTRAIT_NEGATIVE = "profile view, back view, looking away, crowd, text, watermark"
 MAX_CAST_PHOTOS = 8
+CAST_CHECKS = frozenset({"character_consistency"})  # the QA checks that compare a keyframe with portraits
 
 
 def portrait_seed(plan_seed: int, character_id: str) -> int:

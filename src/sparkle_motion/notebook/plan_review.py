@@ -19,6 +19,7 @@ import ipywidgets as widgets
 
 from sparkle_motion.notebook.cast_upload import cast_rows
 from sparkle_motion.plan import MAX_PLAN_FILE_BYTES, MoviePlan, format_path, plan_violations, validate_plan
+from sparkle_motion.plan.policy import plan_policy_violations
 
 __all__ = ["PlanReview"]
 
@@ -136,6 +137,9 @@ class PlanReview:
             return []
         violations = plan_violations(self.draft)
         self.plan = validate_plan(self.draft) if not violations else None
+        if self.plan is not None:   # the content policy plan intake applies (sparkle_motion.plan.policy)
+            violations = plan_policy_violations(self.plan)
+            self.plan = None if violations else self.plan
         self._show_violations(violations)
         return violations
 

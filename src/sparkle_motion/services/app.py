@@ -121,6 +121,8 @@ class ToolRuntime:
             # replicas: how many processes serve this tool behind its URL (Serve; 1 on the local engine).
             "limits": {"max_body_bytes": spec.max_body_bytes, "max_concurrency": self.capacity,
                        "replicas": info.replicas if (info := replica.current()) is not None else 1},
+            # What the loaded backend can answer (e.g. qa_qwen2vl's checks); {} while loading or when it does not say.
+            "capabilities": self.backend.capabilities() if hasattr(self.backend, "capabilities") else {},
             "request_schema": spec.request_model.model_json_schema(mode="validation"),
             "response_schema": spec.response_model.model_json_schema(mode="serialization"),
             "request_id": current_request_id(),
