@@ -232,8 +232,12 @@ def _discard(tool: RunningTool) -> None:
 # ---------------------------------------------------------------- a whole mesh
 
 def write_test_profile(home: Path, *, render: dict[str, Any] | None = None, base: str = "cpu",
-                       tool_options: dict[str, dict[str, Any]] | None = None) -> Path:
-    """The cpu profile with every service moved to a free port (meshes run side by side)."""
+                       tool_options: dict[str, dict[str, Any]] | None = None,
+                       settings: dict[str, Any] | None = None) -> Path:
+    """The cpu profile with every service moved to a free port (meshes run side by side).
+
+    ``settings``: top-level profile keys to set, e.g. ``{"max_concurrent_runs": 2}``.
+    """
     profile = yaml.safe_load(project_path(f"configs/profiles/{base}.yaml").read_text())
     profile["name"] = f"{base}-test"
     for tool_id, entry in profile["tools"].items():
@@ -242,6 +246,7 @@ def write_test_profile(home: Path, *, render: dict[str, Any] | None = None, base
             entry["options"] = {**entry.get("options", {}), **tool_options[tool_id]}
     if render:
         profile["render"] = {**profile.get("render", {}), **render}
+    profile.update(settings or {})
     path = home / "profile.yaml"
     home.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(profile))

@@ -40,8 +40,8 @@ TOOL_ID = "production_agent"
 FINAL_FILM_TYPE = "video_final"
 RUN_SUMMARY_TYPE = "run_summary"
 #: A run in one of these may still change; any other status is where it ended.
-ACTIVE_STATUSES = frozenset({"pending", "running", "paused"})
-ENDED_STATUSES = frozenset(RUN_STATUSES) - ACTIVE_STATUSES  # succeeded, failed, stopped, interrupted
+ACTIVE_STATUSES = frozenset({"pending", "queued", "running", "paused"})
+ENDED_STATUSES = frozenset(RUN_STATUSES) - ACTIVE_STATUSES  # succeeded, failed, stopped, cancelled, interrupted
 
 ControlAction = Literal["pause", "resume", "stop"]
 ModelT = TypeVar("ModelT", bound=BaseModel)

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RunStatus = Literal["pending", "running", "paused", "stopped", "succeeded", "failed", "interrupted"]
+RunStatus = Literal["pending", "queued", "running", "paused", "stopped", "cancelled", "succeeded", "failed",
+                    "interrupted"]
 StepStatus = Literal["running", "succeeded", "failed", "skipped", "cached"]
 RunMode = Literal["dry", "run"]
 QAMode = Literal["full", "skip"]
@@ -19,16 +20,19 @@ LOG_LEVELS: tuple[str, ...] = LogLevel.__args__  # type: ignore[attr-defined]
 
 #: Which status a run may move to from each status.  succeeded and stopped are
 #: final; failed and interrupted runs may be resumed (cached steps make that cheap).
+#: queued runs wait for a slot (agents/film_queue.py); a queued run that is stopped ends cancelled.
 RUN_TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"running", "stopped", "failed"}),
+    "pending": frozenset({"queued", "running", "stopped", "failed"}),
+    "queued": frozenset({"running", "cancelled", "failed"}),
     "running": frozenset({"paused", "stopped", "succeeded", "failed", "interrupted"}),
-    "paused": frozenset({"running", "stopped", "failed"}),
-    "interrupted": frozenset({"running", "stopped", "failed"}),
-    "failed": frozenset({"running"}),
+    "paused": frozenset({"queued", "running", "stopped", "failed"}),
+    "interrupted": frozenset({"queued", "running", "stopped", "failed"}),
+    "failed": frozenset({"queued", "running"}),
     "stopped": frozenset(),
+    "cancelled": frozenset(),
     "succeeded": frozenset(),
 }
-FINAL_RUN_STATUSES = frozenset({"stopped", "succeeded", "failed"})
+FINAL_RUN_STATUSES = frozenset({"stopped", "cancelled", "succeeded", "failed"})
 
 
 class RunRecord(BaseModel):
@@ -51,6 +55,9 @@ class RunRecord(BaseModel):
     updated_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    queue_seq: int | None = Field(default=None, description="place in the queue while queued (smaller first)")
+    queue_position: int | None = Field(default=None, description="1 = next to start; filled in by "
+                                       "production_agent's /runs, not stored")
 
 
 class StepRecord(BaseModel):
