@@ -7,6 +7,7 @@ restarts it, and all three films are made. Also the CLI's refusals of a bad file
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -117,3 +118,19 @@ def test_make_batch_queues_the_third_film_and_survives_a_restart(tmp_path):
         video = probe(film).first("video")
         assert video is not None and video.frames and video.frames > 0
     assert out.count("film: ") == 3 and "3 of 3 films made" in out
+
+
+def test_produce_of_several_plans_checks_every_file_before_starting(tmp_path):
+    import json
+
+    from fault_harness import tiny_plan
+
+    good = tmp_path / "a.json"
+    good.write_text(json.dumps(tiny_plan(3).model_dump(mode="json")))
+    bad = tmp_path / "b.json"
+    bad.write_text(json.dumps({"title": "no shots"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKLE_")}
+    env["SPARKLE_HOME"] = str(tmp_path / "home")   # no mesh here: a bad file must be refused before any start
+    result = _cli("produce", str(good), str(bad), env=env)
+    assert result.returncode == 2 and "INVALID" in result.stderr and "b.json" in result.stderr
+    assert not (tmp_path / "home" / "mesh.json").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+import yaml
 
 from sparkle_motion.agents.film_queue import FilmQueue
 from sparkle_motion.db import connect, load_migrations, migrate
@@ -128,3 +129,40 @@ def test_migration_005_keeps_runs_steps_and_events(tmp_path):
     conn.execute("DELETE FROM runs WHERE run_id = 'run_old'")
     assert conn.execute("SELECT COUNT(*) FROM steps").fetchone()[0] == 0
     conn.close()
+
+
+def test_production_agent_queues_shows_positions_and_cancels_over_http(tmp_path):
+    """The HTTP face of the queue: 202 queued, queue_position in /status and /runs, stop → cancelled."""
+    from fastapi.testclient import TestClient
+
+    from sparkle_motion.agents.offline_planner import OfflinePlanner
+    from sparkle_motion.agents.production_service import create_app
+    from sparkle_motion.agents.script_protocol import PlanControls
+    from sparkle_motion.config import load_settings
+
+    plan = OfflinePlanner("A kite over the sea", PlanControls(shots=1, duration_s=4, seed=5)).compose()
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(yaml.safe_dump({**yaml.safe_load(load_settings({}).profile_path.read_text()),
+                                       "max_concurrent_runs": 1}))
+    settings = load_settings({"SPARKLE_HOME": str(tmp_path / "home"), "SPARKLE_PROFILE": str(profile)})
+    assert settings.max_concurrent_runs == 1
+    app = create_app(settings)
+    service = app.state.production
+    # A film already holds the one slot (as a running run of this process would).
+    service.registry.create_run("run_holding_the_slot")
+    assert service.queue.admit("run_holding_the_slot")
+    with TestClient(app) as client:
+        body = {"plan": plan, "qa_mode": "skip"}
+        first, second = (client.post("/invoke", json=body).json() for _ in range(2))
+        assert first["status"] == second["status"] == "queued"
+        assert client.get("/status", params={"run_id": first["run_id"]}).json()["queue_position"] == 1
+        listed = {r["run_id"]: r for r in client.get("/runs").json()["runs"]}
+        assert listed[second["run_id"]]["queue_position"] == 2 and listed[second["run_id"]]["status"] == "queued"
+        again = client.post("/invoke", json={"run_id": first["run_id"], "qa_mode": "skip"})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "run_queued"
+        stopped = client.post("/control/stop", json={"run_id": first["run_id"]}).json()
+        assert stopped["status"] == "cancelled" and stopped["queue_position"] is None
+        assert client.get("/status", params={"run_id": second["run_id"]}).json()["queue_position"] == 1
+        refused = client.post("/control/pause", json={"run_id": second["run_id"]})
+        assert refused.status_code == 409
+    service.close()
