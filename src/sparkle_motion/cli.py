@@ -295,8 +295,10 @@ def _produce(settings, *, plan: dict | None = None, plan_uri: str | None = None,
     with _production(settings, timeout=120) as client:
         # The dry run's invocation graph sizes the progress bars; a resume reuses the recorded plan.
         graph = (client.plan(**request).invocation_graph if run_id is None else None) or []
-        run_id = client.start(**request).run_id
-    console.print(f"run [bold]{run_id}[/] started (qa {qa}){' — QA SKIPPED' if qa == 'skip' else ''}")
+        accepted = client.start(**request)
+        run_id = accepted.run_id
+    begun = "queued: it starts when a run slot frees" if accepted.status == "queued" else "started"
+    console.print(f"run [bold]{run_id}[/] {begun} (qa {qa}){' — QA SKIPPED' if qa == 'skip' else ''}")
     if not graph:
         from sparkle_motion.agents.production_models import STAGES
 

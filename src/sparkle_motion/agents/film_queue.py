@@ -63,11 +63,17 @@ class FilmQueue:
         log.info("run_queued", run_id=run_id, position=self.position(run_id))
         return False
 
-    def release(self, run_id: str) -> None:
-        """``run_id`` stopped running here (ended, failed, or its start failed): give its slot to the next."""
+    def release(self, run_id: str, *, dispatch: bool = True) -> None:
+        """``run_id`` stopped running here (ended, or its start failed): give its slot to the next.
+
+        A start that failed passes ``dispatch=False``: the caller (``dispatch`` itself, or
+        the service's start) decides what comes next, so a run that keeps failing to start
+        is not picked again and again.
+        """
         with self._lock:
             self._active.discard(run_id)
-        self.dispatch()
+        if dispatch:
+            self.dispatch()
 
     def dispatch(self) -> None:
         """Start queued runs, first in line first, while slots are free."""

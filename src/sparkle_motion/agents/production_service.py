@@ -235,7 +235,7 @@ class ProductionService:
                 self._threads[run_id] = thread
             thread.start()
         except BaseException:
-            self.queue.release(run_id)
+            self.queue.release(run_id, dispatch=False)
             raise
         return ProductionAccepted(request_id=current_request_id(), run_id=run_id, status="running", mode="run",
                                   qa_mode=request.qa_mode, resume_from=request.resume_from)
@@ -323,8 +323,8 @@ class ProductionService:
         items = active.in_flight.snapshot() if active is not None else []
         return RunStatus(request_id=current_request_id(), steps=steps, log_tail=tail, items=items,
                          queue_position=self.queue.position(run_id),
-                         **{k: v for k, v in data.items()
-                            if k in RunStatus.model_fields and k not in ("steps", "log_tail", "items", "queue_position")})
+                         **{k: v for k, v in data.items() if k in RunStatus.model_fields
+                            and k not in ("steps", "log_tail", "items", "queue_position")})
 
     def artifacts(self, run_id: str, stage: str | None) -> ArtifactsView:
         self.registry.get_run(run_id)
