@@ -103,13 +103,13 @@ def test_a_run_that_cannot_start_fails_and_frees_its_slot(tmp_path):
     assert starter.started == ["run_2"]
 
 
-def test_migration_005_keeps_runs_steps_and_events(tmp_path):
+def test_migration_006_keeps_runs_steps_and_events(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA foreign_keys = ON")
     migrations = load_migrations()
-    before = [m for m in migrations if m.version < 5]
-    assert migrate(conn, before) == 4
+    before = [m for m in migrations if m.version < 6]
+    assert migrate(conn, before) == 5
     conn.execute("INSERT INTO runs (run_id, mode, qa_mode, status, progress, options, created_at, updated_at)"
                  " VALUES ('run_old', 'run', 'full', 'succeeded', 1, '{}', '2026-01-01T00:00:00Z',"
                  " '2026-01-01T00:00:00Z')")
@@ -122,7 +122,7 @@ def test_migration_005_keeps_runs_steps_and_events(tmp_path):
     assert conn.execute("SELECT status FROM runs WHERE run_id = 'run_old'").fetchone()[0] == "succeeded"
     assert conn.execute("SELECT item FROM steps WHERE step_id = 'step_1'").fetchone()[0] == "shot_001"
     assert conn.execute("SELECT message FROM run_events").fetchone()[0] == "hello"
-    assert not conn.execute("SELECT name FROM sqlite_master WHERE name LIKE '%_v4'").fetchall()
+    assert not conn.execute("SELECT name FROM sqlite_master WHERE name LIKE '%_v5'").fetchall()
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     # The new statuses are allowed and foreign keys point at the new runs table.
     conn.execute("UPDATE runs SET status = 'queued', queue_seq = 1 WHERE run_id = 'run_old'")

@@ -20,7 +20,7 @@ from sparkle_motion.runs import RUN_TRANSITIONS, Heartbeat, RunRegistry, RunStat
 PATH_TO: dict[str, list[str]] = {
     "pending": [], "running": ["running"], "paused": ["running", "paused"],
     "interrupted": ["running", "interrupted"], "failed": ["failed"], "stopped": ["stopped"],
-    "succeeded": ["running", "succeeded"],
+    "succeeded": ["running", "succeeded"], "awaiting_review": ["running", "awaiting_review"],
 }
 
 

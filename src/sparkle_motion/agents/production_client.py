@@ -39,9 +39,10 @@ TOOL_ID = "production_agent"
 #: artifact_type of the film a successful run delivers (stage finalize), and of its summary.
 FINAL_FILM_TYPE = "video_final"
 RUN_SUMMARY_TYPE = "run_summary"
-#: A run in one of these may still change; any other status is where it ended.
+#: A run in one of these may still change; any other status is where it ended (awaiting_review: until a
+#: reviewer decides, see ``review``).
 ACTIVE_STATUSES = frozenset({"pending", "queued", "running", "paused"})
-ENDED_STATUSES = frozenset(RUN_STATUSES) - ACTIVE_STATUSES  # succeeded, failed, stopped, cancelled, interrupted
+ENDED_STATUSES = frozenset(RUN_STATUSES) - ACTIVE_STATUSES  # succeeded, failed, stopped, cancelled, interrupted, ...
 
 ControlAction = Literal["pause", "resume", "stop"]
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -80,10 +81,12 @@ class ProductionClient:
 
     def submit(self, *, mode: Literal["dry", "run"], plan: dict[str, Any] | None = None, plan_uri: str | None = None,
                run_id: str | None = None, resume_from: str | None = None,
-               qa_mode: Literal["full", "skip"] | None = None) -> ProductionAccepted:
-        """POST /invoke: a dry run (validate + estimate) or a run; ``run_id`` resumes that run."""
+               qa_mode: Literal["full", "skip"] | None = None,
+               review: list[str] | None = None) -> ProductionAccepted:
+        """POST /invoke: a dry run (validate + estimate) or a run; ``run_id`` resumes that run; ``review``
+        names the gates (plan, cast, keyframes, clips) the run stops at in awaiting_review."""
         body = {"plan": plan, "plan_uri": plan_uri, "run_id": run_id, "resume_from": resume_from,
-                "qa_mode": qa_mode, "mode": mode}
+                "qa_mode": qa_mode, "mode": mode, "review": review or None}
         return self._call(ProductionAccepted, "POST", "/invoke",
                           json={key: value for key, value in body.items() if value is not None})
 
@@ -102,6 +105,20 @@ class ProductionClient:
     def control(self, action: ControlAction, run_id: str) -> RunStatus:
         """POST /control/pause|resume|stop; answers the run's status after the change."""
         return self._call(RunStatus, "POST", f"/control/{action}", json={"run_id": run_id})
+
+    def review(self, run_id: str, *, approve: bool = False,
+               regenerate: list[dict[str, Any]] | None = None) -> RunStatus:
+        """POST /runs/{run_id}/review: approve the gate the run waits at, or regenerate items
+        (``[{"item": "frame_002", "seed": 123}, {"item": "shot_003", "prompt": "..."}]``) and stop there again.
+        After a finished run, regenerating makes a new run: the answer is that run's status."""
+        body: dict[str, Any] = {"approve": True} if approve else {"regenerate": regenerate or []}
+        return self._call(RunStatus, "POST", f"/runs/{run_id}/review", json=body)
+
+    def approve(self, run_id: str) -> RunStatus:
+        return self.review(run_id, approve=True)
+
+    def regenerate(self, run_id: str, items: list[dict[str, Any]]) -> RunStatus:
+        return self.review(run_id, regenerate=items)
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
         """GET /runs: the most recent runs first."""

@@ -14,6 +14,10 @@ StageName = Literal[
 ]
 STAGES: tuple[str, ...] = get_args(StageName)
 
+#: A review gate of ``ProductionRequest.review``: the run stops in ``awaiting_review`` after that stage.
+ReviewGate = Literal["plan", "cast", "keyframes", "clips"]
+SEED_MAX = 2**32 - 1
+
 
 class ProductionRequest(BaseModel):
     """POST /invoke — start (or resume) a production run."""
@@ -28,6 +32,10 @@ class ProductionRequest(BaseModel):
     qa_mode: Literal["full", "skip"] = "full"
     resume_from: StageName | None = None
     run_id: str | None = Field(None, pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)
+    review: list[ReviewGate] = Field(default_factory=list, max_length=4, description=(
+        "stop in awaiting_review after these stages: plan (plan_intake), cast (the cast portraits; a no-op gate "
+        "when the plan has no cast stage), keyframes (base_images), clips (video_clips); POST "
+        "/runs/{run_id}/review approves or regenerates. Set when the run is created; a resume keeps its gates."))
 
     @model_validator(mode="after")
     def _one_plan_source(self) -> "ProductionRequest":
@@ -88,6 +96,53 @@ class ItemProgress(BaseModel):
     summary: str = Field("", description="one line, e.g. 'video_clips shot_002: step 31/50, eta 4m10s'")
 
 
+class ReviewItem(BaseModel):
+    """One unit of work a reviewer can approve or regenerate at a gate."""
+
+    item: str = Field(..., description="a base image id ('frame_002'), a shot id, or 'cast_<character_id>'")
+    stage: str
+    artifact_id: str | None = Field(None, description="what it rendered (null at the plan gate: nothing yet)")
+    uri: str | None = None
+    prompt: str | None = Field(None, description="the prompt an edit replaces (a shot's visual_description)")
+    seed: int | None = Field(None, description="the seed it was rendered with; a re-roll picks another")
+
+
+class ReviewView(BaseModel):
+    """Where a run waits for its reviewer (RunStatus.review while status is awaiting_review)."""
+
+    gate: ReviewGate
+    stage: str = Field(..., description="the stage the gate follows")
+    items: list[ReviewItem] = Field(default_factory=list)
+    contact_sheet_artifact_id: str | None = Field(None, description="contact_sheet.png of the keyframes and "
+                                                                    "portraits (from the keyframes gate on)")
+    plan_revision: int = Field(0, description="0 for the plan as submitted; +1 for every edited prompt")
+
+
+class RegenerateItem(BaseModel):
+    """Redo one item: a new seed (random when neither seed nor prompt is given) and/or an edited prompt."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    item: str = Field(..., pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
+    prompt: str | None = Field(None, min_length=1, max_length=2000)
+
+
+class ReviewRequest(BaseModel):
+    """POST /runs/{run_id}/review: approve the gate, or regenerate items and stop at it again."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    approve: bool = False
+    regenerate: list[RegenerateItem] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_decision(self) -> "ReviewRequest":
+        if self.approve == bool(self.regenerate):
+            raise ValueError("give approve: true or a non-empty regenerate list (not both)")
+        return self
+
+
 class RunStatus(BaseModel):
     request_id: str = ""
     run_id: str
@@ -107,6 +162,7 @@ class RunStatus(BaseModel):
     items: list[ItemProgress] = Field(default_factory=list, description="the work in flight now, with each "
                                       "long-running tool job's step and ETA (empty when nothing runs)")
     log_tail: list[dict[str, Any]] = Field(default_factory=list)
+    review: ReviewView | None = Field(None, description="the gate the run waits at (status awaiting_review)")
 
 
 class StageArtifacts(BaseModel):
@@ -137,4 +193,5 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "production_agent.status": RunStatus,
     "production_agent.artifacts": ArtifactsView,
     "production_agent.control": ControlRequest,
+    "production_agent.review": ReviewRequest,
 }

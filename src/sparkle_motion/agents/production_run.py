@@ -33,6 +33,7 @@ from sparkle_motion.agents.item_progress import InFlightItems
 from sparkle_motion.agents.production_estimate import render_geometry
 from sparkle_motion.agents.production_models import STAGES
 from sparkle_motion.agents.production_steps import StageFailed, StepOutcome, canonical_json, tool_payload
+from sparkle_motion.agents.review_gates import item_seed
 from sparkle_motion.agents.run_control import RunControl, RunStopped
 from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
 from sparkle_motion.artifacts import ArtifactStore
@@ -87,6 +88,8 @@ class ProductionRun:
         # Outputs passed between stages (also mirrored into the ADK session state).
         self.results: dict[str, Any] = {}
         self.attempts: dict[str, int] = {"base_images": 0, "video_clips": 0}
+        # A reviewer's re-rolls, item -> {"seed": n} (the run's review options; review_gates.item_seed).
+        self.overrides: dict[str, dict[str, Any]] = {}
         self.in_flight = InFlightItems()   # what /status shows as items (with tool job progress)
         self._done_units = 0
         self._total_units = self._count_units()
@@ -241,7 +244,8 @@ class ProductionRun:
         for index, base in enumerate(self.plan.base_images):
             if state["qa"].get(base.id) == "passed" or (attempt > 1 and base.id not in state["failed"]):
                 continue
-            seed = (base.seed if base.seed is not None else base_seed + 1000 * index) + SEED_STRIDE * (attempt - 1)
+            seed = item_seed(self, base.id, base.seed if base.seed is not None else base_seed + 1000 * index,
+                             attempt, SEED_STRIDE)
             negative = {} if base.negative_prompt is None else {"negative_prompt": base.negative_prompt}
             with self.building("images_sdxl", "base_images"):
                 request = ImagesSdxlRequest(prompt=base.prompt, **negative, seed=seed, width=self.width,
@@ -308,13 +312,13 @@ class ProductionRun:
                 start_frame_uri=images[shot.start_base_image_id], end_frame_uri=images[shot.end_base_image_id],
                 motion_prompt=shot.motion_prompt, prompt=shot.visual_description, fps=self.fps,
                 num_frames=self.frame_counts[index], width=self.width, height=self.height,
-                seed=int(self.plan.metadata.seed or 0) + 100 * index + SEED_STRIDE * (attempt - 1),
+                seed=item_seed(self, shot.id, int(self.plan.metadata.seed or 0) + 100 * index, attempt, SEED_STRIDE),
             )
 
         def work() -> StepOutcome:
             response = self.invoke("videos_wan", request, stage="video_clips")
             clip = response["artifacts"][0]
-            return StepOutcome({"uri": clip["uri"]}, [clip["artifact_id"]])
+            return StepOutcome({"uri": clip["uri"], "seed": request.seed}, [clip["artifact_id"]])
 
         out = self.step("video_clips", shot.id, "videos_wan", tool_payload(request), work)
         if self.qa_mode != "full":

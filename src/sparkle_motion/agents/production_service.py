@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Path, Query
 from fastapi.responses import JSONResponse
 from google.adk.runners import Runner
 from google.adk.sessions.sqlite_session_service import SqliteSessionService
@@ -31,6 +31,7 @@ from sparkle_motion.agents.production_models import (
     ControlRequest,
     ProductionAccepted,
     ProductionRequest,
+    ReviewRequest,
     RunStatus,
     StageArtifacts,
     StageName,
@@ -39,6 +40,8 @@ from sparkle_motion.agents.production_models import (
 from sparkle_motion.agents.production_estimate import estimate
 from sparkle_motion.agents.production_run import ProductionRun, RunStopped, start_adhoc_run
 from sparkle_motion.agents.production_workflow import APP_NAME, build_production_workflow
+from sparkle_motion.agents.review_actions import ReviewDesk
+from sparkle_motion.agents.review_gates import AwaitingReview, review_state, with_review_state
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.adk_service import SparkleArtifactService
 from sparkle_motion.artifacts.http_face import create_artifact_router
@@ -57,6 +60,7 @@ from sparkle_motion.runs import Heartbeat, RunRegistry
 from sparkle_motion.services import install_common
 from sparkle_motion.services.app import current_request_id
 from sparkle_motion.services.openapi import error_responses
+from sparkle_motion.studio import install_studio
 
 __all__ = ["SCHEMA_MODELS", "ProductionService", "create_app"]
 
@@ -93,6 +97,7 @@ class ProductionService:
         self._lock = threading.Lock()
         self._heartbeat = Heartbeat(self.registry, self._live_run_ids, HEARTBEAT_S)
         self.queue = FilmQueue(self.registry, self.settings.max_concurrent_runs, self._start_queued)
+        self.review_desk = ReviewDesk(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -201,7 +206,8 @@ class ProductionService:
             request = request.model_copy(update={"run_id": None, "plan_uri": request.plan_uri or
                                                   self.registry.get_run(options["resumed_from_run"]).plan_uri})
         else:
-            options = {"resume_from": request.resume_from}
+            options = with_review_state({"resume_from": request.resume_from}, review_state({"review": {
+                "gates": list(dict.fromkeys(request.review))}}))
         if request.mode == "dry":
             graph, resources = estimate(plan, self.settings, request.qa_mode)
             run_id = request.run_id or new_id("dry")
@@ -230,6 +236,7 @@ class ProductionService:
             self.registry.update_run(run_id, progress=0.0)
             run = ProductionRun(run_id, plan, settings=self.settings, store=self.store, registry=self.registry,
                                 qa_mode=request.qa_mode, force_from=request.resume_from)
+            run.overrides = review_state(self.registry.get_run(run_id).options)["overrides"]
             thread = threading.Thread(target=self._execute, args=(run,), name=f"run-{run_id}", daemon=True)
             with self._lock:
                 self._threads[run_id] = thread
@@ -250,6 +257,8 @@ class ProductionService:
         self.registry.log(run.run_id, "info", "run started", qa_mode=run.qa_mode, resume_from=run.force_from)
         try:
             asyncio.run(self._drive(run))
+        except AwaitingReview:
+            pass  # the gate recorded the wait (status, gate, log); a review continues the run
         except RunStopped:
             # /control/stop already moved the run to 'stopped'.
             self.registry.log(run.run_id, "warning", "run stopped; artifacts kept")
@@ -294,7 +303,7 @@ class ProductionService:
     def control(self, action: str, run_id: str) -> RunStatus:
         run = self.registry.get_run(run_id)
         allowed = {"pause": {"running"}, "resume": {"paused"},
-                   "stop": {"running", "paused", "pending", "queued"}}[action]
+                   "stop": {"running", "paused", "pending", "awaiting_review", "queued"}}[action]
         if run.status not in allowed:
             raise ConflictError(f"cannot {action} a run that is {run.status}", field="run_id", code="invalid_state")
         self.registry.log(run_id, "info", f"{action} requested")
@@ -309,6 +318,13 @@ class ProductionService:
             self.registry.set_status(run_id, target)
         return self.status(run_id)
 
+    def settle(self, run_id: str, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) for the thread that drove the run to end, e.g. after it stopped at a gate."""
+        with self._lock:
+            thread = self._threads.get(run_id)
+        if thread is not None:
+            thread.join(timeout)
+
     def _alive(self, run_id: str) -> bool:
         with self._lock:
             thread = self._threads.get(run_id)
@@ -322,9 +338,9 @@ class ProductionService:
         active = self.runs.get(run_id)   # only the process driving the run knows what is in flight
         items = active.in_flight.snapshot() if active is not None else []
         return RunStatus(request_id=current_request_id(), steps=steps, log_tail=tail, items=items,
-                         queue_position=self.queue.position(run_id),
+                         queue_position=self.queue.position(run_id), review=self.review_desk.view(run),
                          **{k: v for k, v in data.items() if k in RunStatus.model_fields
-                            and k not in ("steps", "log_tail", "items", "queue_position")})
+                            and k not in ("steps", "log_tail", "items", "queue_position", "review")})
 
     def artifacts(self, run_id: str, stage: str | None) -> ArtifactsView:
         self.registry.get_run(run_id)
@@ -372,6 +388,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(create_artifact_router(lambda: service.store, settings))
     service.start()
     app.state.production = service
+    install_studio(app, service.store, settings)
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:
@@ -409,6 +426,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return service.control(action, request.run_id)
 
         return control
+
+    @app.post("/runs/{run_id}/review", response_model=RunStatus, responses=error_responses(404, 409, 503, 507))
+    def review(run_id: Annotated[str, Path(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH)],
+               request: ReviewRequest) -> RunStatus:
+        """Approve the gate the run waits at, or regenerate items and stop at it again (after a finished run:
+        a new run with the regenerated items; its status is the answer)."""
+        return service.review_desk.decide(run_id, request)
 
     for action in ("pause", "resume", "stop"):
         # resume may restart the run here, so it can also be busy or find the disk full.

@@ -4,7 +4,9 @@ The graph is declared once; the Runner executes it. Each node looks up the
 :class:`ProductionRun` of its run (by ``run_id`` in the session state) in the
 :class:`ActiveRuns` table the workflow was built over, and does that stage's
 work. QA failures route ``base_images`` and ``video_clips`` back to themselves
-(regenerate with new seeds) until the retry budget is spent.
+(regenerate with new seeds) until the retry budget is spent. When a stage is
+done (not routed back), ``review_gates.after_stage`` draws the contact sheet
+after the keyframes and stops the run at a review gate the run asked for.
 
     plan_intake → dialogue_audio → base_images ⟲ → video_clips ⟲ → lipsync
                 → assemble → qa_publish → finalize
@@ -25,6 +27,7 @@ from google.adk.workflow import START, FunctionNode, Workflow
 
 from sparkle_motion.agents.active_runs import ActiveRuns
 from sparkle_motion.agents.production_run import ProductionRun, start_adhoc_run
+from sparkle_motion.agents.review_gates import after_stage
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import get_settings
 from sparkle_motion.errors import InvalidInputError
@@ -98,7 +101,18 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         ctx.state["video_final_uri"] = out["video_final_uri"]
         return Event(output=out)
 
-    nodes = {fn.__name__: FunctionNode(func=fn, name=fn.__name__)
+    def then_gate(stage: Callable[[Any, Any], Event]) -> Callable[[Any, Any], Event]:
+        # Every node: once its stage is done (not routed back to itself), the review gate after it.
+        def node(ctx: Any, node_input: Any) -> Event:
+            event = stage(ctx, node_input)
+            if event.actions.route != "retry":
+                after_stage(run_of(ctx), stage.__name__)
+            return event
+
+        node.__name__ = stage.__name__
+        return node
+
+    nodes = {fn.__name__: FunctionNode(func=then_gate(fn), name=fn.__name__)
              for fn in (plan_intake, dialogue_audio, base_images, video_clips, lipsync, assemble, qa_publish, finalize)}
     return Workflow(
         name="production_agent",

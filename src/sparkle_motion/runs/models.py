@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 RunStatus = Literal["pending", "queued", "running", "paused", "stopped", "cancelled", "succeeded", "failed",
-                    "interrupted"]
+                    "interrupted", "awaiting_review"]
 StepStatus = Literal["running", "succeeded", "failed", "skipped", "cached"]
 RunMode = Literal["dry", "run"]
 QAMode = Literal["full", "skip"]
@@ -20,14 +20,17 @@ LOG_LEVELS: tuple[str, ...] = LogLevel.__args__  # type: ignore[attr-defined]
 
 #: Which status a run may move to from each status.  succeeded and stopped are
 #: final; failed and interrupted runs may be resumed (cached steps make that cheap).
+#: awaiting_review: stopped at a review gate (agents/review_gates.py); no thread drives it, so
+#: a restart leaves it as it is, and the review moves it back to running.
 #: queued runs wait for a slot (agents/film_queue.py); a queued run that is stopped ends cancelled.
 RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"queued", "running", "stopped", "failed"}),
     "queued": frozenset({"running", "cancelled", "failed"}),
-    "running": frozenset({"paused", "stopped", "succeeded", "failed", "interrupted"}),
+    "running": frozenset({"paused", "stopped", "succeeded", "failed", "interrupted", "awaiting_review"}),
     "paused": frozenset({"queued", "running", "stopped", "failed"}),
     "interrupted": frozenset({"queued", "running", "stopped", "failed"}),
     "failed": frozenset({"queued", "running"}),
+    "awaiting_review": frozenset({"queued", "running", "stopped", "failed"}),
     "stopped": frozenset(),
     "cancelled": frozenset(),
     "succeeded": frozenset(),

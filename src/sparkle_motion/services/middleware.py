@@ -23,7 +23,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC_PATHS = frozenset({"/health"})
+# "/" and the studio's static files hold no data: the page must load to ask for the token it then sends.
+PUBLIC_PATHS = frozenset({"/health", "/"})
+PUBLIC_PREFIXES = ("/studio/static/",)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -75,7 +77,7 @@ class CommonMiddleware:
 
         try:
             path = scope.get("path", "")
-            if self.token is not None and path not in PUBLIC_PATHS:
+            if self.token is not None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
                 problem = self._auth_problem(scope)
                 if problem is not None:
                     await reply(UnauthorizedError(problem))

@@ -1,11 +1,12 @@
 -- A queue of films (agents/film_queue.py): runs beyond the profile's max_concurrent_runs
 -- wait as 'queued', in queue_seq order; a queued run that is stopped ends 'cancelled'.
--- SQLite cannot change a CHECK constraint in place, so runs is rebuilt; steps and
--- run_events, whose foreign keys point at runs, are rebuilt with it (dropping the old
--- runs while they still referenced it would cascade). Children are dropped first.
-ALTER TABLE runs RENAME TO runs_v4;
-ALTER TABLE steps RENAME TO steps_v4;
-ALTER TABLE run_events RENAME TO run_events_v4;
+-- SQLite cannot change a CHECK constraint in place, so runs is rebuilt (a new column
+-- too, which 005's in-place edit of the schema text cannot add); steps and run_events,
+-- whose foreign keys point at runs, are rebuilt with it: renamed away first, so
+-- dropping the old runs cascades into nothing. Children are dropped first.
+ALTER TABLE runs RENAME TO runs_v5;
+ALTER TABLE steps RENAME TO steps_v5;
+ALTER TABLE run_events RENAME TO run_events_v5;
 
 CREATE TABLE runs (
     run_id        TEXT PRIMARY KEY,
@@ -15,7 +16,7 @@ CREATE TABLE runs (
     qa_mode       TEXT NOT NULL CHECK (qa_mode IN ('full', 'skip')),
     status        TEXT NOT NULL CHECK (status IN
                   ('pending', 'queued', 'running', 'paused', 'stopped', 'cancelled', 'succeeded', 'failed',
-                   'interrupted')),
+                   'interrupted', 'awaiting_review')),
     current_stage TEXT,
     progress      REAL NOT NULL DEFAULT 0 CHECK (progress >= 0 AND progress <= 1),
     error         TEXT,
@@ -59,17 +60,17 @@ CREATE TABLE run_events (
 INSERT INTO runs (run_id, plan_id, plan_uri, mode, qa_mode, status, current_stage, progress, error, options,
                   owner_pid, owner_host, heartbeat_at, created_at, updated_at, started_at, finished_at)
     SELECT run_id, plan_id, plan_uri, mode, qa_mode, status, current_stage, progress, error, options,
-           owner_pid, owner_host, heartbeat_at, created_at, updated_at, started_at, finished_at FROM runs_v4;
+           owner_pid, owner_host, heartbeat_at, created_at, updated_at, started_at, finished_at FROM runs_v5;
 INSERT INTO steps (step_id, run_id, stage, item, attempt, status, input_hash, started_at, completed_at,
                    duration_s, artifact_ids, output, error)
     SELECT step_id, run_id, stage, item, attempt, status, input_hash, started_at, completed_at,
-           duration_s, artifact_ids, output, error FROM steps_v4;
+           duration_s, artifact_ids, output, error FROM steps_v5;
 INSERT INTO run_events (event_id, run_id, ts, level, message, data)
-    SELECT event_id, run_id, ts, level, message, data FROM run_events_v4;
+    SELECT event_id, run_id, ts, level, message, data FROM run_events_v5;
 
-DROP TABLE steps_v4;
-DROP TABLE run_events_v4;
-DROP TABLE runs_v4;
+DROP TABLE steps_v5;
+DROP TABLE run_events_v5;
+DROP TABLE runs_v5;
 
 CREATE INDEX runs_by_created ON runs (created_at);
 CREATE INDEX runs_by_status ON runs (status, heartbeat_at);
