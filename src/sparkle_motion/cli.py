@@ -133,8 +133,18 @@ def _ensure_mesh(settings) -> None:
 
 
 @app.command()
-def up(profile: Optional[str] = ProfileOption) -> None:
+def up(profile: Optional[str] = ProfileOption,
+       engine: Optional[str] = typer.Option(None, "--engine", help="local (one process per service) or ray "
+                                            "(the tools as Ray Serve deployments); default: the profile's."),
+       address: Optional[str] = typer.Option(None, "--address", help="with --engine ray: the Ray cluster to "
+                                             "join (default: start a local Ray instance).")) -> None:
     """Start all eight services (detached) and wait until each is ready."""
+    import os
+
+    # The supervisor and the services it starts read the engine from these (engine_config.py).
+    for key, value in (("SPARKLE_ENGINE", engine), ("SPARKLE_RAY_ADDRESS", address)):
+        if value:
+            os.environ[key] = value
     settings = _settings(profile)
     try:
         _ensure_mesh(settings)
@@ -166,7 +176,8 @@ def status() -> None:
         table.add_column(column)
     for row in rows:
         ready = "[green]ready[/]" if row.ready else ("[yellow]starting[/]" if row.alive else "[red]down[/]")
-        table.add_row(row.tool_id, row.url, str(row.pid or "-"), ready, row.backend, str(row.restarts))
+        where = f"ray x{row.replicas}" if row.engine == "ray" else str(row.pid or "-")
+        table.add_row(row.tool_id, row.url, where, ready, row.backend, str(row.restarts))
     console.print(table)
 
 
