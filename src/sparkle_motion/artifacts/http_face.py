@@ -125,12 +125,6 @@ def create_artifact_router(store: Callable[[], ArtifactStore], settings: Setting
         validate_id(artifact_id, "artifact_id")
         return store().get(artifact_id, field="artifact_id")
 
-    @router.api_route("/artifacts/{artifact_id}/content", methods=["GET", "HEAD"], response_class=Response,
-                      summary="the artifact's bytes (Range, HEAD, ?download=1)",
-                      responses={200: {"description": "the bytes; Content-Type is the artifact's media type",
-                                       **_BYTES_DOC},
-                                 206: {"description": "the requested byte range", **_BYTES_DOC},
-                                 **error_responses(404, 416, 422)})
     def content(artifact_id: ArtifactIdPath, request: Request, download: bool = Query(False)) -> Response:
         manifest = manifest_of(artifact_id)
         path = store().path_for(manifest.artifact_id, field="artifact_id")
@@ -144,6 +138,14 @@ def create_artifact_router(store: Callable[[], ArtifactStore], settings: Setting
         return FileResponse(path, media_type=manifest.media_type, headers=headers,
                             filename=_download_name(manifest) if download else None,
                             content_disposition_type="attachment")
+
+    content_responses = {200: {"description": "the bytes; Content-Type is the artifact's media type", **_BYTES_DOC},
+                         206: {"description": "the requested byte range", **_BYTES_DOC},
+                         **error_responses(404, 416, 422)}
+    for method in ("GET", "HEAD"):  # one operation each: OpenAPI operation ids must differ
+        router.add_api_route("/artifacts/{artifact_id}/content", content, methods=[method], response_class=Response,
+                             summary="the artifact's bytes (Range, HEAD, ?download=1)", responses=content_responses,
+                             operation_id=f"artifact_content_{method.lower()}")
 
     @router.get("/artifacts/{artifact_id}/manifest", response_model=ArtifactManifest,
                 summary="the artifact's manifest (local_path is a path on the store's host)",
