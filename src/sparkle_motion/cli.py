@@ -308,8 +308,10 @@ def _produce(settings, *, plan: dict | None = None, plan_uri: str | None = None,
     with _production(settings, timeout=120) as client:
         # The dry run's invocation graph sizes the progress bars; a resume reuses the recorded plan.
         graph = (client.plan(**request).invocation_graph if run_id is None else None) or []
-        run_id = client.start(**request).run_id
-    console.print(f"run [bold]{run_id}[/] started (qa {qa}){' — QA SKIPPED' if qa == 'skip' else ''}")
+        accepted = client.start(**request)
+        run_id = accepted.run_id
+    begun = "queued: it starts when a run slot frees" if accepted.status == "queued" else "started"
+    console.print(f"run [bold]{run_id}[/] {begun} (qa {qa}){' — QA SKIPPED' if qa == 'skip' else ''}")
     if not graph:
         from sparkle_motion.agents.production_models import STAGES
 
@@ -385,14 +387,18 @@ def plan(
 
 @app.command()
 def produce(
-    plan_file: Path = typer.Argument(..., help="MoviePlan JSON."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output"),
+    plan_files: list[Path] = typer.Argument(..., help="MoviePlan JSON; several files are queued as one batch."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The film (several plans: a folder)."),
     qa: str = typer.Option("full", "--qa", help="full or skip"), profile: Optional[str] = ProfileOption,
 ) -> None:
-    """Produce a film from a plan file."""
+    """Produce a film from a plan file (or one film per plan file, queued together)."""
     from sparkle_motion.plan import load_plan_file
 
     _check_qa(qa)
+    if len(plan_files) > 1:
+        _batch(profile, qa, output, [(f.name, _plan_loader(f)) for f in plan_files])
+        return
+    plan_file = plan_files[0]
     try:
         movie_plan = load_plan_file(plan_file)
     except PlanValidationError:
@@ -443,8 +449,9 @@ def runs(limit: int = typer.Option(20, min=1, max=500)) -> None:
 
 @app.command()
 def make(
-    idea: str = typer.Argument(..., help="The one-line idea."),
-    output: Path = typer.Option(Path("film.mp4"), "-o", "--output"),
+    idea: Optional[str] = typer.Argument(None, help="The one-line idea (or --batch FILE)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The film (default film.mp4; --batch: a "
+                                          "folder, default films)."),
     shots: Optional[int] = typer.Option(None, min=1, max=12), duration: Optional[float] = typer.Option(None, min=2, max=300),
     seed: Optional[int] = typer.Option(None, min=0), title: Optional[str] = typer.Option(None),
     style: Optional[str] = typer.Option(None), qa: str = typer.Option("full", "--qa", help="full or skip"),
@@ -452,11 +459,31 @@ def make(
     aspect: Optional[str] = AspectOption, fps: Optional[int] = FpsOption,
     music: Optional[Path] = typer.Option(None, "--music", help="Audio file laid under the film as a ducked music bed."),
     cast: list[str] = typer.Option([], "--cast", help="CHARACTER=PHOTO: the character's portrait (repeatable)."),
+    batch: Optional[Path] = typer.Option(None, "--batch", help="A text file of ideas, one a line: one film each, "
+                                         "queued together (blank lines and # comments skipped)."),
 ) -> None:
     """Idea → plan → film: brings the mesh up if needed and shows progress per stage."""
     _check_qa(qa)
     _check_aspect(aspect)
-    if not idea.strip():
+    if batch is not None:
+        from sparkle_motion.cli_batch import read_ideas
+
+        if idea is not None or music is not None or cast:
+            err_console.print("[bold red]error[/]: --batch: give either an idea or --batch FILE (and no --music "
+                              "or --cast)")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        try:
+            ideas = read_ideas(batch)
+        except InvalidInputError as exc:
+            raise _fail(exc) from None
+        options = {"title": title, "shots": shots, "duration": duration, "seed": seed, "style": style,
+                   "aspect": aspect, "fps": fps}
+        _batch(profile, qa, output or Path("films"),
+               [(text, lambda s, text=text: {"plan_uri": _request_plan(s, text, **options)["artifact_uri"]})
+                for text in ideas])
+        return
+    output = output or Path("film.mp4")
+    if idea is None or not idea.strip():
         err_console.print("[bold red]error[/]: idea: must not be empty")
         raise typer.Exit(EXIT_BAD_INPUT)
     started = time.perf_counter()
@@ -480,6 +507,33 @@ def make(
                      output=output, started=started)
     except SparkleError as exc:
         raise _remote_fail(exc) from None
+
+
+def _plan_loader(plan_file: Path):
+    from sparkle_motion.plan import load_plan_file
+
+    try:
+        plan = load_plan_file(plan_file).model_dump(mode="json")
+    except SparkleError:
+        validate(plan_file)   # prints the violations (or why the file is unreadable) and exits 2
+        raise
+    return lambda _settings: {"plan": plan}
+
+
+def _batch(profile: Optional[str], qa: str, output: Optional[Path], films: list) -> None:
+    """Several films through production_agent's queue (cli_batch.py); exit 1 if any failed."""
+    from sparkle_motion.cli_batch import BatchFilm, run_batch
+
+    settings = _settings(profile)
+    try:
+        _ensure_mesh(settings)
+        failures = run_batch(settings, [BatchFilm(label, lambda make=make: make(settings)) for label, make in films],
+                             qa=qa, output_dir=output, console=console, err_console=err_console,
+                             production=_production)
+    except SparkleError as exc:
+        raise _remote_fail(exc) from None
+    if failures:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def _upload_music(settings, music: Path) -> str:

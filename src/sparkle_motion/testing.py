@@ -233,11 +233,13 @@ def _discard(tool: RunningTool) -> None:
 
 def write_test_profile(home: Path, *, render: dict[str, Any] | None = None, base: str = "cpu",
                        tool_options: dict[str, dict[str, Any]] | None = None,
-                       backends: dict[str, tuple[str, str]] | None = None) -> Path:
+                       backends: dict[str, tuple[str, str]] | None = None,
+                       settings: dict[str, Any] | None = None) -> Path:
     """The cpu profile with every service moved to a free port (meshes run side by side).
 
     ``backends``: tool id → (backend, model) replacing the profile's, e.g. the eSpeak voice
     for a benchmark's comparison (SPARKLE_* variables do not reach a test mesh).
+    ``settings``: top-level profile keys to set, e.g. ``{"max_concurrent_runs": 2}``.
     """
     profile = yaml.safe_load(project_path(f"configs/profiles/{base}.yaml").read_text())
     profile["name"] = f"{base}-test"
@@ -249,6 +251,7 @@ def write_test_profile(home: Path, *, render: dict[str, Any] | None = None, base
             entry["options"] = {**entry.get("options", {}), **tool_options[tool_id]}
     if render:
         profile["render"] = {**profile.get("render", {}), **render}
+    profile.update(settings or {})
     path = home / "profile.yaml"
     home.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(profile))

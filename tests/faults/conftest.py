@@ -13,5 +13,7 @@ from sparkle_motion.testing import running_mesh
 
 @pytest.fixture(scope="session")
 def fault_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with running_mesh(tmp_path_factory.mktemp("fault-home"), render=TINY_RENDER) as settings:
+    # Every run at once (test_concurrent_runs contends on purpose): no film waits in production_agent's queue.
+    with running_mesh(tmp_path_factory.mktemp("fault-home"), render=TINY_RENDER,
+                      settings={"max_concurrent_runs": 8}) as settings:
         yield settings

@@ -41,8 +41,8 @@ FINAL_FILM_TYPE = "video_final"
 RUN_SUMMARY_TYPE = "run_summary"
 #: A run in one of these may still change; any other status is where it ended (awaiting_review: until a
 #: reviewer decides, see ``review``).
-ACTIVE_STATUSES = frozenset({"pending", "running", "paused"})
-ENDED_STATUSES = frozenset(RUN_STATUSES) - ACTIVE_STATUSES  # succeeded, failed, stopped, interrupted, awaiting_review
+ACTIVE_STATUSES = frozenset({"pending", "queued", "running", "paused"})
+ENDED_STATUSES = frozenset(RUN_STATUSES) - ACTIVE_STATUSES  # succeeded, failed, stopped, cancelled, interrupted, ...
 
 ControlAction = Literal["pause", "resume", "stop"]
 ModelT = TypeVar("ModelT", bound=BaseModel)

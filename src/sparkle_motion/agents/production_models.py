@@ -158,6 +158,7 @@ class RunStatus(BaseModel):
     updated_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    queue_position: int | None = Field(None, description="while queued: 1 = next to start (agents/film_queue.py)")
     steps: list[StepView] = Field(default_factory=list)
     items: list[ItemProgress] = Field(default_factory=list, description="the work in flight now, with each "
                                       "long-running tool job's step and ETA (empty when nothing runs)")

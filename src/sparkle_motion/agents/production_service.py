@@ -23,6 +23,7 @@ from google.adk.sessions.sqlite_session_service import SqliteSessionService
 from google.genai import types
 
 from sparkle_motion.agents.active_runs import ActiveRuns
+from sparkle_motion.agents.film_queue import FilmQueue
 from sparkle_motion.agents.production_models import (
     SCHEMA_MODELS,
     STAGES,
@@ -96,6 +97,7 @@ class ProductionService:
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._heartbeat = Heartbeat(self.registry, self._live_run_ids, HEARTBEAT_S)
+        self.queue = FilmQueue(self.registry, self.settings.max_concurrent_runs, self._start_queued)
         self.review_desk = ReviewDesk(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -110,6 +112,7 @@ class ProductionService:
         if self.settings.auto_resume:
             for run_id in interrupted:
                 self.auto_resume(run_id)
+        self.queue.dispatch()  # the queue survived the restart: start what waits, in order
 
     def auto_resume(self, run_id: str) -> None:
         """Continue a run that a crashed production_agent left interrupted (profile ``auto_resume``).
@@ -124,7 +127,7 @@ class ProductionService:
         self.registry.log(run_id, "info", "resuming automatically after production_agent restarted")
         try:
             self.submit(ProductionRequest(run_id=run_id, qa_mode=run.qa_mode,
-                                          resume_from=run.options.get("resume_from")))
+                                          resume_from=run.options.get("resume_from")), ahead_of_queue=True)
         except SparkleError as exc:
             self.registry.log(run_id, "error", f"automatic resume failed: {exc.message}", error=exc.to_dict())
             log.error("auto_resume_failed", run_id=run_id, error=exc.to_dict())
@@ -177,7 +180,12 @@ class ProductionService:
 
     # -- runs ---------------------------------------------------------------------
 
-    def submit(self, request: ProductionRequest) -> ProductionAccepted:
+    def _start_queued(self, run_id: str) -> None:
+        """FilmQueue's way to start a run whose turn came (its plan and options are on record)."""
+        run = self.registry.get_run(run_id)
+        self.submit(ProductionRequest(run_id=run_id, qa_mode=run.qa_mode, resume_from=run.options.get("resume_from")))
+
+    def submit(self, request: ProductionRequest, *, ahead_of_queue: bool = False) -> ProductionAccepted:
         plan = self.load_plan(request)
         self.ballast.ensure()  # given up by a disk-full failure; back once space was freed
         existing = None
@@ -193,7 +201,7 @@ class ProductionService:
         if existing is not None and self._alive(existing.run_id):
             raise ConflictError(f"run {existing.run_id} is {existing.status} in this process; "
                                 "pause/stop it through /control instead", field="run_id", code="run_active")
-        if existing is not None and existing.status in ("succeeded", "stopped"):
+        if existing is not None and existing.status in ("succeeded", "stopped", "cancelled"):
             # Finished runs stay as they were; the resume becomes a new run of the same
             # plan, and the step cache makes everything before resume_from free.
             options = {"resume_from": request.resume_from, "resumed_from_run": existing.run_id}
@@ -223,15 +231,22 @@ class ProductionService:
                                      qa_mode=request.qa_mode, options=options)
         else:
             run_id = existing.run_id
-        self.registry.set_status(run_id, "running")
-        self.registry.update_run(run_id, progress=0.0)
-        run = ProductionRun(run_id, plan, settings=self.settings, store=self.store, registry=self.registry,
-                            qa_mode=request.qa_mode, force_from=request.resume_from)
-        run.overrides = review_state(self.registry.get_run(run_id).options)["overrides"]
-        thread = threading.Thread(target=self._execute, args=(run,), name=f"run-{run_id}", daemon=True)
-        with self._lock:
-            self._threads[run_id] = thread
-        thread.start()
+        if not self.queue.admit(run_id, ahead_of_queue=ahead_of_queue):
+            return ProductionAccepted(request_id=current_request_id(), run_id=run_id, status="queued", mode="run",
+                                      qa_mode=request.qa_mode, resume_from=request.resume_from)
+        try:
+            self.registry.set_status(run_id, "running")
+            self.registry.update_run(run_id, progress=0.0)
+            run = ProductionRun(run_id, plan, settings=self.settings, store=self.store, registry=self.registry,
+                                qa_mode=request.qa_mode, force_from=request.resume_from)
+            run.overrides = review_state(self.registry.get_run(run_id).options)["overrides"]
+            thread = threading.Thread(target=self._execute, args=(run,), name=f"run-{run_id}", daemon=True)
+            with self._lock:
+                self._threads[run_id] = thread
+            thread.start()
+        except BaseException:
+            self.queue.release(run_id, dispatch=False)
+            raise
         return ProductionAccepted(request_id=current_request_id(), run_id=run_id, status="running", mode="run",
                                   qa_mode=request.qa_mode, resume_from=request.resume_from)
 
@@ -265,6 +280,7 @@ class ProductionService:
             self.registry.log(run.run_id, "info", f"run succeeded in {time.perf_counter() - started:.1f} s")
         finally:
             self.runs.remove(run.run_id)
+            self.queue.release(run.run_id)  # the next queued film starts on this thread's way out
 
     def _record_failure(self, run_id: str, stage: str | None, error: dict[str, Any]) -> None:
         """Mark the run failed; on a full disk, give up the ballast so the record (and its why) fits."""
@@ -290,11 +306,13 @@ class ProductionService:
     def control(self, action: str, run_id: str) -> RunStatus:
         run = self.registry.get_run(run_id)
         allowed = {"pause": {"running"}, "resume": {"paused"},
-                   "stop": {"running", "paused", "pending", "awaiting_review"}}[action]
+                   "stop": {"running", "paused", "pending", "awaiting_review", "queued"}}[action]
         if run.status not in allowed:
             raise ConflictError(f"cannot {action} a run that is {run.status}", field="run_id", code="invalid_state")
         self.registry.log(run_id, "info", f"{action} requested")
-        if action == "resume" and not self._alive(run_id):
+        if run.status == "queued":
+            self.queue.cancel(run_id)
+        elif action == "resume" and not self._alive(run_id):
             # Paused by a production_agent that has since exited: continue the run here.
             self.submit(ProductionRequest(run_id=run_id, qa_mode=run.qa_mode,
                                           resume_from=run.options.get("resume_from")))
@@ -323,9 +341,9 @@ class ProductionService:
         active = self.runs.get(run_id)   # only the process driving the run knows what is in flight
         items = active.in_flight.snapshot() if active is not None else []
         return RunStatus(request_id=current_request_id(), steps=steps, log_tail=tail, items=items,
-                         review=self.review_desk.view(run),
-                         **{k: v for k, v in data.items()
-                            if k in RunStatus.model_fields and k not in ("steps", "log_tail", "items", "review")})
+                         queue_position=self.queue.position(run_id), review=self.review_desk.view(run),
+                         **{k: v for k, v in data.items() if k in RunStatus.model_fields
+                            and k not in ("steps", "log_tail", "items", "queue_position", "review")})
 
     def artifacts(self, run_id: str, stage: str | None) -> ArtifactsView:
         self.registry.get_run(run_id)
@@ -401,8 +419,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/runs")
     def runs(limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+        places = service.queue.positions()
         return {"request_id": current_request_id(),
-                "runs": [r.model_dump(mode="json") for r in service.registry.list_runs(limit=limit)]}
+                "runs": [r.model_copy(update={"queue_position": places.get(r.run_id)}).model_dump(mode="json")
+                         for r in service.registry.list_runs(limit=limit)]}
 
     def control_route(action: str) -> Any:
         def control(request: ControlRequest) -> RunStatus:

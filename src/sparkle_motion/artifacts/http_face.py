@@ -36,9 +36,9 @@ import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path as PathParam, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -48,13 +48,23 @@ from sparkle_motion.artifacts.models import ArtifactManifest
 from sparkle_motion.artifacts.store import MEDIA_TYPE_EXTENSIONS, ArtifactStore, normalise_media_type
 from sparkle_motion.config import Settings
 from sparkle_motion.errors import InvalidInputError, PayloadTooLargeError
-from sparkle_motion.ids import validate_id
+from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, validate_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.services.http_errors import error_body
+from sparkle_motion.services.openapi import error_responses
 
 __all__ = ["create_artifact_router"]
 
 UPLOAD_ALLOWED_MEDIA_TYPES = frozenset(MEDIA_TYPE_EXTENSIONS)
+UploadMediaType = Literal[tuple(sorted(MEDIA_TYPE_EXTENSIONS))]  # type: ignore[valid-type]
+#: The bounds state in the schema what the store would refuse anyway (and keep SQLite's integers in range).
+MAX_MEDIA_DIMENSION = 1 << 16
+MAX_MEDIA_SECONDS = 7 * 86_400.0
+
+ArtifactIdPath = Annotated[str, PathParam(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH,
+                                          description="an artifact id (safe id)")]
+SafeIdQuery = Annotated[str, Query(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH)]
+_BYTES_DOC = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _RANGE_SPEC_RE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
@@ -115,9 +125,7 @@ def create_artifact_router(store: Callable[[], ArtifactStore], settings: Setting
         validate_id(artifact_id, "artifact_id")
         return store().get(artifact_id, field="artifact_id")
 
-    @router.api_route("/artifacts/{artifact_id}/content", methods=["GET", "HEAD"],
-                      summary="the artifact's bytes (Range, HEAD, ?download=1)")
-    def content(artifact_id: str, request: Request, download: bool = Query(False)) -> Response:
+    def content(artifact_id: ArtifactIdPath, request: Request, download: bool = Query(False)) -> Response:
         manifest = manifest_of(artifact_id)
         path = store().path_for(manifest.artifact_id, field="artifact_id")
         size = path.stat().st_size
@@ -131,21 +139,38 @@ def create_artifact_router(store: Callable[[], ArtifactStore], settings: Setting
                             filename=_download_name(manifest) if download else None,
                             content_disposition_type="attachment")
 
+    content_responses = {200: {"description": "the bytes; Content-Type is the artifact's media type", **_BYTES_DOC},
+                         206: {"description": "the requested byte range", **_BYTES_DOC},
+                         **error_responses(404, 416, 422)}
+    for method in ("GET", "HEAD"):  # one operation each: OpenAPI operation ids must differ
+        router.add_api_route("/artifacts/{artifact_id}/content", content, methods=[method], response_class=Response,
+                             summary="the artifact's bytes (Range, HEAD, ?download=1)", responses=content_responses,
+                             operation_id=f"artifact_content_{method.lower()}")
+
     @router.get("/artifacts/{artifact_id}/manifest", response_model=ArtifactManifest,
-                summary="the artifact's manifest (local_path is a path on the store's host)")
-    def manifest(artifact_id: str) -> ArtifactManifest:
+                summary="the artifact's manifest (local_path is a path on the store's host)",
+                responses=error_responses(404, 422))
+    def manifest(artifact_id: ArtifactIdPath) -> ArtifactManifest:
         return manifest_of(artifact_id)
 
     @router.post(UPLOAD_PATH, status_code=201, response_model=ArtifactManifest,
-                 summary="store the raw body as an artifact, verified against X-Checksum-Sha256")
+                 summary="store the raw body as an artifact, verified against X-Checksum-Sha256",
+                 responses=error_responses(413, 422, 507),
+                 openapi_extra={"requestBody": {"required": True, **_BYTES_DOC}})
     async def upload(
         request: Request,
-        run_id: str = Query(...), stage: str = Query(...), artifact_type: str = Query(...),
-        media_type: str = Query(...), ext: str | None = Query(None),
-        duration_s: float | None = Query(None), fps: float | None = Query(None), width: int | None = Query(None),
-        height: int | None = Query(None), sample_rate: int | None = Query(None),
-        checksum: str = Header(..., alias=CHECKSUM_HEADER),
-        metadata_header: str | None = Header(None, alias=METADATA_HEADER),
+        run_id: SafeIdQuery, stage: SafeIdQuery, artifact_type: SafeIdQuery,
+        media_type: UploadMediaType = Query(...),
+        ext: str | None = Query(None, pattern=r"^(\.[A-Za-z0-9]{1,10}){1,2}$"),
+        duration_s: float | None = Query(None, ge=0, le=MAX_MEDIA_SECONDS),
+        fps: float | None = Query(None, gt=0, le=1000),
+        width: int | None = Query(None, gt=0, le=MAX_MEDIA_DIMENSION),
+        height: int | None = Query(None, gt=0, le=MAX_MEDIA_DIMENSION),
+        sample_rate: int | None = Query(None, gt=0, le=1_000_000),
+        checksum: str = Header(..., alias=CHECKSUM_HEADER, pattern=r"^[0-9A-Fa-f]{64}$",
+                               description="sha256 of the body, 64 hex digits"),
+        metadata_header: str | None = Header(None, alias=METADATA_HEADER, max_length=MAX_METADATA_HEADER_CHARS,
+                                             description="base64url of a JSON object: the provenance"),
     ) -> ArtifactManifest:
         for value, field in ((run_id, "run_id"), (stage, "stage"), (artifact_type, "artifact_type")):
             validate_id(value, field)

@@ -27,13 +27,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 
 from sparkle_motion.artifacts.http_protocol import CHECKSUM_HEADER, METADATA_HEADER, UPLOAD_PATH, encode_metadata_header
 from sparkle_motion.artifacts.models import URI_PREFIX, ArtifactManifest, parse_uri
-from sparkle_motion.artifacts.store import CHUNK_BYTES, ArtifactStore, Source
+from sparkle_motion.artifacts.store import CHUNK_BYTES, ArtifactStore, ReadsByPath, Source, _hash_file
 from sparkle_motion.config import Settings
 from sparkle_motion.errors import (ArtifactNotFoundError, IntegrityError, InvalidInputError, PathEscapeError,
                                    PayloadTooLargeError, ToolCallError, UnauthorizedError)
@@ -52,21 +52,13 @@ def open_tool_store(settings: Settings) -> ArtifactStore | HttpArtifactStore:
     return ArtifactStore(settings.home, db_path=settings.db_path)
 
 
-def _sha256_of(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
 def _file_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
             yield chunk
 
 
-class HttpArtifactStore:
+class HttpArtifactStore(ReadsByPath):
     """The artifact store of another host, reached through its HTTP face; a verified local cache."""
 
     def __init__(self, url: str, *, token: str | None = None, cache_root: Path | None = None,
@@ -174,18 +166,11 @@ class HttpArtifactStore:
             temp.unlink(missing_ok=True)
         return path
 
-    def open(self, ref: str) -> BinaryIO:
-        return open(self.path_for(ref), "rb")
-
-    def read_bytes(self, ref: str) -> bytes:
-        with self.open(ref) as handle:
-            return handle.read()
-
     def verify(self, ref: str) -> ArtifactManifest:
         """Re-hash the cached copy (downloading it if needed) against the store's sha256."""
         manifest = self.get(ref)
         path = self.path_for(ref)
-        if _sha256_of(path) != manifest.sha256:
+        if _hash_file(path)[0] != manifest.sha256:
             path.unlink(missing_ok=True)
             raise IntegrityError(f"cached copy of {manifest.uri} does not match its sha256",
                                  context={"uri": manifest.uri})
@@ -224,7 +209,7 @@ class HttpArtifactStore:
             raise InvalidInputError(f"must be a Path, bytes or a binary stream (got {type(source).__name__})",
                                     field="source")
         try:
-            sha256 = _sha256_of(path)
+            sha256 = _hash_file(path)[0]
             params: dict[str, Any] = {"run_id": run_id, "stage": stage, "artifact_type": artifact_type,
                                       "media_type": media_type, **(media or {})}
             if ext is not None:

@@ -144,7 +144,21 @@ def _hash_file(path: Path) -> tuple[str, int]:
     return hasher.hexdigest(), size
 
 
-class ArtifactStore:
+class ReadsByPath:
+    """``open`` and ``read_bytes`` over a store's ``path_for`` (the local store and the HTTP one, http_store.py)."""
+
+    def path_for(self, ref: str, *, field: str = "uri") -> Path:
+        raise NotImplementedError
+
+    def open(self, ref: str) -> BinaryIO:
+        return open(self.path_for(ref), "rb")
+
+    def read_bytes(self, ref: str) -> bytes:
+        with self.open(ref) as handle:
+            return handle.read()
+
+
+class ArtifactStore(ReadsByPath):
     """Blobs under ``root/artifacts``, indexed in ``root/sparkle.db`` (or ``db_path``).
 
     Thread-safe and multi-process safe: every put is one short SQLite
@@ -418,13 +432,6 @@ class ArtifactStore:
             raise ArtifactNotFoundError(f"artifact {manifest.uri} is indexed but its file is missing",
                                         field=field, context={"path": self.relative(path)})
         return path
-
-    def open(self, ref: str) -> BinaryIO:
-        return open(self.path_for(ref), "rb")
-
-    def read_bytes(self, ref: str) -> bytes:
-        with self.open(ref) as handle:
-            return handle.read()
 
     def list(self, run_id: str, stage: str | None = None,
              artifact_type: str | None = None) -> list[ArtifactManifest]:

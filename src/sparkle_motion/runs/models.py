@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RunStatus = Literal["pending", "running", "paused", "stopped", "succeeded", "failed", "interrupted",
-                    "awaiting_review"]
+RunStatus = Literal["pending", "queued", "running", "paused", "stopped", "cancelled", "succeeded", "failed",
+                    "interrupted", "awaiting_review"]
 StepStatus = Literal["running", "succeeded", "failed", "skipped", "cached"]
 RunMode = Literal["dry", "run"]
 QAMode = Literal["full", "skip"]
@@ -22,17 +22,20 @@ LOG_LEVELS: tuple[str, ...] = LogLevel.__args__  # type: ignore[attr-defined]
 #: final; failed and interrupted runs may be resumed (cached steps make that cheap).
 #: awaiting_review: stopped at a review gate (agents/review_gates.py); no thread drives it, so
 #: a restart leaves it as it is, and the review moves it back to running.
+#: queued runs wait for a slot (agents/film_queue.py); a queued run that is stopped ends cancelled.
 RUN_TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"running", "stopped", "failed"}),
+    "pending": frozenset({"queued", "running", "stopped", "failed"}),
+    "queued": frozenset({"running", "cancelled", "failed"}),
     "running": frozenset({"paused", "stopped", "succeeded", "failed", "interrupted", "awaiting_review"}),
-    "paused": frozenset({"running", "stopped", "failed"}),
-    "interrupted": frozenset({"running", "stopped", "failed"}),
-    "failed": frozenset({"running"}),
-    "awaiting_review": frozenset({"running", "stopped", "failed"}),
+    "paused": frozenset({"queued", "running", "stopped", "failed"}),
+    "interrupted": frozenset({"queued", "running", "stopped", "failed"}),
+    "failed": frozenset({"queued", "running"}),
+    "awaiting_review": frozenset({"queued", "running", "stopped", "failed"}),
     "stopped": frozenset(),
+    "cancelled": frozenset(),
     "succeeded": frozenset(),
 }
-FINAL_RUN_STATUSES = frozenset({"stopped", "succeeded", "failed"})
+FINAL_RUN_STATUSES = frozenset({"stopped", "cancelled", "succeeded", "failed"})
 
 
 class RunRecord(BaseModel):
@@ -55,6 +58,9 @@ class RunRecord(BaseModel):
     updated_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    queue_seq: int | None = Field(default=None, description="place in the queue while queued (smaller first)")
+    queue_position: int | None = Field(default=None, description="1 = next to start; filled in by "
+                                       "production_agent's /runs, not stored")
 
 
 class StepRecord(BaseModel):

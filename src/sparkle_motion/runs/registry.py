@@ -252,6 +252,8 @@ class RunRegistry:
                                     f"allowed from {current}: {allowed}", field="status",
                                     context={"run_id": run_id, "from": current, "to": status})
             updates: dict[str, Any] = {"status": status, "updated_at": now}
+            if current == "queued":
+                updates["queue_seq"] = None
             if current_stage is not None:
                 updates["current_stage"] = current_stage
             if status == "running":
@@ -270,6 +272,26 @@ class RunRegistry:
             conn.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in updates)} WHERE run_id = ?",
                          (*updates.values(), run_id))
         return self.get_run(run_id)
+
+    def enqueue(self, run_id: str) -> RunRecord:
+        """Move a run to ``queued`` at the end of the queue (one transaction: the place is unique)."""
+        validate_id(run_id, "run_id")
+        with self._db.write() as conn:
+            current = self._fetch_run(conn, run_id)["status"]
+            if "queued" not in RUN_TRANSITIONS[current]:
+                raise RunStateError(f"cannot queue run {run_id!r}: it is {current}", field="status",
+                                    context={"run_id": run_id, "from": current, "to": "queued"})
+            conn.execute("UPDATE runs SET status = 'queued', owner_pid = NULL, owner_host = NULL, updated_at = ?,"
+                         " queue_seq = (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM runs) WHERE run_id = ?",
+                         (utc_now(), run_id))
+        return self.get_run(run_id)
+
+    def queued_run_ids(self) -> list[str]:
+        """The queued runs, first in line first."""
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT run_id FROM runs WHERE status = 'queued'"
+                                " ORDER BY queue_seq, created_at, run_id").fetchall()
+        return [row[0] for row in rows]
 
     def heartbeat(self, run_id: str) -> None:
         """Prove the owning process is alive; refused once the run is no longer running."""

@@ -69,6 +69,7 @@ ERROR_DESCRIPTIONS = {
     404: "the run or artifact named does not exist",
     409: "the request collides with the run's current state",
     413: "request body over the service's size limit",
+    416: "no part of the requested byte range lies inside the artifact (Content-Range: bytes */size)",
     422: "invalid input: unparseable JSON, a number out of range, a schema violation, or a rule the schema cannot "
          "state (e.g. between two fields, or an artifact URI the store does not hold); `error.field` names it",
     500: "the service or its backend failed (a bug or broken environment, never the caller's input)",
