@@ -20,7 +20,7 @@ from PIL import Image
 
 from mesh_harness import running_mesh, wait_for_status
 from sparkle_motion import mesh
-from sparkle_motion.agents.qa_checks import VISION_CHECKS
+from function_tools.qa_qwen2vl.models import VLM_CHECKS
 from sparkle_motion.media.vad import speech_segments
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mesh")]
@@ -280,6 +280,6 @@ def test_a_plan_without_dialogue_makes_a_silent_film_that_passes_qa(production):
     kinds, frames, audio = decode_film(Path(film["local_path"]))
     assert kinds.get("audio") == "aac" and abs(len(frames) - 6 * FPS) <= 1
     assert rms_db(audio) < -60
-    # The cpu profile's QA backend (signal) has no vision check: listed, not silently dropped.
+    # The cpu profile's QA backend (signal) has no vision-language check: listed, not silently dropped.
     summary = next(a for a in arts["artifacts"] if a["artifact_type"] == "run_summary")
-    assert json.loads(Path(summary["local_path"]).read_text())["qa_not_available"] == sorted(VISION_CHECKS)
+    assert json.loads(Path(summary["local_path"]).read_text())["qa_not_available"] == sorted(VLM_CHECKS)

@@ -24,13 +24,14 @@ QWEN2VL = frozenset(CHECK_NAMES)
 
 def test_every_vision_check_the_qa_tool_knows_is_named_in_one_place() -> None:
     assert set(VLM_CHECKS) <= set(VISION_CHECKS)
-    assert "character_consistency" in VISION_CHECKS     # the cast stage's check, asked once the tool has it
+    assert "character_consistency" in VISION_CHECKS     # the cast stage's check; signal answers it too
 
 
 def test_on_signal_the_signal_checks_are_asked_and_every_vision_check_is_not_available() -> None:
     keyframe, clip = select_checks("keyframe", SIGNAL), select_checks("clip", SIGNAL)
-    assert keyframe.checks == ["degenerate_image", "text_policy"]
-    assert keyframe.not_available == list(VISION_CHECKS)
+    # character_consistency is a measurement on signal too (a colour distance to the portrait).
+    assert keyframe.checks == ["degenerate_image", "text_policy", "character_consistency"]
+    assert keyframe.not_available == list(VLM_CHECKS)
     assert clip.checks == ["black_frames", "frozen_frames", "duration_mismatch", "continuity", "text_policy"]
     # character_consistency is a keyframe check: a character facing away in a clip is no failure.
     assert clip.not_available == [c for c in VISION_CHECKS if c != "character_consistency"]
@@ -69,9 +70,8 @@ def test_the_signal_tool_says_what_it_answers_and_a_run_logs_the_missing_vision_
             run.select("clip")
         run.select("keyframe")
     assert len(calls) == 1                                       # /metadata asked once per run
-    assert [checks for _, checks in warnings] == [
-        sorted(c for c in VISION_CHECKS if c != "character_consistency"), ["character_consistency"]]
-    assert run.not_available == set(VISION_CHECKS)
+    assert [checks for _, checks in warnings] == [sorted(VLM_CHECKS)]
+    assert run.not_available == set(VLM_CHECKS)
 
 
 def test_a_qa_tool_that_cannot_say_is_taken_for_signal() -> None:

@@ -12,10 +12,10 @@ carries the list (``qa_not_available``).
 
 The vision checks are named here and only here.  ``character_consistency``
 is one of them: it is asked of keyframes (never of clip frames: a character
-facing away is no failure) as soon as the QA tool lists it among its checks;
-until then it is reported ``not_available``.  The stage that adds it must also
-send what it compares against (the cast's portraits) in the request's
-expectations.
+facing away is no failure) where the QA tool lists it — ``qwen2-vl`` as an
+image-pair question, ``signal`` as a colour distance to the portrait — and
+only when the plan has portraits to compare with (production_run drops it
+otherwise, and the cast stage puts the portraits in the request's expectations).
 """
 
 from __future__ import annotations
