@@ -18,8 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from sparkle_motion.artifacts import ArtifactStore
-from sparkle_motion.testing import RunningTool, running_tool
+from sparkle_motion.testing import RunningTool, running_tool, write_test_profile
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -60,8 +62,22 @@ class StRun:
 
 @contextmanager
 def running_service(name: str, home: Path) -> Iterator[RunningTool]:
-    """One of SERVICES as a real process on the cpu profile, ``home`` as its store."""
-    with running_tool(SERVICES[name], home=home, env=CPU_ENV, ready_timeout=240) as tool:
+    """One of SERVICES as a real process on the cpu profile, ``home`` as its store.
+
+    production_agent gets script_agent beside it, as in a mesh: the studio's
+    ``/studio/plan`` asks the planner, and without one every valid body would
+    be a (correct) 503.
+    """
+    if name != "production_agent":
+        with running_tool(SERVICES[name], home=home, env=CPU_ENV, ready_timeout=240) as tool:
+            yield tool
+        return
+    profile = write_test_profile(home.with_name(f"{home.name}-profile"))
+    ports = {tool_id: entry["port"] for tool_id, entry in yaml.safe_load(profile.read_text())["tools"].items()}
+    env = {**CPU_ENV, "SPARKLE_PROFILE": str(profile)}
+    with running_tool("script_agent", home=home, env=env, port=ports["script_agent"], ready_timeout=240), \
+            running_tool(SERVICES[name], home=home, env=env, port=ports["production_agent"],
+                         ready_timeout=240) as tool:
         yield tool
 
 

@@ -79,6 +79,17 @@ def test_validate_names_each_broken_field(agent):
     assert [e["path"] for e in unknown["errors"]] == ["render_profile.video.model_id"]
 
 
+def test_validate_names_a_line_the_content_policy_blocks(agent):
+    tool, _ = agent
+    blocked = plan()
+    line = next(i for i, e in enumerate(blocked["dialogue_timeline"]) if e["type"] == "dialogue")
+    blocked["dialogue_timeline"][line]["text"] = "Then the gore spilled over the roof."
+    answer = tool.client.post("/studio/validate", json={"plan": blocked}).json()
+    assert answer["valid"] is False
+    assert [(e["path"], e["rule"]) for e in answer["errors"]] == [
+        (f"dialogue_timeline[{line}].text", "text_policy.graphic_violence")]
+
+
 def test_subtitles_come_back_as_webvtt(agent):
     tool, home = agent
     store = ArtifactStore(home)

@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from sparkle_motion.agents.script_agent import PlanRequest
 from sparkle_motion.config import Settings
 from sparkle_motion.artifacts import ArtifactManifest, ArtifactStore
-from sparkle_motion.errors import InvalidInputError
+from sparkle_motion.errors import InvalidInputError, NotReadyError, SparkleError, ToolCallError
 from sparkle_motion.ids import validate_id
+from sparkle_motion.plan.policy import active_policy, plan_policy_violations
 from sparkle_motion.plan.render_models import render_models
 from sparkle_motion.plan.validation import plan_violations, read_plan_json, validate_plan
 from sparkle_motion.services.app import current_request_id
@@ -69,8 +70,11 @@ def plan_problems(plan: dict[str, Any], settings: Settings) -> list[PlanProblem]
     """Every rule the plan breaks, each naming its field; a valid plan is also checked against the profile."""
     problems = [PlanProblem(**v) for v in plan_violations(plan)]
     if not problems:
+        valid = validate_plan(plan)
+        # The same content policy intake applies, so the editor shows a blocked word before a run is refused.
+        problems += [PlanProblem(**v) for v in plan_policy_violations(valid, active_policy(settings))]
         try:
-            render_models(validate_plan(plan), settings)
+            render_models(valid, settings)
         except InvalidInputError as exc:
             problems.append(PlanProblem(path=exc.field or "render_profile", message=exc.message, rule=exc.code))
     return problems
@@ -85,10 +89,13 @@ def install_studio(app: FastAPI, store: ArtifactStore, settings: Settings) -> No
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
                             headers={"Cache-Control": "no-cache"})
 
-    @app.post("/studio/plan", response_model=StudioPlan, responses=error_responses(503))
+    @app.post("/studio/plan", response_model=StudioPlan, responses=error_responses(422, 503))
     def studio_plan(request: StudioPlanRequest) -> StudioPlan:
-        with ToolClient("script_agent", settings=settings, timeout=PLAN_TIMEOUT_S) as client:
-            result = client.invoke(request.model_dump(exclude_none=True))
+        try:
+            with ToolClient("script_agent", settings=settings, timeout=PLAN_TIMEOUT_S) as client:
+                result = client.invoke(request.model_dump(exclude_none=True))
+        except ToolCallError as exc:
+            raise _planner_error(exc) from exc
         plan = read_plan_json(store.path_for(result["artifact_uri"]))
         return StudioPlan(request_id=current_request_id(), plan=plan, plan_uri=result["artifact_uri"],
                           plan_summary=result.get("plan_summary") or {})
@@ -98,8 +105,9 @@ def install_studio(app: FastAPI, store: ArtifactStore, settings: Settings) -> No
         problems = plan_problems(request.plan, settings)
         return StudioValidation(request_id=current_request_id(), valid=not problems, errors=problems)
 
-    @app.get("/studio/subtitles/{artifact_id}.vtt", response_class=PlainTextResponse,
-             responses=error_responses(404, 422))
+    # response_class Response (no media type): the errors are documented as the JSON they are, the 200 as text/vtt.
+    @app.get("/studio/subtitles/{artifact_id}.vtt", response_class=Response,
+             responses={200: {"content": {"text/vtt": {}}, "description": "WebVTT"}, **error_responses(404, 422)})
     def subtitles_vtt(artifact_id: str) -> PlainTextResponse:
         """A run's SRT as WebVTT, the one subtitle format a <track> element reads."""
         manifest = _subtitle_manifest(store, artifact_id)
@@ -108,6 +116,16 @@ def install_studio(app: FastAPI, store: ArtifactStore, settings: Settings) -> No
         if len(text) > MAX_SRT_BYTES:
             raise InvalidInputError(f"subtitles over {MAX_SRT_BYTES} bytes", field="artifact_id")
         return PlainTextResponse(srt_to_vtt(text.decode("utf-8", errors="replace")), media_type="text/vtt")
+
+
+def _planner_error(exc: ToolCallError) -> SparkleError:
+    """script_agent's answer in the studio's terms: its 4xx is the request's fault, anything else a 503 to retry."""
+    remote = exc.remote_error or {}
+    if exc.status is not None and 400 <= exc.status < 500:
+        return InvalidInputError(remote.get("message") or exc.message, field=remote.get("field"),
+                                 context={"tool_id": "script_agent", "status": exc.status})
+    return NotReadyError(f"the planner (script_agent) cannot answer now: {exc.message}; is the mesh up "
+                         "(`sparkle-motion up`)?", retry_after=5.0, context={"tool_id": "script_agent"})
 
 
 def _subtitle_manifest(store: ArtifactStore, artifact_id: str) -> ArtifactManifest:
