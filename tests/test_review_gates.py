@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from mesh_harness import running_mesh, wait_for_status
+from mesh_harness import mesh_env, running_mesh, wait_for_status
 from sparkle_motion import mesh
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.runs import RunRegistry
@@ -173,3 +176,37 @@ def test_keyframes_gate_reroll_edit_restart_then_approve(production, mesh_settin
     assert {f: counts[("base_images", f)] for f in FRAMES} == {"frame_000": 1, "frame_001": 1, "frame_002": 2,
                                                                "frame_003": 1, "frame_004": 2}
     assert [counts[("video_clips", f"shot_{n:03d}")] for n in range(1, 5)] == [1, 1, 1, 1]
+
+
+def cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sparkle_motion.cli", *args], capture_output=True, text=True,
+                          env=env, input=stdin, timeout=900)
+
+
+def test_cli_make_asks_at_the_gate_and_review_scripts_it(mesh_settings, tmp_path):
+    env = mesh_env(mesh_settings.home, mesh_settings.profile_path)
+    out = tmp_path / "film.mp4"
+    new_prompt = "A lighthouse at dawn over a calm sea"
+    made = cli("make", "A lighthouse keeper befriends a storm at night", "-o", str(out), "--shots", "2",
+               "--duration", "4", "--seed", "3", "--review", "keyframes", "--prompt", new_prompt,
+               env=env, stdin="r 2\nr 99\ne 3\na\n")
+    assert made.returncode == 0, made.stdout + made.stderr
+    # asked at the gate, again after 'r 99' (refused, no request sent), after the re-roll, after the edit
+    assert made.stdout.count("awaits review at gate keyframes") == 4, made.stdout
+    assert "no item '99'" in made.stderr
+    sheets = re.findall(r"^contact sheet: (.+)$", made.stdout, flags=re.M)
+    assert len(sheets) == 4 and len(set(sheets)) == 3 and all(Path(p).is_file() for p in sheets)
+    assert "plan revision 1" in made.stdout and out.is_file() and f"film: {out.resolve()}" in made.stdout
+    run_id = re.search(r"run (run_\w+) started", made.stdout).group(1)
+
+    refused = cli("review", run_id, "--approve", env=env)
+    assert refused.returncode == 2 and "not awaiting review" in refused.stderr, refused.stderr
+    assert cli("review", run_id, "--regenerate", "frame_001:x", env=env).returncode == 2
+    assert cli("review", run_id, env=env).returncode == 2
+    again = cli("review", run_id, "--regenerate", "frame_001:77", "--wait", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    new_run, status = re.search(r"run (run_\w+): (\w+)", again.stdout).groups()
+    assert new_run != run_id and status == "succeeded"
+    steps = RunRegistry(mesh_settings.db_path).list_steps(new_run)
+    assert {(s.stage, s.item) for s in steps if s.status == "succeeded" and s.stage == "base_images"} == \
+        {("base_images", "frame_001"), ("base_images", "frame_001.qa"), ("base_images", "contact_sheet")}

@@ -90,8 +90,9 @@ class ReviewDesk:
 
     @staticmethod
     def _items_of(plan: MoviePlan) -> dict[str, tuple[str, str]]:
-        """Every item a reviewer may name: item → (its stage, its prompt)."""
-        items: dict[str, tuple[str, str]] = {f"cast_{c.id}": ("cast", c.description) for c in plan.characters}
+        """Every item a reviewer may name: item → (its stage, its prompt); portraits once a cast stage exists."""
+        items: dict[str, tuple[str, str]] = {f"cast_{c.id}": ("cast", c.description) for c in plan.characters
+                                             if "cast" in STAGES}
         items.update({b.id: ("base_images", b.prompt) for b in plan.base_images})
         items.update({s.id: ("video_clips", s.visual_description) for s in plan.shots})
         return items
@@ -100,7 +101,7 @@ class ReviewDesk:
         """The items a gate offers: all of them at the plan gate and after the run, else those rendered by now."""
         items = self._items_of(plan)
         if gate in (None, "plan"):
-            return {k: v for k, v in items.items() if v[0] != "cast" or "cast" in STAGES}
+            return items
         limit = ITEM_STAGE_ORDER.index(GATE_STAGES[gate])
         return {k: v for k, v in items.items() if ITEM_STAGE_ORDER.index(v[0]) <= limit}
 
