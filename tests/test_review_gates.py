@@ -210,3 +210,37 @@ def test_cli_make_asks_at_the_gate_and_review_scripts_it(mesh_settings, tmp_path
     steps = RunRegistry(mesh_settings.db_path).list_steps(new_run)
     assert {(s.stage, s.item) for s in steps if s.status == "succeeded" and s.stage == "base_images"} == \
         {("base_images", "frame_001"), ("base_images", "frame_001.qa"), ("base_images", "contact_sheet")}
+
+
+def test_notebook_gallery_rerolls_edits_and_approves(mesh_settings):
+    from sparkle_motion.agents.production_client import ProductionClient
+    from sparkle_motion.notebook.review_gallery import ReviewGallery
+
+    with ProductionClient(mesh_settings) as client:
+        run_id = client.start(plan=plan_with_seed(2), review=["keyframes"]).run_id
+        gallery = ReviewGallery(client, run_id, mesh_settings.home)
+        assert gallery.wait_for_gate(900).status == "awaiting_review"
+        assert sorted(gallery.reroll_buttons) == FRAMES and not gallery.approve_button.disabled
+
+        def picture(item: str) -> bytes:
+            card = gallery.cards.children[FRAMES.index(item)]
+            return card.children[1].value
+
+        before, untouched = picture("frame_001"), picture("frame_000")
+        gallery.reroll_buttons["frame_001"].click()
+        assert "regenerating frame_001" in gallery.message.value
+        gallery.wait_for_gate(900)
+        assert picture("frame_001") != before and picture("frame_000") == untouched
+
+        gallery.prompts["frame_003"].value = "   "
+        gallery.edit_buttons["frame_003"].click()
+        assert "base_images[3].prompt" in gallery.message.value   # refused, the field named
+        gallery.prompts["frame_003"].value = "Close on Miko laughing under a yellow umbrella"
+        gallery.edit_buttons["frame_003"].click()
+        status = gallery.wait_for_gate(900)
+        assert status.review.plan_revision == 1
+        assert gallery.prompts["frame_003"].value == "Close on Miko laughing under a yellow umbrella"
+
+        gallery.approve_button.click()
+        assert gallery.wait_for_gate(900).status == "succeeded"
+        assert gallery.approve_button.disabled and not gallery.cards.children
