@@ -241,6 +241,47 @@ def test_notebook_gallery_rerolls_edits_and_approves(mesh_settings):
         assert status.review.plan_revision == 1
         assert gallery.prompts["frame_003"].value == "Close on Miko laughing under a yellow umbrella"
 
+        # The control panel shows the same gallery under the status of a run that waits at a gate.
+        from sparkle_motion.notebook import ControlPanel
+
+        panel = ControlPanel(mesh_settings, auto_poll=False)
+        try:
+            panel.run_id = run_id
+            assert panel.refresh_status()["status"] == "awaiting_review"
+            assert panel.review_gallery.widget in panel.status_section.children
+            assert sorted(panel.review_gallery.reroll_buttons) == FRAMES
+        finally:
+            panel.close()
+
         gallery.approve_button.click()
         assert gallery.wait_for_gate(900).status == "succeeded"
         assert gallery.approve_button.disabled and not gallery.cards.children
+
+
+def test_plan_gate_then_a_no_op_cast_gate_then_the_clips_gate(production):
+    run_id = start(production, plan_with_seed(3), review=["plan", "cast", "clips"])
+    at_plan = wait_for_status(production, run_id, ENDED, timeout=900)
+    assert at_plan["status"] == "awaiting_review" and at_plan["review"]["gate"] == "plan", at_plan["error"]
+    assert {s["stage"] for s in at_plan["steps"]} == {"plan_intake"}
+    assert {i["item"] for i in at_plan["review"]["items"]} == set(FRAMES) | {f"shot_00{n}" for n in range(1, 5)}
+    assert all(i["artifact_id"] is None for i in at_plan["review"]["items"])
+    review(production, run_id, {"approve": True})
+    # no cast stage in this workflow: that gate never fires, the next stop is after the clips
+    at_clips = wait_for_status(production, run_id, ENDED, timeout=900,
+                               predicate=lambda s: s["review"] is None or s["review"]["gate"] != "plan")
+    assert at_clips["status"] == "awaiting_review" and at_clips["review"]["gate"] == "clips", at_clips["error"]
+    shots = {i["item"]: i for i in at_clips["review"]["items"] if i["stage"] == "video_clips"}
+    assert len(shots) == 4 and all(i["artifact_id"] and i["seed"] is not None for i in shots.values())
+    assert not any(s["stage"] == "lipsync" for s in at_clips["steps"])
+    before = len(at_clips["steps"])
+    review(production, run_id, {"regenerate": [{"item": "frame_001", "seed": 4321}]})
+    again = wait_for_status(production, run_id, ENDED, timeout=900, predicate=lambda s: len(s["steps"]) > before)
+    assert again["status"] == "awaiting_review" and again["review"]["gate"] == "clips"
+    assert set(executed(again, before)) == {("base_images", "frame_001"), ("base_images", "frame_001.qa"),
+                                            ("base_images", "contact_sheet"),
+                                            ("video_clips", "shot_001"), ("video_clips", "shot_001.qa"),
+                                            ("video_clips", "shot_002"), ("video_clips", "shot_002.qa")}
+    review(production, run_id, {"approve": True})
+    done = wait_for_status(production, run_id, ENDED, timeout=900,
+                           predicate=lambda s: s["status"] != "awaiting_review")
+    assert done["status"] == "succeeded", done["error"]
