@@ -23,6 +23,8 @@ case "$LEVEL" in
     if [ -f scripts/install_chatterbox.sh ]; then
       bash scripts/install_chatterbox.sh "$VENV"
     fi
+    # The studio's browser tests need a chromium; without root this only says how to get one.
+    bash scripts/install_chromium.sh || echo "warning: no chromium; the studio's browser tests will fail" >&2
     ;;
   *)
     echo "usage: $0 PYTHON VENV core|full" >&2

@@ -127,6 +127,32 @@ class ClientPolicy:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """Where a process finds the artifact store (profile block ``store:``).
+
+    ``mode: local`` (the default): the blobs and the SQLite index under ``SPARKLE_HOME``
+    are on this host. ``mode: http``: the tools read their inputs and write their outputs
+    through production_agent's artifact face at ``url`` (``artifacts/http_store.py``),
+    checksums checked at both ends; for a tool on a host that does not share the disk.
+    ``max_upload_bytes``: the largest body ``POST /artifacts/upload`` accepts (413 beyond).
+    """
+
+    mode: str = "local"
+    url: str | None = None          # None: production_agent's registry URL
+    max_upload_bytes: int = 512 << 20
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("local", "http"):
+            raise ConfigError(f"store.mode must be 'local' or 'http' (got {self.mode!r})", field="store.mode")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"store.url must be an http(s) URL (got {self.url!r:.80})", field="store.url")
+        if isinstance(self.max_upload_bytes, bool) or not isinstance(self.max_upload_bytes, int) \
+                or not 1 <= self.max_upload_bytes <= 1 << 40:
+            raise ConfigError("store.max_upload_bytes must be an integer from 1 to 2**40",
+                              field="store.max_upload_bytes")
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     profile_name: str
@@ -140,6 +166,9 @@ class Settings:
     client: ClientPolicy = field(default_factory=ClientPolicy)
     #: production_agent resumes, when it starts, the runs its crashed predecessor left interrupted.
     auto_resume: bool = True
+    store: StoreSettings = field(default_factory=StoreSettings)
+    #: Films production_agent runs at once; later ones wait as ``queued`` (agents/film_queue.py).
+    max_concurrent_runs: int = 1
 
     def tool(self, tool_id: str) -> ToolEntry:
         try:
@@ -262,7 +291,26 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         client=_seconds_section(ClientPolicy, "client", raw_profile.get("client"), profile_path, lowest=0.0,
                                 highest=86_400.0),
         auto_resume=auto_resume,
+        store=_store_settings(raw_profile.get("store"), profile_path),
+        max_concurrent_runs=_max_concurrent_runs(raw_profile.get("max_concurrent_runs", 1), profile_path),
     )
+
+
+def _store_settings(raw: Any, profile_path: Path) -> StoreSettings:
+    if raw is None:
+        return StoreSettings()
+    known = {f.name for f in fields(StoreSettings)}
+    if not isinstance(raw, dict) or set(raw) - known:
+        raise ConfigError(f"profile {profile_path.name}: store must be a mapping of {', '.join(sorted(known))}",
+                          field="store")
+    return StoreSettings(**raw)
+
+
+def _max_concurrent_runs(value: Any, profile_path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise ConfigError(f"profile {profile_path.name}: max_concurrent_runs must be an integer 1-64 "
+                          f"(got {value!r})", field="max_concurrent_runs")
+    return value
 
 
 def _job_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:

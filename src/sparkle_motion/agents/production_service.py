@@ -43,6 +43,8 @@ from sparkle_motion.agents.review_actions import ReviewDesk
 from sparkle_motion.agents.review_gates import AwaitingReview, review_state, with_review_state
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.adk_service import SparkleArtifactService
+from sparkle_motion.artifacts.http_face import create_artifact_router
+from sparkle_motion.artifacts.http_protocol import UPLOAD_PATH
 from sparkle_motion.artifacts.sweep import sweep_at_start
 from sparkle_motion.config import Settings, get_settings
 from sparkle_motion.diskspace import Ballast, disk_full_error, is_disk_full
@@ -57,6 +59,7 @@ from sparkle_motion.runs import Heartbeat, RunRegistry
 from sparkle_motion.services import install_common
 from sparkle_motion.services.app import current_request_id
 from sparkle_motion.services.openapi import error_responses
+from sparkle_motion.studio import install_studio
 
 __all__ = ["SCHEMA_MODELS", "ProductionService", "create_app"]
 
@@ -362,9 +365,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service = ProductionService(settings)
     app = FastAPI(title="production_agent", version=VERSION, docs_url=None, redoc_url=None,
                   description="Executes MoviePlans through the Sparkle Motion FunctionTools.")
-    install_common(app, "production_agent", VERSION, settings)
+    install_common(app, "production_agent", VERSION, settings,
+                   body_limits={UPLOAD_PATH: settings.store.max_upload_bytes})
+    app.include_router(create_artifact_router(lambda: service.store, settings))
     service.start()
     app.state.production = service
+    install_studio(app, service.store, settings)
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from sparkle_motion.artifacts import ArtifactStore
+from sparkle_motion.artifacts.http_store import HttpArtifactStore, open_tool_store
 from sparkle_motion.artifacts.sweep import sweep_at_start
 from sparkle_motion.config import Settings, ToolProfile, get_settings
 from sparkle_motion.diskspace import disk_full_error, is_disk_full
@@ -52,7 +53,7 @@ class ToolRuntime:
         self.profile = profile
         self.readiness = readiness
         self.backend: Any = None
-        self.store: ArtifactStore | None = None
+        self.store: ArtifactStore | HttpArtifactStore | None = None
         self.capacity = profile.max_concurrency or spec.max_concurrency
         self.slots = anyio.Semaphore(self.capacity)
         self.log = get_logger(f"sparkle_motion.services.{spec.tool_id}")
@@ -69,9 +70,10 @@ class ToolRuntime:
         name = self.profile.backend
         self.log.info("backend.load_start", backend=name, model=self.profile.model)
         try:
-            self.store = ArtifactStore(self.settings.home, db_path=self.settings.db_path)
-            # A killed call's staging files: this tool's own at once, anyone's past the longest job.
-            sweep_at_start(self.settings, self.log, self.store, own_prefix=f"{self.spec.tool_id}-")
+            self.store = open_tool_store(self.settings)  # store.mode http: through production_agent's face
+            if isinstance(self.store, ArtifactStore):
+                # A killed call's staging files: this tool's own at once, anyone's past the longest job.
+                sweep_at_start(self.settings, self.log, self.store, own_prefix=f"{self.spec.tool_id}-")
             backend_cls = import_string(self.spec.backends[name], what=f"backend {name!r}")
             backend = backend_cls(self.profile, self.settings)
             backend.load()
@@ -93,6 +95,8 @@ class ToolRuntime:
                 close()
             except Exception:  # noqa: BLE001 - shutdown must go on; the failure is logged
                 self.log.exception("backend.close_failed", backend=self.profile.backend)
+        if isinstance(self.store, HttpArtifactStore):
+            self.store.close()  # its download cache is a private temp folder
 
     def metadata(self) -> dict[str, Any]:
         spec = self.spec

@@ -84,12 +84,14 @@ def install_common(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     readiness: Readiness | None = None,
+    body_limits: dict[str, int] | None = None,
 ) -> Readiness:
     """Give ``app`` the behaviour every mesh service shares; returns its Readiness.
 
     Adds the common middleware (request id, auth when ``settings.token`` is set,
     body limit, access log), JSON error handlers for SparkleError / validation /
-    404 / 405, ``GET /health`` and ``GET /ready``.  A custom service that warms
+    404 / 405, ``GET /health`` and ``GET /ready``. ``body_limits`` gives exact paths a
+    bigger body limit than ``max_body_bytes`` (production_agent's artifact upload).  A custom service that warms
     up calls ``readiness.mark_loading()`` / ``mark_ready()`` / ``mark_failed(exc)``.
     """
     settings = settings or get_settings()
@@ -97,7 +99,8 @@ def install_common(
     app.state.readiness = readiness
     app.state.service_id = service_id
     app.state.service_version = version
-    app.add_middleware(CommonMiddleware, service_id=service_id, token=settings.token, max_body_bytes=max_body_bytes)
+    app.add_middleware(CommonMiddleware, service_id=service_id, token=settings.token, max_body_bytes=max_body_bytes,
+                       body_limits=body_limits)
     app.router.route_class = JSONBodyRoute
     install_openapi(app, service_id, version, auth=settings.token is not None, public_paths=PUBLIC_PATHS)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sparkle_motion.artifacts import ArtifactManifest, ArtifactStore
+from sparkle_motion.artifacts.http_store import HttpArtifactStore
 from sparkle_motion.config import Settings
 from sparkle_motion.errors import Cancelled, InvalidInputError, NotFoundError
 from sparkle_motion.logs import SparkleLogger
@@ -66,7 +67,7 @@ class ToolContext:
         model: str,
         options: Mapping[str, Any],
         settings: Settings,
-        store: ArtifactStore,
+        store: ArtifactStore | HttpArtifactStore,
         request_id: str,
         log: SparkleLogger,
         cancel_token: CancelToken | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from sparkle_motion.errors import PayloadTooLargeError, SparkleError, UnauthorizedError
@@ -23,7 +23,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC_PATHS = frozenset({"/health"})
+# "/" and the studio's static files hold no data: the page must load to ask for the token it then sends.
+PUBLIC_PATHS = frozenset({"/health", "/"})
+PUBLIC_PREFIXES = ("/studio/static/",)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -40,11 +42,14 @@ class CommonMiddleware:
     body as it streams in and stop a chunked upload at the limit.
     """
 
-    def __init__(self, app: ASGIApp, *, service_id: str, token: str | None, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, service_id: str, token: str | None, max_body_bytes: int,
+                 body_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.service_id = service_id
         self.token = token.encode("utf-8") if token else None
         self.max_body_bytes = max_body_bytes
+        # Exact paths that take a bigger body than JSON requests (production_agent's artifact upload).
+        self.body_limits = dict(body_limits or {})
         self.log = get_logger("sparkle_motion.services.http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -72,18 +77,20 @@ class CommonMiddleware:
 
         try:
             path = scope.get("path", "")
-            if self.token is not None and path not in PUBLIC_PATHS:
+            if self.token is not None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
                 problem = self._auth_problem(scope)
                 if problem is not None:
                     await reply(UnauthorizedError(problem))
                     return
+            limit = self.body_limits.get(path, self.max_body_bytes)
             declared = _header(scope, b"content-length")
-            if declared is not None and declared.strip().isdigit() and int(declared) > self.max_body_bytes:
+            if declared is not None and declared.strip().isdigit() and int(declared) > limit:
                 await reply(PayloadTooLargeError(
-                    f"request body of {int(declared)} bytes exceeds the limit of {self.max_body_bytes} bytes; "
-                    "send media by artifact URI, not inline", context={"limit_bytes": self.max_body_bytes}))
+                    f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes; "
+                    "send media by artifact URI, not inline", context={"limit_bytes": limit}))
                 return
-            await self.app(scope, self._limited_receive(receive, outcome, reply), self._guarded_send(send_with_id, outcome))
+            await self.app(scope, self._limited_receive(receive, outcome, reply, limit),
+                           self._guarded_send(send_with_id, outcome))
         except Exception as exc:  # noqa: BLE001 - the one place that turns anything left into JSON
             if outcome["rejected"]:
                 pass  # the app noticed the cut-off body; the 413 is already sent
@@ -113,9 +120,8 @@ class CommonMiddleware:
         return None
 
     def _limited_receive(self, receive: Receive, outcome: dict[str, Any],
-                         reply: Callable[[SparkleError], Awaitable[None]]) -> Receive:
+                         reply: Callable[[SparkleError], Awaitable[None]], limit: int) -> Receive:
         received = 0
-        limit = self.max_body_bytes
 
         async def limited() -> Message:
             nonlocal received
