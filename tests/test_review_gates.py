@@ -285,3 +285,10 @@ def test_plan_gate_then_a_no_op_cast_gate_then_the_clips_gate(production):
     done = wait_for_status(production, run_id, ENDED, timeout=900,
                            predicate=lambda s: s["status"] != "awaiting_review")
     assert done["status"] == "succeeded", done["error"]
+
+    # After the film, one clip: a new run redoes that clip (and its QA), assembly, final QA and the film only.
+    accepted = review(production, run_id, {"regenerate": [{"item": "shot_004", "seed": 99}]})
+    rerun = wait_for_status(production, accepted["run_id"], {"succeeded", "failed"}, timeout=900)
+    assert rerun["status"] == "succeeded", rerun["error"]
+    assert executed(rerun) == Counter({("video_clips", "shot_004"): 1, ("video_clips", "shot_004.qa"): 1,
+                                       ("assemble", None): 1, ("qa_publish", "final.qa"): 1, ("finalize", None): 1})
