@@ -506,6 +506,8 @@ def review_run(
     except SparkleError as exc:
         raise _remote_fail(exc) from None
     console.print(f"run {status.run_id}: {status.status}", highlight=False)
+    if status.status in ("failed", "stopped", "interrupted"):
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def _upload_music(settings, music: Path) -> str:
