@@ -7,15 +7,19 @@
    three encodes, one before make and two after, so one lucky or unlucky second on a shared
    machine does not decide the ratio). Also CPU seconds: the services' (with the ffmpeg
    processes they ran) for make, ffmpeg's for one floor encode — a ratio that load on the
-   machine moves much less than wall time.
+   machine moves much less than wall time, and per service, so the voice's share shows
+   (`tts_chatterbox`: the cpu profile's `kokoro`; `--voice espeak` measures the same film
+   with the eSpeak voice). The load average before make and after
+   the floors is printed: two shared cores under load stretch every wall time.
 3. per-call HTTP overhead: images_sdxl (64x64 storyboard) through the mesh vs the same
    backend called in-process, p50/p95.
 
-    .venv/bin/python bench/bench_make.py
+    .venv/bin/python bench/bench_make.py [--voice kokoro|espeak]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -36,6 +40,7 @@ from sparkle_motion.testing import running_mesh
 
 FPS, WIDTH, HEIGHT, SHOTS, DURATION = 24, 640, 360, 3, 20.0
 CALLS = 30
+VOICES = {"kokoro": ("kokoro", "kokoro-82m-v1.0-int8"), "espeak": ("espeak", "espeak-ng")}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -61,29 +66,36 @@ def _own_cpu_s() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def services_cpu_s(home: Path) -> float:
-    """CPU seconds used so far by the mesh's services and the children they have waited for (ffmpeg runs)."""
+def services_cpu_s(home: Path) -> dict[str, float]:
+    """CPU seconds used so far by each of the mesh's services and the children it has waited for (ffmpeg runs)."""
     state = json.loads((home / "mesh.json").read_text())
-    total = 0.0
-    for info in state.get("services", {}).values():
+    per_service = {}
+    for tool_id, info in state.get("services", {}).items():
         try:
             fields = Path(f"/proc/{info['pid']}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, KeyError):
             continue
-        total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
-    return total
+        per_service[tool_id] = sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    return per_service
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--voice", choices=sorted(VOICES), default=None,
+                        help="tts_chatterbox backend for the film (default: the cpu profile's)")
+    args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-make-"))
     started = time.perf_counter()
-    with running_mesh(home, render={"fps": FPS, "width": WIDTH, "height": HEIGHT}) as settings:
+    backends = {"tts_chatterbox": VOICES[args.voice]} if args.voice else None
+    with running_mesh(home, render={"fps": FPS, "width": WIDTH, "height": HEIGHT}, backends=backends) as settings:
         cold_start = time.perf_counter() - started
-        print(f"mesh cold start: {cold_start:.2f} s for {len(settings.tools)} services")
+        voice = settings.tool_profile("tts_chatterbox").backend
+        print(f"mesh cold start: {cold_start:.2f} s for {len(settings.tools)} services; voice: {voice}")
 
         # -- make ---------------------------------------------------------------------
         floors = [floor_encode(round(DURATION * FPS), home / "floor0.mp4")]
         cpu0 = services_cpu_s(home)
+        load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         with ToolClient("script_agent", settings=settings) as client:
             planned = client.invoke({"prompt": "A lighthouse keeper and a lost sailor wait out a storm at night",
@@ -93,7 +105,9 @@ def main() -> None:
             run_id = production.start(plan_uri=planned["artifact_uri"], qa_mode="full").run_id
             final = production.wait_for_status(run_id, {"succeeded", "failed"}, timeout=600)
             make_s = time.perf_counter() - t0
-            make_cpu_s = services_cpu_s(home) - cpu0
+            cpu1 = services_cpu_s(home)
+            cpu_by_service = {tool_id: cpu1[tool_id] - cpu0.get(tool_id, 0.0) for tool_id in cpu1}
+            make_cpu_s = sum(cpu_by_service.values())
             if final.status != "succeeded":
                 raise SystemExit(f"make failed: {final.error}")
             film = production.final_film(run_id)
@@ -116,10 +130,13 @@ def main() -> None:
               f"{WIDTH}x{HEIGHT}@{FPS}); plan {plan_s:.2f} s")
         print("  stage wall seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in by_stage.items()))
         print(f"floor (ffmpeg encode of {frames} frames once): {floor:.2f} s "
-              f"(median of {', '.join(f'{wall:.2f}' for wall, _ in floors)}); load average {os.getloadavg()[0]:.1f}")
+              f"(median of {', '.join(f'{wall:.2f}' for wall, _ in floors)}); load average {load_before:.1f} before make, "
+              f"{os.getloadavg()[0]:.1f} after the floors on {os.cpu_count()} CPUs")
         print(f"ratio make/floor: {make_s / floor:.1f}x; make is {runtime / make_s:.2f}x real time")
         print(f"CPU: make {make_cpu_s:.2f} s in the services, floor {floor_cpu:.2f} s; "
               f"ratio {make_cpu_s / floor_cpu:.1f}x")
+        print("  CPU seconds per service: " + ", ".join(
+            f"{tool_id} {cpu:.2f}" for tool_id, cpu in sorted(cpu_by_service.items(), key=lambda kv: -kv[1])))
 
         # -- per-call HTTP overhead -------------------------------------------------------
         payload = {"prompt": "a red kite over a green hill", "width": 64, "height": 64, "seed": 1, "run_id": "bench"}

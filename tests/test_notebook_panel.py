@@ -290,8 +290,9 @@ def test_run_pause_resume_artifacts_and_final_video(panel, production, tmp_path,
     pngs = {hashlib.sha256(Path(a["local_path"]).read_bytes()).hexdigest() for a in expected["artifacts"]
             if a["media_type"] == "image/png"}
     shown = {hashlib.sha256(bytes(w.value)).hexdigest() for w in widgets_of(panel.artifacts_view, widgets.Image)}
-    sheets = [a for a in expected["artifacts"] if a["artifact_type"] == "contact_sheet"]
-    assert shown == pngs and len(pngs) == 4 + len(sheets) and len(sheets) == 1  # 3 shots → 4 keyframes, 1 sheet
+    kinds = [a["artifact_type"] for a in expected["artifacts"] if a["media_type"] == "image/png"]
+    # 3 shots → 4 keyframes, plus the contact sheet drawn after them
+    assert shown == pngs and len(pngs) == 5 and kinds.count("contact_sheet") == 1
 
 
 def test_qa_skip_badge_is_persistent(panel):

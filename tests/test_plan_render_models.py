@@ -93,7 +93,7 @@ def test_the_models_a_run_uses_are_recorded_at_plan_intake(tmp_path: Path) -> No
         run = ProductionRun("run_models", plan, settings=settings, store=store, registry=registry)
         uri = run.plan_intake()["plan_uri"]
         assert store.get(uri).metadata["render_models"] == {
-            "video": "keyframe-motion-v1", "images": "storyboard-v1", "tts": "espeak-ng"}
+            "video": "keyframe-motion-v1", "images": "storyboard-v1", "tts": "kokoro-82m-v1.0-int8"}
     finally:
         store.close()
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from mesh_harness import running_mesh, wait_for_status
 from sparkle_motion import mesh
+from sparkle_motion.agents.qa_checks import VISION_CHECKS
 from sparkle_motion.media.vad import speech_segments
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mesh")]
@@ -88,8 +89,8 @@ def test_plan_becomes_a_film(production, mesh_settings):
 
     arts = production.get("/artifacts", params={"run_id": run_id}).json()
     stages = {s["stage"]: s for s in arts["stages"]}
-    assert list(stages) == ["plan_intake", "dialogue_audio", "base_images", "video_clips", "lipsync", "assemble",
-                            "qa_publish", "finalize"]
+    assert list(stages) == ["plan_intake", "cast", "dialogue_audio", "base_images", "video_clips", "lipsync",
+                            "assemble", "qa_publish", "finalize"]
     final = next(a for a in stages["finalize"]["artifacts"] if a["artifact_type"] == "video_final")
     assert final["checksum"].startswith("sha256:") and Path(final["local_path"]).is_file()
 
@@ -279,3 +280,6 @@ def test_a_plan_without_dialogue_makes_a_silent_film_that_passes_qa(production):
     kinds, frames, audio = decode_film(Path(film["local_path"]))
     assert kinds.get("audio") == "aac" and abs(len(frames) - 6 * FPS) <= 1
     assert rms_db(audio) < -60
+    # The cpu profile's QA backend (signal) has no vision check: listed, not silently dropped.
+    summary = next(a for a in arts["artifacts"] if a["artifact_type"] == "run_summary")
+    assert json.loads(Path(summary["local_path"]).read_text())["qa_not_available"] == sorted(VISION_CHECKS)

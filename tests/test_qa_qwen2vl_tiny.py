@@ -164,6 +164,17 @@ def test_garbage_model_output_is_inconclusive_beside_real_signal_checks(qa: QA) 
     assert meta["vlm_checks"] == CHECKS and body["timings"]["inference_s"] > 0
 
 
+def test_metadata_lists_the_vision_checks_production_asks_for(qa: QA) -> None:
+    from function_tools.qa_qwen2vl.models import CHECK_NAMES
+    from sparkle_motion.agents.qa_checks import answered_checks, select_checks
+    from sparkle_motion.services import ToolClient
+
+    capabilities = qa.tool.client.get("/metadata").json()["capabilities"]
+    assert capabilities == {"checks": list(CHECK_NAMES), "vision_checks": CHECKS}
+    answered = answered_checks(ToolClient("qa_qwen2vl", base_url=qa.tool.url, token=""))
+    assert set(CHECKS) <= set(select_checks("keyframe", answered).checks)
+
+
 def test_second_call_reuses_the_warm_model_and_explicit_checks_limit_the_work(qa: QA) -> None:
     status, body = invoke(qa, [("still", "image")], checks=["safety", "degenerate_image"])
     assert status == 200, body
@@ -178,6 +189,28 @@ def test_prompt_adherence_needs_the_intended_prompt(qa: QA) -> None:
     # By default it is simply skipped without a prompt.
     status, body = invoke(qa, [("still", "image")])
     assert status == 200 and "prompt_adherence" not in {c["name"] for c in body["report"]["checks"]}
+
+
+def test_character_consistency_asks_the_model_an_image_pair_question(qa: QA) -> None:
+    portrait = qa.uris["still"]  # any image stands in for the portrait: the random model's answer is nonsense
+    status, body = invoke(qa, [("still", "image")], checks=["character_consistency"],
+                          expectations={"prompt": "Close-up of Kit facing the camera",
+                                        "characters": [{"name": "Kit", "portrait_uri": portrait}]})
+    assert status == 200, body
+    [check] = body["report"]["checks"]
+    assert check["name"] == "character_consistency" and check["status"] == "inconclusive"
+    assert "Kit" in check["metrics"]["answers"] and "raw_output" in check["metrics"]["answers"]["Kit"]
+    # Not facing the camera: nothing to ask, the model is not called for it.
+    status, body = invoke(qa, [("still", "image")], checks=["character_consistency"],
+                          expectations={"prompt": "Kit walks off, back to the camera",
+                                        "characters": [{"name": "Kit", "portrait_uri": portrait}]})
+    assert status == 200 and body["report"]["checks"][0]["status"] == "passed"
+    # Without portraits there is nothing to compare (production asks only when the plan has a cast).
+    status, body = invoke(qa, [("still", "image")], checks=["character_consistency"],
+                          expectations={"prompt": "Kit"})
+    assert status == 200 and "no portraits" in body["report"]["checks"][0]["detail"]
+    status, body = invoke(qa, [("still", "image")], checks=["character_consistency"])
+    assert status == 422 and body["error"]["field"] == "expectations.prompt"
 
 
 def test_undecodable_media_is_inconclusive_without_calling_the_model(qa: QA) -> None:

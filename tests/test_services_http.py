@@ -63,7 +63,7 @@ def test_health_ready_metadata(echo: RunningTool) -> None:
     assert meta["tool_id"] == "echo" and meta["version"] == "1.0.0"
     assert meta["backends"] == ["echo", "slow", "broken"]
     assert meta["active_backend"] == "echo" and meta["model"] == "echo"
-    assert meta["limits"] == {"max_body_bytes": LIMIT, "max_concurrency": 1}
+    assert meta["limits"] == {"max_body_bytes": LIMIT, "max_concurrency": 1, "replicas": 1}
     assert {"text", "inputs", "run_id", "stage"} <= set(meta["request_schema"]["properties"])
     assert "text" in meta["request_schema"]["required"]
     assert {"text", "artifacts", "request_id"} <= set(meta["response_schema"]["properties"])

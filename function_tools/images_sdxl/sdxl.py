@@ -18,7 +18,8 @@ Profile options (configs/profiles/gpu.yaml): steps, guidance_scale, scheduler,
 dtype, device, variant, keep_warm_s, lock_timeout_s, memory (MemoryOptions),
 refiner_model, refiner_high_noise_frac, aesthetic_score,
 negative_aesthetic_score, original_size / crops_coords_top_left
-(micro-conditioning; default: the output size and no crop) and
+(micro-conditioning; default: the output size and no crop), the IP-Adapter's
+``ip_adapter_*`` (``ip_adapter.py``: keyframes conditioned on portraits) and
 ``simulate_oom: load|inference`` — a test hook that raises torch's CUDA OOM
 error at that stage so the typed-error path can be exercised without a GPU.
 """
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from function_tools.images_sdxl import ip_adapter
 from function_tools.images_sdxl.models import GeneratedImage, ImagesSdxlRequest, ImagesSdxlResponse
 from function_tools.images_sdxl.output import encode_png, fit_to_frame, output_size
 from sparkle_motion.config import Settings, ToolProfile
@@ -116,6 +118,7 @@ class SdxlBackend:
         self.lock_timeout_s = float(options.get("lock_timeout_s", 0.0))
         self.refiner_model = options.get("refiner_model")
         self.native_buckets = bool(options.get("native_buckets", True))
+        self.ip_adapter = ip_adapter.IpAdapterOptions.from_options(options)
         self.simulate_oom = options.get("simulate_oom")
         if self.simulate_oom is not None and self.simulate_oom not in SIMULATE_OOM_STAGES:
             raise ConfigError(f"options.simulate_oom must be one of {SIMULATE_OOM_STAGES}",
@@ -130,7 +133,8 @@ class SdxlBackend:
     # ------------------------------------------------------------------ loading
 
     def _model_key(self, with_refiner: bool) -> str:
-        return f"sdxl:{self.profile.model}" + (f"+refiner:{self.refiner_model}" if with_refiner else "")
+        return (f"sdxl:{self.profile.model}" + (f"+refiner:{self.refiner_model}" if with_refiner else "")
+                + (self.ip_adapter.key if self.ip_adapter else ""))
 
     def _loader(self, with_refiner: bool):
         def load(spec: LoadSpec) -> SdxlModels:
@@ -171,6 +175,8 @@ class SdxlBackend:
             raise ConfigError(f"cannot load SDXL weights: {exc}", field="model",
                               context={"model": self.profile.model, "refiner_model": self.refiner_model}) from exc
         base.set_progress_bar_config(disable=True)
+        if self.ip_adapter is not None:
+            ip_adapter.load_into(base, self.ip_adapter, spec.torch_dtype)
         base = spec.place(base)
         if refiner is not None:
             refiner.set_progress_bar_config(disable=True)
@@ -265,7 +271,10 @@ class SdxlBackend:
                           negative_prompt_2=request.negative_prompt or None,
                           num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=request.count,
                           generator=generators, callback_on_step_end=_step_reporter(ctx))
-            with handle.inference():
+            ip_kwargs, ip_record = ({}, None) if self.ip_adapter is None else ip_adapter.request_kwargs(
+                base, request, ctx, self.ip_adapter, gen_w, gen_h)
+            probe = ip_adapter.ImageEmbedsProbe(base.unet) if self.ip_adapter is not None else None
+            with ip_adapter.closing(probe), handle.inference():
                 if self.simulate_oom == "inference":
                     raise_simulated_oom("inference")
                 if request.use_refiner:
@@ -273,7 +282,7 @@ class SdxlBackend:
                     refiner.scheduler = base.scheduler
                     latents = base(**common, width=gen_w, height=gen_h, original_size=original_size,
                                    target_size=target_size, crops_coords_top_left=crops,
-                                   denoising_end=high_noise_frac, output_type="latent").images
+                                   denoising_end=high_noise_frac, output_type="latent", **ip_kwargs).images
                     images = refiner(**common, image=latents, denoising_start=high_noise_frac,
                                      original_size=original_size, target_size=target_size,
                                      crops_coords_top_left=crops,
@@ -282,7 +291,10 @@ class SdxlBackend:
                                                                                        2.5))).images
                 else:
                     images = base(**common, width=gen_w, height=gen_h, original_size=original_size,
-                                  target_size=target_size, crops_coords_top_left=crops, output_type="pil").images
+                                  target_size=target_size, crops_coords_top_left=crops, output_type="pil",
+                                  **ip_kwargs).images
+            if probe is not None:
+                ip_record = {**(ip_record or {}), "unet_image_embeds": probe.seen}
             telemetry = dict(handle.telemetry)
             variant = models.variant
         if len(images) != request.count or any(im.size != (gen_w, gen_h) for im in images):
@@ -298,10 +310,13 @@ class SdxlBackend:
             "refiner_high_noise_frac": high_noise_frac if request.use_refiner else None,
             "original_size": list(original_size), "target_size": list(target_size),
             "crops_coords_top_left": list(crops), "variant": variant,
-            "style": request.style, "characters": request.characters,
+            "style": request.style, "characters": request.characters, "ip_adapter": ip_record,
         }
-        # Style and characters steer the storyboard; a diffusion model only reads the prompts.
+        # Style and characters steer the storyboard; a diffusion model only reads the prompts (and,
+        # with an IP-Adapter in the profile, the portraits of `references`).
         ignored = [name for name in ("style", "characters") if getattr(request, name)]
+        if request.references and self.ip_adapter is None:
+            ignored.append("references")
         total_s = time.perf_counter() - t_all
         timings = {"load_s": float(telemetry["load_s"]), "inference_s": float(telemetry["inference_s"]),
                    "total_s": total_s}
@@ -320,6 +335,7 @@ class SdxlBackend:
             manifest = ctx.put_output(
                 request, "image", png, "image/png",
                 {"seed": seed, "index": index, "steps": steps, "params": params, "ignored_options": ignored,
+                 "conditioned_on": (ip_record or {}).get("references", []),
                  "gpu": telemetry, "timings": timings},
                 media={"width": width, "height": height}, ext=".png",
             )

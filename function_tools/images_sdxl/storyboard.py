@@ -30,6 +30,7 @@ from function_tools.images_sdxl.figures import (
     Framing,
     describe_framing,
 )
+from function_tools.images_sdxl.looks import Look, default_look, look_from_description, look_from_portrait
 from function_tools.images_sdxl.models import (
     DIFFUSION_OPTIONS,
     GeneratedImage,
@@ -39,7 +40,10 @@ from function_tools.images_sdxl.models import (
 from function_tools.images_sdxl.output import encode_png, output_size
 from function_tools.images_sdxl.scene import SceneDescription, describe_scene
 from sparkle_motion.config import Settings, ToolProfile
+from sparkle_motion.errors import InvalidInputError
 from sparkle_motion.services.context import ToolContext
+
+MAX_PORTRAIT_PIXELS = 4096 * 4096
 
 RGB = tuple[int, int, int]
 
@@ -500,7 +504,8 @@ def set_key(scene: SceneDescription) -> str:
 
 
 def render_storyboard(prompt: str, seed: int, width: int, height: int, *, scene: SceneDescription,
-                      characters: list[str] | None = None) -> tuple[Image.Image, dict[str, Any]]:
+                      characters: list[str] | None = None,
+                      looks: dict[str, Look] | None = None) -> tuple[Image.Image, dict[str, Any]]:
     """Draw one storyboard frame and its layout (framing, figures, mouths, label mask).  Pure."""
     # The prompt digest joins the seed in the figures' RNG so that two prompts with the same
     # scene words and seed still place their figures differently.
@@ -528,7 +533,7 @@ def render_storyboard(prompt: str, seed: int, width: int, height: int, *, scene:
     figures = FigureLayer(canvas.image, framing, horizon=canvas.horizon,
                           rng=np.random.default_rng([seed, prompt_key]), unit=canvas.u(0.006))
     label_px = max(9, text_px * 4 // 5)
-    figures.draw(list(characters or []), _font(label_px), label_px, height - band_h)
+    figures.draw(list(characters or []), _font(label_px), label_px, height - band_h, looks)
     canvas.apply_style()
     tag = " · ".join(v.upper() for v in (scene.time_of_day, scene.weather, scene.place))
     tag_box = canvas.tag(tag, max(8, text_px * 3 // 4))
@@ -578,6 +583,7 @@ class StoryboardBackend:
                    if getattr(request, name) not in (None, False)]
         params: dict[str, Any] = request.model_dump(exclude={"run_id", "stage", "seed", "count"})
         params.update(width=width, height=height)
+        looks, conditioned_on = self.cast_looks(request, ctx)
         rendered: list[tuple[int, int, bytes, dict[str, Any], dict[str, float]]] = []
         t_all = time.perf_counter()
         # Render everything before storing anything: a failure mid-batch leaves no artifact behind.
@@ -586,7 +592,7 @@ class StoryboardBackend:
             seed = request.seed_for(index)
             t0 = time.perf_counter()
             image, layout = render_storyboard(request.prompt, seed, width, height, scene=scene,
-                                              characters=request.characters)
+                                              characters=request.characters, looks=looks)
             t1 = time.perf_counter()
             png = encode_png(image, {
                 "prompt": request.prompt,
@@ -605,7 +611,7 @@ class StoryboardBackend:
             manifest = ctx.put_output(
                 request, "image", png, "image/png",
                 {"seed": seed, "index": index, "params": params, "scene": asdict(scene),
-                 "ignored_options": ignored, "layout": summary,
+                 "ignored_options": ignored, "layout": summary, "conditioned_on": conditioned_on,
                  "timings": timings},
                 media={"width": width, "height": height}, ext=".png",
             )
@@ -614,3 +620,35 @@ class StoryboardBackend:
             images=images, artifacts=[img.artifact for img in images], width=width, height=height,
             ignored_options=ignored, timings={"render_total_s": time.perf_counter() - t_all},
         )
+
+    @staticmethod
+    def cast_looks(request: ImagesSdxlRequest, ctx: ToolContext) -> tuple[dict[str, Look], list[dict[str, Any]]]:
+        """Each character's look (from the portrait, else the description, else the name) and the portraits used.
+
+        A portrait that is not a readable image is the caller's error (422
+        naming ``references[i].uri``), like any other bad input artifact.
+        """
+        looks: dict[str, Look] = {}
+        conditioned_on: list[dict[str, Any]] = []
+        for name in request.characters:
+            ref = request.reference_for(name)
+            if ref is None:
+                looks[name] = default_look(name)
+            elif ref.uri is None:
+                looks[name] = look_from_description(name, ref.description)
+            else:
+                field_name = f"references[{request.references.index(ref)}].uri"
+                manifest, path = ctx.resolve_input(ref.uri, field_name)
+                try:
+                    with Image.open(path) as portrait:
+                        if portrait.width * portrait.height > MAX_PORTRAIT_PIXELS:
+                            raise InvalidInputError(f"portrait is {portrait.width}x{portrait.height}; at most "
+                                                    f"{MAX_PORTRAIT_PIXELS} pixels", field=field_name)
+                        portrait.load()
+                        looks[name] = look_from_portrait(portrait)
+                except (OSError, SyntaxError, ValueError) as exc:
+                    raise InvalidInputError(f"portrait of {name!r} is not a readable image ({exc})",
+                                            field=field_name) from None
+                conditioned_on.append({"character": name, "uri": manifest.uri, "artifact_id": manifest.artifact_id,
+                                       "sha256": manifest.sha256, "look": looks[name].as_json()})
+        return looks, conditioned_on

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -81,6 +82,11 @@ class DegenerateImagePolicy(_Section):
     min_entropy_bits: float = Field(ge=0, le=8)
 
 
+class CharacterConsistencyPolicy(_Section):
+    max_distance: float = Field(0.35, gt=0, le=1)
+    bins: int = Field(8, ge=2, le=32)
+
+
 class LimitsPolicy(_Section):
     max_media_bytes: int = Field(ge=1)
     analysis_width: int = Field(ge=16, le=1920)
@@ -95,6 +101,12 @@ class TextPolicy(_Section):
     blocked_terms: dict[str, list[str]] = Field(default_factory=dict)
 
 
+class PlanScreeningPolicy(_Section):
+    """What plan intake (``sparkle_motion.plan.policy``) may let through that the text policy blocks elsewhere."""
+
+    negative_prompt_allowed: list[str] = Field(default_factory=list)   # blocked_terms categories
+
+
 class QAPolicy(_Section):
     version: str
     black_frames: BlackFramesPolicy
@@ -105,8 +117,10 @@ class QAPolicy(_Section):
     loudness: LoudnessPolicy
     continuity: ContinuityPolicy
     degenerate_image: DegenerateImagePolicy
+    character_consistency: CharacterConsistencyPolicy = CharacterConsistencyPolicy()
     limits: LimitsPolicy
     text_policy: TextPolicy
+    plan_screening: PlanScreeningPolicy = PlanScreeningPolicy()
 
 
 def load_policy(path: Path | None = None) -> QAPolicy:
@@ -530,15 +544,29 @@ def _term_patterns(terms: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str, 
     return tuple(compiled)
 
 
-def check_text_policy(prompt: str, policy: TextPolicy) -> QACheckResult:
-    """Blocked terms in the prompt (whole words, any case); score = hits (fails above 0)."""
-    terms = tuple((cat, term) for cat, items in sorted(policy.blocked_terms.items()) for term in items if term.strip())
+def _policy_terms(policy: TextPolicy) -> tuple[tuple[str, str], ...]:
+    return tuple((cat, term) for cat, items in sorted(policy.blocked_terms.items()) for term in items if term.strip())
+
+
+def find_blocked_terms(text: str, policy: TextPolicy) -> list[dict[str, Any]]:
+    """Every blocked term in ``text`` (whole words, any case) as ``{term, category, offset}``, by offset.
+
+    The one matcher of the text policy: the ``text_policy`` check and plan intake's
+    screening (``sparkle_motion.plan.policy``) both use it.
+    """
     hits = []
-    for category, term, pattern in _term_patterns(terms):
-        match = pattern.search(prompt)
+    for category, term, pattern in _term_patterns(_policy_terms(policy)):
+        match = pattern.search(text)
         if match:
             hits.append({"term": term, "category": category, "offset": match.start()})
     hits.sort(key=lambda h: h["offset"])
+    return hits
+
+
+def check_text_policy(prompt: str, policy: TextPolicy) -> QACheckResult:
+    """Blocked terms in the prompt (whole words, any case); score = hits (fails above 0)."""
+    terms = _policy_terms(policy)
+    hits = find_blocked_terms(prompt, policy)
     metrics = {"terms_checked": len(terms), "hits": hits}
     if hits:
         listed = ", ".join(f"{h['term']!r} ({h['category']}) at {h['offset']}" for h in hits)

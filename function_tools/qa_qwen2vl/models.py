@@ -30,6 +30,8 @@ CheckName = Literal[
     "continuity",
     "degenerate_image",
     "text_policy",
+    # A keyframe against its characters' portraits (consistency.py on `signal`; an image-pair question on qwen2-vl).
+    "character_consistency",
     # Vision-language checks: only the `qwen2-vl` backend runs them (the `signal`
     # backend reports them inconclusive); a model verdict that cannot be parsed
     # is inconclusive, never passed.
@@ -57,6 +59,7 @@ CHECK_MEDIA_KINDS: dict[str, frozenset[str]] = {
     "continuity": frozenset({"image", "video"}),
     "degenerate_image": frozenset({"image"}),
     "text_policy": frozenset(),  # reads expectations.prompt, not media
+    "character_consistency": frozenset({"image"}),  # keyframes only, never video frames
     "prompt_adherence": frozenset({"image", "video"}),  # against expectations.prompt
     "anatomy": frozenset({"image", "video"}),
     "artifacts": frozenset({"image", "video"}),
@@ -74,6 +77,15 @@ class QAMedia(BaseModel):
     kind: MediaKind
     role: str | None = Field(default=None, max_length=64,
                              description="free label echoed in reasons, e.g. 'final_cut', 'shot_3_keyframe'")
+
+
+class CharacterPortrait(BaseModel):
+    """A character the media should show, and the portrait it must look like (``character_consistency``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="as the prompt and the storyboard name them")
+    portrait_uri: str = Field(min_length=1, max_length=MAX_URI_CHARS, description="artifact URI of the portrait")
 
 
 class QAExpectations(BaseModel):
@@ -97,6 +109,10 @@ class QAExpectations(BaseModel):
     loudness_tolerance_lu: float | None = Field(default=None, gt=0, le=30)
     allow_holds: list[TimeInterval] = Field(default_factory=list, max_length=MAX_INTERVALS,
                                             description="intended still segments frozen_frames ignores")
+    characters: list[CharacterPortrait] | None = Field(
+        default=None, max_length=8, description="the characters the keyframe shows and their portraits "
+                                                "(character_consistency; checked where the prompt says they "
+                                                "face the camera)")
 
 
 class QARequest(ToolRequest):
@@ -123,6 +139,7 @@ class QAResponse(ToolResponse):
 
 __all__ = [
     "ALL_CHECKS",
+    "CharacterPortrait",
     "AUDIO_STREAM_CHECKS",
     "CHECK_MEDIA_KINDS",
     "CHECK_NAMES",

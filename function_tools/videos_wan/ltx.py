@@ -21,11 +21,16 @@ encoder: it does not run on a 24 GB card.  LTX-Video renders the same request
 * Progress and cancel: ``callback_on_step_end`` checks the context's cancel
   token and reports ``step/total`` every step (``diffusion.StepProgress``).
 
-Memory: the loader applies the profile's ``memory`` (``gpu_utils.MemoryOptions``:
-model CPU offload, VAE tiling/slicing) and, with ``fp8_storage: true``, stores the
-transformer's weights in float8 and computes in ``dtype``
-(``enable_layerwise_casting``): the 13B transformer then holds ~13 GB instead of
-~26 GB.  ``_apply_storage_dtype`` is the hook a card-size memory plan drives.
+Memory: ``memory: auto`` picks the plan of the card's size from the ``ltx-video``
+table of :mod:`sparkle_motion.gpu.memory_plans` (48 GB+ resident with T5 moved in
+for the encode only, 32-48 GB model offload, 12-32 GB group offload with fp8
+layerwise casting, under 12 GB refused at start-up naming the card's size; the
+plan lands in the clip's ``memory_plan``).  Without a plan the loader applies the
+profile's ``memory`` (``gpu_utils.MemoryOptions``: model CPU offload, VAE
+tiling/slicing) and, with ``fp8_storage: true``, stores the transformer's weights
+in float8 and computes in ``dtype`` (``enable_layerwise_casting``): the 13B
+transformer then holds ~13 GB instead of ~26 GB.  A plan that casts the
+transformer itself (``group_offload_fp8``) is not cast twice.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, 
 DEFAULT_MAX_SEQUENCE_LENGTH = 128
 DEFAULT_KEEP_WARM_S = 600.0
 DEFAULT_LOCK_TIMEOUT_S = 60.0
+#: The memory-plan table of LTX-Video (sparkle_motion.gpu.memory_plans): under 12 GB it refuses the card.
+PLAN_FAMILY = "ltx-video"
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ class LtxOptions:
         except ConfigError as exc:
             raise ConfigError(exc.message, field="options.dtype") from None
         raw_memory = options.get("memory") or {}
+        if raw_memory == "auto":   # the plan of the card's size (sparkle_motion.gpu.memory_plans)
+            raw_memory = {"plan": "auto"}
         if not isinstance(raw_memory, dict):
             raise ConfigError("options.memory must be a mapping", field="options.memory")
         timesteps = options.get("timesteps")
@@ -162,8 +171,8 @@ class LtxOptions:
 # --------------------------------------------------------------------------- loading
 
 def _apply_storage_dtype(pipe: Any, options: LtxOptions, spec: LoadSpec) -> None:
-    """fp8 weight storage for the transformer (compute stays in ``dtype``); the card-size memory plan's hook."""
-    if not options.fp8_storage:
+    """fp8 weight storage for the transformer (compute stays in ``dtype``) unless the memory plan casts it."""
+    if not options.fp8_storage or (spec.plan is not None and spec.plan.name == "group_offload_fp8"):
         return
     import torch
 
@@ -179,7 +188,14 @@ def make_loader(model: str, options: LtxOptions) -> Callable[[LoadSpec], Any]:
 
         quiet_hub_progress()
         try:
-            pipe = LTXConditionPipeline.from_pretrained(model, dtype=spec.torch_dtype)
+            # A resident plan on CUDA streams the transformer straight to the device (no host copy).
+            streamed = spec.pretrained_kwargs()
+            if streamed:
+                from diffusers import LTXVideoTransformer3DModel
+
+                streamed = {"transformer": LTXVideoTransformer3DModel.from_pretrained(
+                    model, subfolder="transformer", dtype=spec.torch_dtype, **streamed)}
+            pipe = LTXConditionPipeline.from_pretrained(model, dtype=spec.torch_dtype, **streamed)
         except (OSError, ValueError) as exc:  # missing dir / not on the hub / offline without a cache
             raise ConfigError(f"cannot load an LTX-Video pipeline from {model!r}: {exc}", field="model",
                               context={"model": model, "exception_type": type(exc).__name__}) from exc
@@ -255,6 +271,10 @@ class LtxVideoBackend:
 
     def load(self) -> None:
         check_diffusion_stack(self.options.device)
+        from sparkle_motion.gpu_utils import resolve_device, resolve_plan
+
+        # A card too small for any plan (< 12 GB) is refused here, naming its size.
+        resolve_plan(PLAN_FAMILY, self.options.memory, resolve_device(self.options.device))
 
     def invoke(self, request: VideosWanRequest, ctx: ToolContext) -> VideosWanResponse:
         opts = self.options
@@ -271,7 +291,8 @@ class LtxVideoBackend:
         with model_context(f"{BACKEND_NAME}:{model_fingerprint(self.profile.model)}",
                            make_loader(self.profile.model, opts), device=opts.device, dtype=opts.dtype,
                            keep_warm_s=opts.keep_warm_s, memory=opts.memory,
-                           lock_timeout_s=opts.lock_timeout_s) as handle:
+                           lock_timeout_s=opts.lock_timeout_s, plan_family=PLAN_FAMILY,
+                           tool="videos_wan") as handle:
             pipe = handle.model
             temporal = int(pipe.vae_temporal_compression_ratio)
             multiple = max(LTX_SIZE_MULTIPLE, int(pipe.vae_spatial_compression_ratio))

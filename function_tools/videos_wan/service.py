@@ -13,7 +13,9 @@ SPEC = ToolSpec(
     # Import strings: the CPU process never imports the GPU backend's stack.
     backends={"keyframe_motion": "function_tools.videos_wan.keyframe_motion:KeyframeMotionBackend",
               "wan2.1-flf2v": "function_tools.videos_wan.wan:WanFlf2vBackend",
-              "ltx-video": "function_tools.videos_wan.ltx:LtxVideoBackend"},
+              "ltx-video": "function_tools.videos_wan.ltx:LtxVideoBackend",
+              # TEST-ONLY (bench/bench_scale.py): waits instead of rendering; refuses to load without its option.
+              "sleep": "function_tools.videos_wan.sleep_test:SleepTestBackend"},
     max_body_bytes=64 * 1024,
     max_concurrency=1,
     description="A clip between a start and an end keyframe; `keyframe_motion` renders a parsed camera move "

@@ -47,9 +47,11 @@ def _fail(exc: SparkleError) -> "typer.Exit":
 def validate(plan_file: Path = typer.Argument(..., help="MoviePlan JSON file (or a plan artifact wrapping one).")) -> None:
     """Validate a MoviePlan: prints OK or every violation with its JSON path (exit 0 / 2)."""
     from sparkle_motion.plan import load_plan_file
+    from sparkle_motion.plan.policy import screen_plan
 
     try:
         plan = load_plan_file(plan_file)
+        screen_plan(plan)   # the content policy plan intake applies (a ContentPolicyError: exit 2)
     except PlanValidationError as exc:
         err_console.print(f"[bold red]INVALID[/] {plan_file}: {len(exc.details) or 1} violation(s)")
         for detail in exc.details:
@@ -133,8 +135,18 @@ def _ensure_mesh(settings) -> None:
 
 
 @app.command()
-def up(profile: Optional[str] = ProfileOption) -> None:
+def up(profile: Optional[str] = ProfileOption,
+       engine: Optional[str] = typer.Option(None, "--engine", help="local (one process per service) or ray "
+                                            "(the tools as Ray Serve deployments); default: the profile's."),
+       address: Optional[str] = typer.Option(None, "--address", help="with --engine ray: the Ray cluster to "
+                                             "join (default: start a local Ray instance).")) -> None:
     """Start all eight services (detached) and wait until each is ready."""
+    import os
+
+    # The supervisor and the services it starts read the engine from these (engine_config.py).
+    for key, value in (("SPARKLE_ENGINE", engine), ("SPARKLE_RAY_ADDRESS", address)):
+        if value:
+            os.environ[key] = value
     settings = _settings(profile)
     try:
         _ensure_mesh(settings)
@@ -166,7 +178,8 @@ def status() -> None:
         table.add_column(column)
     for row in rows:
         ready = "[green]ready[/]" if row.ready else ("[yellow]starting[/]" if row.alive else "[red]down[/]")
-        table.add_row(row.tool_id, row.url, str(row.pid or "-"), ready, row.backend, str(row.restarts))
+        where = f"ray x{row.replicas}" if row.engine == "ray" else str(row.pid or "-")
+        table.add_row(row.tool_id, row.url, where, ready, row.backend, str(row.restarts))
     console.print(table)
 
 
@@ -446,6 +459,7 @@ def make(
     profile: Optional[str] = ProfileOption,
     aspect: Optional[str] = AspectOption, fps: Optional[int] = FpsOption,
     music: Optional[Path] = typer.Option(None, "--music", help="Audio file laid under the film as a ducked music bed."),
+    cast: list[str] = typer.Option([], "--cast", help="CHARACTER=PHOTO: the character's portrait (repeatable)."),
     review: list[str] = typer.Option([], "--review", help="Stop for review after: plan, cast, keyframes or clips "
                                      "(repeatable); answer in the terminal: approve, re-roll N, edit N."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="With --review: the new prompt for 'edit N' "
@@ -460,6 +474,7 @@ def make(
     started = time.perf_counter()
     settings = _settings(profile)
     music_id = _upload_music(settings, music) if music is not None else None
+    cast_ids = _upload_cast(settings, cast)
     try:
         _ensure_mesh(settings)
         result = _request_plan(settings, idea, title=title, shots=shots, duration=duration, seed=seed, style=style,
@@ -470,12 +485,12 @@ def make(
                       f"{' (offline planner: deterministic, no LLM)' if planner == 'sparkle-offline-planner' else ''}: "
                       f"{summary.get('shots', '?')} shots, {summary.get('dialogue_lines', '?')} lines, "
                       f"{summary.get('runtime_s', 0):.1f} s — {result['artifact_uri']}")
-        if music_id is None:
+        if music_id is None and not cast_ids:
             _produce(settings, plan_uri=result["artifact_uri"], qa=qa, output=output, started=started,
                      review=review, prompt=prompt)
         else:
-            _produce(settings, plan=_with_music(settings, result["artifact_uri"], music_id), qa=qa, output=output,
-                     started=started, review=review, prompt=prompt)
+            _produce(settings, plan=_with_music(settings, result["artifact_uri"], music_id, cast_ids), qa=qa,
+                     output=output, started=started, review=review, prompt=prompt)
     except SparkleError as exc:
         raise _remote_fail(exc) from None
 
@@ -523,14 +538,26 @@ def _upload_music(settings, music: Path) -> str:
     return manifest.artifact_id
 
 
-def _with_music(settings, plan_uri: str, music_id: str) -> dict:
-    """The planned film with the music bed added (validated again, as every plan is)."""
+def _upload_cast(settings, cast: list[str]) -> dict[str, str]:
+    """Check and store the --cast photos before anything runs: {character: artifact id}."""
+    from sparkle_motion.agents.cast_stage import upload_cast
+
+    try:
+        return upload_cast(settings, cast, console.print)
+    except SparkleError as exc:
+        raise _fail(exc) from None
+
+
+def _with_music(settings, plan_uri: str, music_id: str | None, cast_ids: dict[str, str] | None = None) -> dict:
+    """The planned film with the music bed and the cast's photos added (validated again, as every plan is)."""
+    from sparkle_motion.agents.cast_stage import cast_plan
     from sparkle_motion.artifacts import ArtifactStore
     from sparkle_motion.plan import validate_plan
     from sparkle_motion.plan.validation import read_plan_json
 
-    plan = read_plan_json(ArtifactStore(settings.home).path_for(plan_uri))
-    return validate_plan({**plan, "music": {"artifact_id": music_id}}).model_dump(mode="json")
+    plan = cast_plan(read_plan_json(ArtifactStore(settings.home).path_for(plan_uri)), cast_ids or {})
+    bed = {"music": {"artifact_id": music_id}} if music_id else {}
+    return validate_plan({**plan, **bed}).model_dump(mode="json")
 
 
 @app.command()

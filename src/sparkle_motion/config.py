@@ -7,7 +7,8 @@
 * Env overrides, and no others: ``SPARKLE_PROFILE``, ``SPARKLE_HOME`` (artifact
   root, default ``./.sparkle``), ``SPARKLE_<TOOL>_BACKEND`` (e.g.
   ``SPARKLE_IMAGES_SDXL_BACKEND=storyboard``) and ``SPARKLE_TOKEN`` (bearer token,
-  required to bind a non-loopback address: at least 16 characters, no whitespace).
+  required to bind a non-loopback address: at least 16 characters, no whitespace),
+  and for the engine ``SPARKLE_ENGINE`` and ``SPARKLE_RAY_ADDRESS`` (``engine_config.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from sparkle_motion.engine_config import RaySettings, RayToolSettings, parse_engine, parse_tool_ray
 from sparkle_motion.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -66,6 +68,11 @@ class ToolEntry:
     backends: tuple[str, ...]
     python: str | None = None
 
+    @property
+    def is_agent(self) -> bool:
+        """An agent service (script_agent, production_agent): a supervised process on every engine."""
+        return self.module.startswith("sparkle_motion.agents.")
+
 
 @dataclass(frozen=True)
 class ToolProfile:
@@ -88,6 +95,10 @@ class ToolProfile:
     long_running: bool = False
     max_job_s: float | None = None
     test_step_delay_s: float = 0.0
+    #: Replicas and their resources when the engine is ray (engine_config.py).
+    ray: RayToolSettings = field(default_factory=RayToolSettings)
+    #: The most items a stage fans out to this tool at once, whatever capacity it reports.
+    max_fan_out: int | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +180,9 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     #: Films production_agent runs at once; later ones wait as ``queued`` (agents/film_queue.py).
     max_concurrent_runs: int = 1
+    #: ``local`` (one supervised process per service) or ``ray`` (tools as Ray Serve deployments).
+    engine: str = "local"
+    ray: RaySettings = field(default_factory=RaySettings)
 
     def tool(self, tool_id: str) -> ToolEntry:
         try:
@@ -188,6 +202,9 @@ class Settings:
     def url_for(self, tool_id: str) -> str:
         entry = self.tool(tool_id)
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        if self.engine == "ray" and not entry.is_agent:
+            # Serve's proxy, one route prefix per tool (ray_engine.py); callers do not change.
+            return f"http://127.0.0.1:{self.ray.http_port}/{tool_id}"
         return f"http://{host}:{entry.port}"
 
     @property
@@ -265,8 +282,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
                                         or not 1 <= concurrency <= 64):
             raise ConfigError(f"profile {profile_path.name}: tools.{tool_id}.max_concurrency must be an integer "
                               f"1-64 (got {concurrency!r})", field=f"tools.{tool_id}.max_concurrency")
+        ray_tool, max_fan_out = parse_tool_ray(raw, f"tools.{tool_id}")
         per_tool[tool_id] = ToolProfile(backend=backend, model=str(raw.get("model", backend)),
                                         options=dict(raw.get("options") or {}), max_concurrency=concurrency,
+                                        ray=ray_tool, max_fan_out=max_fan_out,
                                         **_job_settings(raw, f"{profile_path.name}: tools.{tool_id}"))
         # A profile may move a tool to another port (tests run several meshes side by side)
         # or to another interpreter (a tool whose ML stack conflicts with the rest).
@@ -278,6 +297,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
     auto_resume = raw_profile.get("auto_resume", True)
     if not isinstance(auto_resume, bool):
         raise ConfigError(f"profile {profile_path.name}: auto_resume must be true or false", field="auto_resume")
+    engine, ray = parse_engine(raw_profile, env)
     return Settings(
         home=home,
         profile_name=str(raw_profile.get("name") or profile_path.stem),
@@ -293,6 +313,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         auto_resume=auto_resume,
         store=_store_settings(raw_profile.get("store"), profile_path),
         max_concurrent_runs=_max_concurrent_runs(raw_profile.get("max_concurrent_runs", 1), profile_path),
+        engine=engine,
+        ray=ray,
     )
 
 

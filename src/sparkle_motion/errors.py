@@ -76,6 +76,16 @@ class PlanValidationError(InvalidInputError):
     code = "plan_invalid"
 
 
+class ContentPolicyError(InvalidInputError):
+    """A plan's text names a term the content policy blocks (``configs/qa_policy.yaml``).
+
+    ``field`` is the JSON path of the first offending field; ``details`` lists
+    every hit as ``{path, rule, message}`` (rule ``text_policy.<category>``).
+    """
+
+    code = "content_policy"
+
+
 class PayloadTooLargeError(SparkleError):
     code = "payload_too_large"
     http_status = 413

@@ -28,9 +28,11 @@ import httpx
 from sparkle_motion.config import Settings, get_settings
 from sparkle_motion.errors import ConfigError, SparkleError
 from sparkle_motion.logs import configure_logging, get_logger
+from sparkle_motion.process_liveness import pid_alive as _pid_alive
 
 MAX_RESTARTS = 3
 POLL_S = 0.5
+RAY_POLL_S = 2.0
 STOP_GRACE_S = 10.0
 
 log = get_logger("sparkle_motion.mesh")
@@ -47,23 +49,6 @@ def state_path(settings: Settings) -> Path:
 
 def logs_dir(settings: Settings) -> Path:
     return settings.home / "logs"
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); check its state where /proc exists.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def read_state(settings: Settings) -> dict[str, Any] | None:
@@ -132,6 +117,8 @@ class ServiceRow:
     ready: bool
     restarts: int
     backend: str
+    engine: str = "local"
+    replicas: int = 1     # Serve replicas running (ray); 1 process (local)
 
 
 def status(settings: Settings | None = None) -> tuple[dict[str, Any] | None, list[ServiceRow]]:
@@ -145,8 +132,14 @@ def status(settings: Settings | None = None) -> tuple[dict[str, Any] | None, lis
             info = services.get(tool_id, {})
             url = info.get("url") or settings.url_for(tool_id)
             pid = info.get("pid")
-            rows.append(ServiceRow(tool_id, url, pid, _pid_alive(pid), _ready(client, url), info.get("restarts", 0),
-                                   settings.tool_profile(tool_id).backend if tool_id in settings.profile else "?"))
+            # A Serve deployment has no pid of ours: it lives while the supervisor (its Ray driver) does.
+            on_ray = info.get("engine") == "ray"
+            alive = _pid_alive(state.get("supervisor_pid")) if on_ray and state else _pid_alive(pid)
+            # Serve's view: a /ready probe would queue behind replicas busy with a clip.
+            ready = info.get("state") == "ready" if on_ray else _ready(client, url)
+            rows.append(ServiceRow(tool_id, url, pid, alive, ready, info.get("restarts", 0),
+                                   settings.tool_profile(tool_id).backend if tool_id in settings.profile else "?",
+                                   "ray" if on_ray else "local", int(info.get("replicas") or 0) if on_ray else 1))
     return state, rows
 
 
@@ -165,17 +158,25 @@ def is_up(settings: Settings | None = None) -> bool:
     return all(r.ready and r.alive for r in rows)
 
 
-def up(settings: Settings | None = None, *, timeout: float = 180.0) -> dict[str, Any]:
-    """Start the mesh (if it is not running) and wait until every service is ready."""
+def up(settings: Settings | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    """Start the mesh (if it is not running) and wait until every service is ready.
+
+    ``timeout``: 180 s on the local engine; on Ray 600 s, since the replicas' workers are
+    started by Ray one after another and a loaded machine takes minutes for them.
+    """
     settings = settings or get_settings()
+    timeout = timeout if timeout is not None else (600.0 if settings.engine == "ray" else 180.0)
     settings.home.mkdir(parents=True, exist_ok=True)
     state = read_state(settings)
     if state and _pid_alive(state.get("supervisor_pid")):
         if state.get("profile_path") != str(settings.profile_path):
             raise MeshError(f"the mesh in {settings.home} runs profile {state.get('profile')!r}; "
                             f"run `sparkle-motion down` before starting profile {settings.profile_name!r}")
+        if state.get("engine", "local") != settings.engine:
+            raise MeshError(f"the mesh in {settings.home} runs on engine {state.get('engine', 'local')!r}; "
+                            f"run `sparkle-motion down` before starting it on {settings.engine!r}")
     else:
-        busy = [f"{t} ({settings.url_for(t)})" for t in settings.tools if _port_in_use(settings, t)]
+        busy = [f"{t} (port {_port_of(settings, t)})" for t in _own_ports(settings) if _port_in_use(settings, t)]
         if busy:
             raise MeshError(f"ports already in use: {', '.join(busy)} — another mesh (another SPARKLE_HOME?) or "
                             "program holds them; stop it (`sparkle-motion down` in its folder) or move the tools to "
@@ -207,11 +208,22 @@ def up(settings: Settings | None = None, *, timeout: float = 180.0) -> dict[str,
                     context={"logs": {t: _tail(logs_dir(settings) / f"{t}.log") for t in missing}})
 
 
+def _own_ports(settings: Settings) -> list[str]:
+    """The services that bind a registry port of their own (on Ray, the tools share Serve's proxy)."""
+    if settings.engine != "ray":
+        return list(settings.tools)
+    return [t for t, entry in settings.tools.items() if entry.is_agent] + ["ray_serve_proxy"]
+
+
+def _port_of(settings: Settings, tool_id: str) -> int:
+    return settings.ray.http_port if tool_id == "ray_serve_proxy" else settings.tool(tool_id).port
+
+
 def _port_in_use(settings: Settings, tool_id: str) -> bool:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex((host, settings.tool(tool_id).port)) == 0
+        return sock.connect_ex((host, _port_of(settings, tool_id))) == 0
 
 
 def _tail(path: Path, chars: int = 2000) -> str:
@@ -258,6 +270,15 @@ class Supervisor:
         self.states: dict[str, str] = {}
         self.restart_at: dict[str, float] = {}
         self.stopping = False
+        self.ray: Any = None            # ray_engine.RayServeMesh when the engine is ray
+        self.ray_states: dict[str, dict[str, Any]] = {}
+        self.ray_polled = 0.0
+
+    def _process_services(self) -> list[str]:
+        """The services this supervisor runs as processes: all of them, or on Ray only the agents."""
+        if self.ray is None:
+            return list(self.settings.tools)
+        return [t for t, entry in self.settings.tools.items() if entry.is_agent]
 
     def _spawn(self, tool_id: str) -> subprocess.Popen[bytes]:
         entry = self.settings.tool(tool_id)
@@ -283,17 +304,33 @@ class Supervisor:
             if t in self.restart_at:
                 info["restart_at"] = round(wall_now + self.restart_at[t] - mono_now, 3)
             services[t] = info
+        for t, ray_state in self.ray_states.items():
+            services[t] = {"engine": "ray", "pid": None, "url": self.settings.url_for(t), "restarts": 0,
+                           "gave_up": ray_state["state"] == "gave_up", **ray_state}
+        extra = {} if self.ray is None else {"ray": {"gcs_address": self.ray.gcs_address, "local": self.ray.started_local,
+                                                     "startup_s": self.ray.startup_s,
+                                                     "http_port": self.settings.ray.http_port}}
         _write_state(self.settings, {
             "supervisor_pid": os.getpid(), "profile": self.settings.profile_name,
             "profile_path": str(self.settings.profile_path), "home": str(self.settings.home),
-            "started_at": self.started_at, "services": services,
+            "started_at": self.started_at, "services": services, "engine": self.settings.engine, **extra,
         })
 
     def run(self) -> None:
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        # mesh.json at once, before Ray's slow start: a second `up` on this home then waits for this
+        # supervisor instead of starting another one.
+        self._record()
+        if self.settings.engine == "ray":
+            from sparkle_motion.ray_engine import RayServeMesh
+
+            self.ray = RayServeMesh(self.settings)
+            self.ray.start()
+            self.ray_states = self.ray.states()
+        # After ray.init, which installs a SIGTERM handler of its own: `down` must reach _shutdown.
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        for tool_id in self.settings.tools:
+        for tool_id in self._process_services():
             self.procs[tool_id] = self._spawn(tool_id)
             log.info("service_started", tool_id=tool_id, pid=self.procs[tool_id].pid)
         self._record()
@@ -307,7 +344,7 @@ class Supervisor:
 
     def _watch_once(self, client: httpx.Client) -> bool:
         """One pass over the services; True when a state changed (mesh.json is rewritten)."""
-        changed = False
+        changed = self._watch_ray()
         for tool_id, proc in list(self.procs.items()):
             state = self.states[tool_id]
             if state == "gave_up":
@@ -336,6 +373,19 @@ class Supervisor:
                 changed = True
         return changed
 
+    def _watch_ray(self) -> bool:
+        """Serve's view of the tools, every few seconds (Serve itself restarts a dead replica)."""
+        if self.ray is None or time.monotonic() - self.ray_polled < RAY_POLL_S:
+            return False
+        self.ray_polled = time.monotonic()
+        try:
+            states = self.ray.states()
+        except Exception:  # noqa: BLE001 - a slow controller answer must not end the supervisor
+            log.exception("ray_status_failed")
+            return False
+        changed, self.ray_states = states != self.ray_states, states
+        return changed
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True
 
@@ -350,6 +400,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self.ray is not None:
+            self.ray.stop()
         state_path(self.settings).unlink(missing_ok=True)
         log.info("mesh_stopped")
 

@@ -232,12 +232,19 @@ def _discard(tool: RunningTool) -> None:
 # ---------------------------------------------------------------- a whole mesh
 
 def write_test_profile(home: Path, *, render: dict[str, Any] | None = None, base: str = "cpu",
-                       tool_options: dict[str, dict[str, Any]] | None = None) -> Path:
-    """The cpu profile with every service moved to a free port (meshes run side by side)."""
+                       tool_options: dict[str, dict[str, Any]] | None = None,
+                       backends: dict[str, tuple[str, str]] | None = None) -> Path:
+    """The cpu profile with every service moved to a free port (meshes run side by side).
+
+    ``backends``: tool id → (backend, model) replacing the profile's, e.g. the eSpeak voice
+    for a benchmark's comparison (SPARKLE_* variables do not reach a test mesh).
+    """
     profile = yaml.safe_load(project_path(f"configs/profiles/{base}.yaml").read_text())
     profile["name"] = f"{base}-test"
     for tool_id, entry in profile["tools"].items():
         entry["port"] = free_port()
+        if backends and tool_id in backends:
+            entry["backend"], entry["model"] = backends[tool_id]
         if tool_options and tool_id in tool_options:
             entry["options"] = {**entry.get("options", {}), **tool_options[tool_id]}
     if render:

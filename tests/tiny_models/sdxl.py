@@ -11,6 +11,10 @@ import json
 import tempfile
 from pathlib import Path
 
+#: Profile options of the tiny model on CPU: 2 steps at the request's size (native 1024² buckets take minutes).
+TINY_OPTIONS = {"device": "cpu", "dtype": "float32", "steps": 2, "keep_warm_s": 600, "lock_timeout_s": 0,
+                "native_buckets": False}
+
 #: Written into model_index.json's neighbour so a test can tell which tiny build it loaded.
 TINY_MARKER = "sparkle-tiny-sdxl"
 
@@ -100,6 +104,53 @@ def build_tiny_sdxl(base_dir: Path, refiner_dir: Path | None = None, *, seed: in
             unet=refiner_unet, scheduler=scheduler, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
         refiner.save_pretrained(refiner_dir, safe_serialization=True)
     return base_dir
+
+
+def build_tiny_ip_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0) -> tuple[Path, Path]:
+    """A random-weight IP-Adapter for the tiny SDXL at ``base_dir`` (as diffusers' ``create_ip_adapter_state_dict``
+    builds one) and a tiny CLIP image encoder whose projection matches it: (adapter folder, encoder folder).
+
+    The adapter is ``out_dir/ip-adapter_tiny.safetensors`` with the hub layout's keys
+    (``image_proj.*``, ``ip_adapter.<n>.to_k_ip/to_v_ip.weight``), so the backend loads
+    it exactly as it loads h94/IP-Adapter's files.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor
+    from diffusers.models.embeddings import ImageProjection
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet")
+    cross = unet.config.cross_attention_dim
+    tensors: dict[str, torch.Tensor] = {}
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue  # self-attention: no image tokens
+        if name.startswith("mid_block"):
+            hidden = unet.config.block_out_channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(unet.config.block_out_channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = unet.config.block_out_channels[int(name[len("down_blocks.")])]
+        sd = IPAdapterAttnProcessor(hidden_size=hidden, cross_attention_dim=cross, scale=1.0).state_dict()
+        tensors[f"ip_adapter.{key_id}.to_k_ip.weight"] = sd["to_k_ip.0.weight"]
+        tensors[f"ip_adapter.{key_id}.to_v_ip.weight"] = sd["to_v_ip.0.weight"]
+        key_id += 2
+    proj = ImageProjection(cross_attention_dim=cross, image_embed_dim=cross, num_image_text_embeds=4).state_dict()
+    tensors.update({"image_proj.proj.weight": proj["image_embeds.weight"],
+                    "image_proj.proj.bias": proj["image_embeds.bias"],
+                    "image_proj.norm.weight": proj["norm.weight"], "image_proj.norm.bias": proj["norm.bias"]})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "ip-adapter_tiny.safetensors"))
+    encoder_dir = out_dir / "image_encoder"
+    config = CLIPVisionConfig(hidden_size=32, projection_dim=cross, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=37, image_size=32, patch_size=4)
+    CLIPVisionModelWithProjection(config).save_pretrained(encoder_dir, safe_serialization=True)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(encoder_dir)
+    return out_dir, encoder_dir
 
 
 if __name__ == "__main__":  # python tests/tiny_models/sdxl.py OUT_DIR — build one by hand for a profile

@@ -12,6 +12,7 @@ import numpy as np
 
 from function_tools.tts_chatterbox.models import TtsChatterboxRequest, TtsVoice
 from sparkle_motion.agents.production_steps import StageFailed, StepOutcome, tool_payload
+from sparkle_motion.errors import SparkleError
 from sparkle_motion.media import read_wav, write_wav
 
 if TYPE_CHECKING:
@@ -33,9 +34,11 @@ def dialogue_audio(run: "ProductionRun") -> dict[str, Any]:
         character = characters[entry.character_id]
         with run.building("tts_chatterbox", "dialogue_audio"):
             voice = TtsVoice(character_id=character.id, character_name=character.name,
-                             **character.voice_profile.model_dump(exclude_none=True))
+                             **character.voice_profile.model_dump(exclude_none=True, exclude={"reference_audio_id"}))
+            clip = reference_voice(run, character)
             request = TtsChatterboxRequest(text=entry.text, voice=voice, seed=seed + index,
-                                           sample_rate=TIMELINE_SAMPLE_RATE)
+                                           sample_rate=TIMELINE_SAMPLE_RATE,
+                                           **({"reference_audio_uri": clip} if clip else {}))
         # Speech may run into the following silence, up to the next line (or the end).
         next_start = dialogue[position + 1][1].start_time_sec if position + 1 < len(dialogue) else run.plan.runtime_s
         room_s = next_start - entry.start_time_sec
@@ -49,6 +52,19 @@ def dialogue_audio(run: "ProductionRun") -> dict[str, Any]:
     out = run.step("dialogue_audio", "timeline", None, stitch_inputs, lambda: stitch_timeline(run, lines))
     run.results["dialogue_audio"] = out
     return out
+
+def reference_voice(run: "ProductionRun", character: Any) -> str | None:
+    """The URI of the character's voice clip (``voice_profile.reference_audio_id``); an unknown id fails the stage."""
+    clip_id = character.voice_profile.reference_audio_id
+    if clip_id is None:
+        return None
+    field = f"characters[{run.plan.characters.index(character)}].voice_profile.reference_audio_id"
+    try:
+        return run.store.get(clip_id, field=field).uri
+    except SparkleError as exc:
+        raise StageFailed(f"voice clip of {character.name!r}: {exc.message}",
+                          context={"stage": "dialogue_audio", "field": field}) from exc
+
 
 def speak(run: "ProductionRun", request: TtsChatterboxRequest) -> StepOutcome:
     response = run.invoke("tts_chatterbox", request, stage="dialogue_audio")

@@ -1,7 +1,9 @@
 """Running the independent items of a stage side by side, as many as the tool takes at once.
 
-A tool reports its capacity in ``/metadata`` (``limits.max_concurrency``: the
-ToolSpec's, or the profile's ``max_concurrency`` for that tool). A stage whose
+A tool reports its capacity in ``/metadata``: ``limits.max_concurrency`` (the
+ToolSpec's, or the profile's ``max_concurrency`` for that tool) calls per process,
+times ``limits.replicas`` processes behind its URL (Ray Serve replicas; 1 on the local
+engine), capped by the profile's ``max_fan_out`` for that tool. A stage whose
 items do not depend on each other (one clip per shot, one lip-sync per close-up)
 runs them through a bounded thread pool of that size, and commits the results in
 plan order, so a run's outputs are the same whatever order the items finished in.
@@ -24,12 +26,17 @@ Item = TypeVar("Item")
 
 
 def tool_capacity(client: ToolClient) -> int:
-    """The tool's ``limits.max_concurrency`` from /metadata, within 1..MAX_FAN_OUT (1 when it cannot say)."""
+    """Replicas x ``max_concurrency`` from the tool's /metadata ``limits``, capped by the profile's
+    ``max_fan_out`` and kept within 1..MAX_FAN_OUT (1 when it cannot say)."""
     try:
-        reported = int((client.metadata().get("limits") or {}).get("max_concurrency") or 1)
-    except (SparkleError, TypeError, ValueError) as exc:
+        limits = client.metadata().get("limits") or {}
+        reported = int(limits.get("max_concurrency") or 1) * int(limits.get("replicas") or 1)
+    except (SparkleError, TypeError, ValueError, AttributeError) as exc:
         log.warning("capacity_unknown", tool_id=client.tool_id, error=str(exc)[:200])
         reported = 1
+    profile = client.settings.profile.get(client.tool_id) if client.settings is not None else None
+    if profile is not None and profile.max_fan_out is not None:
+        reported = min(reported, profile.max_fan_out)
     return max(1, min(MAX_FAN_OUT, reported))
 
 

@@ -26,8 +26,11 @@ def estimate(plan: MoviePlan, settings: Settings, qa_mode: str) -> tuple[list[di
     closeups = [s.id for s in plan.shots if s.is_talking_closeup]
     frames = round(plan.runtime_s * fps)
     qa = qa_mode == "full"
+    rendered = [c for c in plan.characters if c.reference_image_id is None]  # the others are the user's photos
     graph = [
         {"stage": "plan_intake", "tool": None, "calls": 0, "items": [plan.plan_id]},
+        {"stage": "cast", "tool": "images_sdxl", "calls": len(rendered),
+         "items": [f"cast_{c.id}" for c in plan.characters], "qa_calls": len(rendered) if qa else 0},
         {"stage": "dialogue_audio", "tool": "tts_chatterbox", "calls": len(lines),
          "items": [f"line_{plan.dialogue_timeline.index(e):03d}" for e in lines]},
         {"stage": "base_images", "tool": "images_sdxl", "calls": len(plan.base_images),
@@ -45,7 +48,7 @@ def estimate(plan: MoviePlan, settings: Settings, qa_mode: str) -> tuple[list[di
     estimate_ = {
         "runtime_s": plan.runtime_s, "frames": frames, "fps": fps, "width": width, "height": height,
         "audio_s": plan.runtime_s, "dialogue_lines": len(lines), "tool_calls": sum(g["calls"] + g.get("qa_calls", 0) for g in graph),
-        "disk_bytes": int(len(plan.base_images) * pixels * 1.5 + 3 * frames * pixels * 0.1 + plan.runtime_s * 24_000 * 2 * 2),
+        "disk_bytes": int((len(plan.base_images) + 2 * len(plan.characters)) * pixels * 1.5 + 3 * frames * pixels * 0.1 + plan.runtime_s * 24_000 * 2 * 2),
         "backends": backends,
         "gpu_required": any(b in {"sdxl", "wan2.1-flf2v", "ltx-video", "chatterbox", "wav2lip", "qwen2-vl"}
                             for b in backends.values()),

@@ -10,7 +10,8 @@ from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN
 
 # The order is the contract: resume_from=<stage> recomputes that stage and all after it.
 StageName = Literal[
-    "plan_intake", "dialogue_audio", "base_images", "video_clips", "lipsync", "assemble", "qa_publish", "finalize"
+    "plan_intake", "cast", "dialogue_audio", "base_images", "video_clips", "lipsync", "assemble", "qa_publish",
+    "finalize"
 ]
 STAGES: tuple[str, ...] = get_args(StageName)
 

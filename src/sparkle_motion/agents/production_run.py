@@ -26,16 +26,18 @@ from function_tools.images_sdxl.models import ImagesSdxlRequest
 from function_tools.lipsync_wav2lip.models import LipsyncOptions, LipsyncRequest
 from function_tools.qa_qwen2vl.models import QAExpectations, QAMedia, QARequest, TimeInterval
 from function_tools.videos_wan.models import VideosWanRequest
-from sparkle_motion.agents import dialogue_stage
+from sparkle_motion.agents import cast_stage, dialogue_stage
 from sparkle_motion.agents.dialogue_stage import TIMELINE_SAMPLE_RATE
 from sparkle_motion.agents.fan_out import fan_out, tool_capacity
 from sparkle_motion.agents.item_progress import InFlightItems
 from sparkle_motion.agents.production_estimate import render_geometry
 from sparkle_motion.agents.production_models import STAGES
 from sparkle_motion.agents.production_steps import StageFailed, StepOutcome, canonical_json, tool_payload
+from sparkle_motion.agents.qa_checks import RunQaChecks
 from sparkle_motion.agents.review_gates import item_seed
 from sparkle_motion.agents.run_control import RunControl, RunStopped
 from sparkle_motion.agents.shot_timing import frame_counts, shot_bounds, words_by_shot
+from sparkle_motion.agents.stage_overlap import BackgroundStages
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.config import Settings
 from sparkle_motion.errors import InvalidInputError, SparkleError, ToolCallError
@@ -43,6 +45,7 @@ from sparkle_motion.ids import new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.media import read_wav, write_wav
 from sparkle_motion.plan import MoviePlan, validate_plan
+from sparkle_motion.plan.policy import active_policy, screen_plan
 from sparkle_motion.plan.render_models import render_models
 from sparkle_motion.runs import RunRegistry
 from sparkle_motion.services import ToolClient, ToolRequest
@@ -91,6 +94,9 @@ class ProductionRun:
         # A reviewer's re-rolls, item -> {"seed": n} (the run's review options; review_gates.item_seed).
         self.overrides: dict[str, dict[str, Any]] = {}
         self.in_flight = InFlightItems()   # what /status shows as items (with tool job progress)
+        self.background = BackgroundStages(run_id)  # dialogue_audio runs beside the picture stages
+        self.qa_checks = RunQaChecks(lambda: self.client("qa_qwen2vl"), lambda message, checks: registry.log(
+            run_id, "warning", message, not_available=checks))   # what the QA backend answers (qa_checks.py)
         self._done_units = 0
         self._total_units = self._count_units()
         self.fps, self.width, self.height = render_geometry(plan, settings)
@@ -109,7 +115,8 @@ class ProductionRun:
         qa = 2 if self.qa_mode == "full" else 1
         lines = sum(1 for e in plan.dialogue_timeline if e.type == "dialogue")
         closeups = sum(1 for s in plan.shots if s.is_talking_closeup)
-        return 1 + lines + 1 + qa * len(plan.base_images) + qa * len(plan.shots) + closeups + 1 + 1 + 1
+        portraits = sum(qa if c.reference_image_id is None else 1 for c in plan.characters)
+        return 1 + portraits + lines + 1 + qa * len(plan.base_images) + qa * len(plan.shots) + closeups + 1 + 1 + 1
 
     def _forced(self, stage: str) -> bool:
         return self.force_from is not None and STAGES.index(stage) >= STAGES.index(self.force_from)
@@ -205,7 +212,10 @@ class ProductionRun:
         remote = exc.remote_error or {}
         detail = remote.get("message") or exc.message
         where = f" ({remote['field']})" if remote.get("field") else ""
+        # A tool's full disk is the run's full disk (code disk_full, 507): freeing space and resuming fixes it.
+        full = remote.get("code") == "disk_full"
         return StageFailed(f"{tool_id} failed in stage {stage}: {detail}{where}",
+                           code="disk_full" if full else None, http_status=507 if full else None,
                            context={"stage": stage, "tool_id": tool_id, "status": exc.status,
                                     "remote_error": remote})
 
@@ -213,6 +223,7 @@ class ProductionRun:
 
     def plan_intake(self) -> dict[str, Any]:
         self.begin_stage("plan_intake")
+        screen_plan(self.plan, active_policy(self.settings))   # a blocked term fails the run before any tool call
         plan_json = self.plan.model_dump(mode="json")
 
         def work() -> StepOutcome:
@@ -224,6 +235,9 @@ class ProductionRun:
         out = self.step("plan_intake", None, None, {"plan": plan_json}, work)
         self.results["plan_intake"] = {**out, "frame_counts": self.frame_counts, "fps": self.fps}
         return self.results["plan_intake"]
+
+    def cast(self) -> dict[str, Any]:
+        return cast_stage.cast(self)
 
     def dialogue_audio(self) -> dict[str, Any]:
         return dialogue_stage.dialogue_audio(self)
@@ -247,9 +261,12 @@ class ProductionRun:
             seed = item_seed(self, base.id, base.seed if base.seed is not None else base_seed + 1000 * index,
                              attempt, SEED_STRIDE)
             negative = {} if base.negative_prompt is None else {"negative_prompt": base.negative_prompt}
+            names = self._characters_in(base.prompt)
             with self.building("images_sdxl", "base_images"):
+                refs = cast_stage.references(self, names)
                 request = ImagesSdxlRequest(prompt=base.prompt, **negative, seed=seed, width=self.width,
-                                            height=self.height, count=1, characters=self._characters_in(base.prompt))
+                                            height=self.height, count=1, characters=names,
+                                            **({"references": refs} if refs else {}))
 
             def work(request: ImagesSdxlRequest = request) -> StepOutcome:
                 response = self.invoke("images_sdxl", request, stage="base_images")
@@ -259,21 +276,25 @@ class ProductionRun:
             out = self.step("base_images", base.id, "images_sdxl", tool_payload(request), work)
             state["images"][base.id] = out["uri"]
             if self.qa_mode == "full":
+                selection = self.qa_checks.select("keyframe")
                 with self.building("qa_qwen2vl", "base_images"):
-                    qa = QARequest(media=[QAMedia(uri=out["uri"], kind="image")],
-                                   checks=["degenerate_image", "text_policy"],
-                                   expectations=QAExpectations(prompt=base.prompt))
-                verdict = self._qa("base_images", f"{base.id}.qa", qa)
+                    # character_consistency compares with the cast's portraits: asked only when there are some.
+                    cast_checks, cast_expectations = cast_stage.consistency_request(self, names)
+                    checks = [c for c in selection.checks if c not in cast_stage.CAST_CHECKS or c in cast_checks]
+                    qa = QARequest(media=[QAMedia(uri=out["uri"], kind="image")], checks=checks,
+                                   expectations=QAExpectations(prompt=base.prompt, **cast_expectations))
+                verdict = self._qa("base_images", f"{base.id}.qa", qa, selection.not_available)
                 state["qa"][base.id] = "passed" if verdict != "fail" else "failed"
         return self._route_after_qa("base_images", state)
 
-    def _qa(self, stage: str, item: str, request: QARequest) -> str:
+    def _qa(self, stage: str, item: str, request: QARequest, not_available: list[str] | None = None) -> str:
         def work() -> StepOutcome:
             response = self.invoke("qa_qwen2vl", request, stage=stage)
             report = response.get("report") or {}
             ids = [a["artifact_id"] for a in response.get("artifacts", [])]
             return StepOutcome({"verdict": report.get("verdict"), "reasons": report.get("reasons", []),
-                                "report_uri": response["artifacts"][0]["uri"] if response.get("artifacts") else None}, ids)
+                                "report_uri": response["artifacts"][0]["uri"] if response.get("artifacts") else None,
+                                "not_available": list(not_available or [])}, ids)
 
         out = self.step(stage, item, "qa_qwen2vl", tool_payload(request), work)
         if out["verdict"] == "fail":
@@ -326,16 +347,14 @@ class ProductionRun:
         duration = self.frame_counts[index] / self.fps
         still = images[shot.start_base_image_id] == images[shot.end_base_image_id] or \
             "static" in shot.motion_prompt.lower()
+        selection = self.qa_checks.select("clip")
         with self.building("qa_qwen2vl", "video_clips"):
             holds = {"allow_holds": [TimeInterval(start_s=0.0, end_s=duration)]} if still else {}
-            # Continuity: the clip must open on its start keyframe (the previous shot's end keyframe).
-            qa = QARequest(media=[QAMedia(uri=out["uri"], kind="video")],
-                           checks=["black_frames", "frozen_frames", "duration_mismatch", "continuity",
-                                   "text_policy"],
+            qa = QARequest(media=[QAMedia(uri=out["uri"], kind="video")], checks=selection.checks,
                            expectations=QAExpectations(duration_s=duration, prompt=shot.visual_description,
                                                        reference_frame_uri=images[shot.start_base_image_id],
                                                        **holds))
-        return out["uri"], self._qa("video_clips", f"{shot.id}.qa", qa)
+        return out["uri"], self._qa("video_clips", f"{shot.id}.qa", qa, selection.not_available)
 
     def _shot_bounds(self) -> list[tuple[float, float]]:
         return shot_bounds(self.frame_counts, self.fps)
@@ -477,6 +496,7 @@ class ProductionRun:
                 "runtime_s": sum(self.frame_counts) / self.fps, "shots": len(self.plan.shots),
                 "dialogue_lines": len(self.results["dialogue_audio"]["lines"]),
                 "qa_verdict": qa.get("verdict"), "qa_reasons": qa.get("reasons", []),
+                "qa_not_available": sorted(self.qa_checks.not_available),
                 "video_final_uri": final.uri, "srt_uri": self.results["assemble"].get("srt_uri"),
             }
             summary_manifest = self.store.put_json(self.run_id, "finalize", "run_summary", summary,

@@ -53,6 +53,7 @@ from sparkle_motion.errors import (ConflictError, DiskFullError, InvalidInputErr
 from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, new_id
 from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan, validate_plan
+from sparkle_motion.plan.policy import active_policy, screen_plan
 from sparkle_motion.plan.render_models import render_models
 from sparkle_motion.plan.validation import PLAN_ARTIFACT_KEY
 from sparkle_motion.runs import Heartbeat, RunRegistry
@@ -140,9 +141,11 @@ class ProductionService:
     # -- plans ---------------------------------------------------------------------
 
     def load_plan(self, request: ProductionRequest) -> MoviePlan:
-        """The request's plan, validated, and refused (422) when it names a model this profile cannot serve."""
+        """The request's plan, validated; refused (422) when it names a model this profile cannot serve or breaks the
+        content policy (``plan/policy.py``)."""
         plan = self._read_plan(request)
         render_models(plan, self.settings)
+        screen_plan(plan, active_policy(self.settings))   # before any tool call, whatever qa_mode says
         return plan
 
     def _read_plan(self, request: ProductionRequest) -> MoviePlan:

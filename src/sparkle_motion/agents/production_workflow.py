@@ -8,8 +8,12 @@ work. QA failures route ``base_images`` and ``video_clips`` back to themselves
 done (not routed back), ``review_gates.after_stage`` draws the contact sheet
 after the keyframes and stops the run at a review gate the run asked for.
 
-    plan_intake → dialogue_audio → base_images ⟲ → video_clips ⟲ → lipsync
+    plan_intake → cast → dialogue_audio → base_images ⟲ → video_clips ⟲ → lipsync
                 → assemble → qa_publish → finalize
+
+``dialogue_audio`` only starts its stage, on a thread of the run (stage_overlap):
+speech and pictures do not read each other, so they are made side by side, and
+``lipsync``, the first stage that reads the dialogue, waits for it.
 
 The production service builds its own workflow over its own table;
 ``production_workflow`` (for ``adk web``) starts ad-hoc runs with the
@@ -67,10 +71,15 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         ctx.state["run_id"] = run.run_id
         return Event(output=run.plan_intake())
 
+    def cast(ctx: Any, node_input: Any) -> Event:
+        out = run_of(ctx).cast()
+        ctx.state["cast"] = out["portraits"]
+        return Event(output=out)
+
     def dialogue_audio(ctx: Any, node_input: Any) -> Event:
-        out = run_of(ctx).dialogue_audio()
-        ctx.state["tts_timeline_uri"] = out["timeline_uri"]
-        return Event(output={"timeline_uri": out["timeline_uri"], "report_uri": out["report_uri"]})
+        run = run_of(ctx)
+        run.background.start("dialogue_audio", run.dialogue_audio)
+        return Event(output={"started": "dialogue_audio", "awaited_by": "lipsync"})
 
     def qa_routed(ctx: Any, stage: str, key: str, render: Callable[[ProductionRun], str]) -> Event:
         # base_images and video_clips: QA may route the stage back to itself ('retry') or on ('done').
@@ -87,7 +96,10 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
         return qa_routed(ctx, "video_clips", "clips", ProductionRun.video_clips)
 
     def lipsync(ctx: Any, node_input: Any) -> Event:
-        return Event(output=run_of(ctx).lipsync())
+        run = run_of(ctx)
+        dialogue = run.background.result("dialogue_audio")
+        ctx.state["tts_timeline_uri"] = dialogue["timeline_uri"]
+        return Event(output=run.lipsync())
 
     def assemble(ctx: Any, node_input: Any) -> Event:
         out = run_of(ctx).assemble()
@@ -104,21 +116,30 @@ def build_production_workflow(runs: ActiveRuns) -> Workflow:
     def then_gate(stage: Callable[[Any, Any], Event]) -> Callable[[Any, Any], Event]:
         # Every node: once its stage is done (not routed back to itself), the review gate after it.
         def node(ctx: Any, node_input: Any) -> Event:
-            event = stage(ctx, node_input)
-            if event.actions.route != "retry":
-                after_stage(run_of(ctx), stage.__name__)
+            try:
+                event = stage(ctx, node_input)
+                if event.actions.route != "retry":
+                    after_stage(run_of(ctx), stage.__name__)
+            except BaseException:
+                # The run's thread ends here (a failure, a stop, a review gate): the dialogue
+                # beside it ends first, so no step of the run is written after the thread is gone.
+                run = runs.get(ctx.state.get("run_id"))
+                if run is not None:
+                    run.background.settle()
+                raise
             return event
 
         node.__name__ = stage.__name__
         return node
 
     nodes = {fn.__name__: FunctionNode(func=then_gate(fn), name=fn.__name__)
-             for fn in (plan_intake, dialogue_audio, base_images, video_clips, lipsync, assemble, qa_publish, finalize)}
+             for fn in (plan_intake, cast, dialogue_audio, base_images, video_clips, lipsync, assemble, qa_publish,
+                        finalize)}
     return Workflow(
         name="production_agent",
         description="Executes a MoviePlan stage by stage through the Sparkle Motion FunctionTools.",
         edges=[
-            (START, nodes["plan_intake"], nodes["dialogue_audio"], nodes["base_images"]),
+            (START, nodes["plan_intake"], nodes["cast"], nodes["dialogue_audio"], nodes["base_images"]),
             (nodes["base_images"], {"retry": nodes["base_images"], "done": nodes["video_clips"]}),
             (nodes["video_clips"], {"retry": nodes["video_clips"], "done": nodes["lipsync"]}),
             (nodes["lipsync"], nodes["assemble"], nodes["qa_publish"], nodes["finalize"]),

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -63,7 +64,17 @@ def _size(path: Path) -> int:
     return path.lstat().st_size
 
 
-def _stale_staging(store: ArtifactStore, older_than_s: float, own_prefix: str | None = None) -> list[Path]:
+#: Which staging names the starting service owns: a name prefix, or a test of the name (Serve replicas).
+OwnStaging = str | Callable[[str], bool] | None
+
+
+def _is_own(own: OwnStaging, name: str) -> bool:
+    if own is None:
+        return False
+    return name.startswith(own) if isinstance(own, str) else own(name)
+
+
+def _stale_staging(store: ArtifactStore, older_than_s: float, own_prefix: OwnStaging = None) -> list[Path]:
     directory = store.root / "staging"
     if not directory.is_dir():
         return []
@@ -71,7 +82,7 @@ def _stale_staging(store: ArtifactStore, older_than_s: float, own_prefix: str | 
     stale = []
     for entry in directory.iterdir():
         try:
-            if (own_prefix is not None and entry.name.startswith(own_prefix)) or entry.lstat().st_mtime < cutoff:
+            if _is_own(own_prefix, entry.name) or entry.lstat().st_mtime < cutoff:
                 stale.append(entry)
         except FileNotFoundError:
             continue  # its call finished and cleaned up meanwhile
@@ -115,12 +126,14 @@ def _unreferenced(store: ArtifactStore, older_than_s: float) -> list[tuple[str, 
 
 
 def sweep_leftovers(store: ArtifactStore, policy: SweepSettings, *, apply: bool = True,
-                    log: SparkleLogger | None = None, own_prefix: str | None = None) -> SweepReport:
+                    log: SparkleLogger | None = None, own_prefix: OwnStaging = None) -> SweepReport:
     """Remove (``apply``) or list crash leftovers under ``store``; the report counts them.
 
     ``own_prefix``: staging names that only the starting service writes (``<tool_id>-``, see
     ``ToolContext.staging_path``). The supervisor runs one process per tool on a home, so at its
     start no call of that tool is alive and its staging files are leftovers whatever their age.
+    A Serve replica shares the home with its siblings and passes a test instead, which keeps a
+    live sibling's files (``services/replica.py``).
     """
     report = SweepReport(applied=apply)
     for path in _stale_staging(store, policy.longest_job_s, own_prefix):
@@ -149,7 +162,7 @@ def sweep_leftovers(store: ArtifactStore, policy: SweepSettings, *, apply: bool 
 
 
 def sweep_at_start(settings: Settings, log: SparkleLogger, store: ArtifactStore | None = None, *,
-                   own_prefix: str | None = None) -> SweepReport | None:
+                   own_prefix: OwnStaging = None) -> SweepReport | None:
     """The sweep every service runs when it starts; a failure is logged, never fatal to the start."""
     own_store = store is None
     try:

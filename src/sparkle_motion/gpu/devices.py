@@ -49,6 +49,26 @@ def _torch_if_imported() -> Any:
     return sys.modules.get("torch")
 
 
+def device_file_key(device: str) -> str:
+    """The host-wide name of ``device`` for the files that coordinate processes on it (lock, residency).
+
+    ``cuda:0`` in a process that sees only some cards (``CUDA_VISIBLE_DEVICES``, which Ray sets for
+    each GPU replica) is a different card in each process: the key names the physical card the
+    process sees as ``cuda:N`` (``cuda-phys-<id>``), so replicas on different cards of one host do
+    not wait for each other, and those sharing one card (fractional ``num_gpus``) still do.
+    """
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if visible and match:
+        cards = [card.strip() for card in visible.split(",") if card.strip()]
+        index = int(match.group(1) or 0)
+        if index < len(cards):
+            device = f"cuda-phys-{cards[index]}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", device)
+
+
 def resolve_device(device: str | None = "auto") -> str:
     """``auto`` → ``cuda:0`` when CUDA is available, else ``mps`` when available, else ``cpu``.
 

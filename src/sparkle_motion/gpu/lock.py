@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sparkle_motion.errors import ServiceBusyError
+from sparkle_motion.gpu.devices import device_file_key
 
 #: Seconds a caller is told to wait when the device is held by another process.
 DEVICE_BUSY_RETRY_AFTER_S = 10.0
@@ -31,7 +31,7 @@ def locks_dir() -> Path:
 
 
 def lock_path(device: str) -> Path:
-    return locks_dir() / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', device)}.lock"
+    return locks_dir() / f"{device_file_key(device)}.lock"
 
 
 _thread_locks: dict[str, threading.Lock] = {}

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sparkle_motion.gpu.devices import device_file_key
 from sparkle_motion.gpu.lock import DEVICE_BUSY_RETRY_AFTER_S, DeviceBusyError
 from sparkle_motion.logs import get_logger
 
@@ -57,7 +57,7 @@ def residency_path(device: str) -> Path:
 
     folder = get_settings().home / "gpu"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"residency-{re.sub(r'[^A-Za-z0-9_.-]', '_', device)}.json"
+    return folder / f"residency-{device_file_key(device)}.json"
 
 
 def _alive(pid: int) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sparkle_motion.agents.production_client import ACTIVE_STATUSES
 from sparkle_motion.agents.production_models import RunStatus
+from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.artifacts.models import URI_PREFIX
 from sparkle_motion.config import Settings
 from sparkle_motion.logs import get_logger
@@ -52,7 +53,9 @@ class PanelCore(PanelWidgets):
         self._changed = threading.Condition(self._ui)
         self._worker = ActionWorker("sparkle-panel-actions")
         self._closed = False
-        super().__init__(PlanReview(on_change=lambda _r: self._sync_buttons()), poll_interval_s=poll_interval_s,
+        super().__init__(PlanReview(on_change=lambda _r: self._sync_buttons(),
+                                    store_factory=lambda: ArtifactStore(settings.home)),
+                         poll_interval_s=poll_interval_s,
                          auto_fetch=auto_fetch)
 
     # ================================================================== state + buttons

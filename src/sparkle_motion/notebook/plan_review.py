@@ -17,7 +17,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from sparkle_motion.notebook.cast_upload import cast_rows
 from sparkle_motion.plan import MAX_PLAN_FILE_BYTES, MoviePlan, format_path, plan_violations, validate_plan
+from sparkle_motion.plan.policy import plan_policy_violations
 
 __all__ = ["PlanReview"]
 
@@ -42,8 +44,10 @@ def _get_in(data: Any, path: PathParts) -> Any:
 class PlanReview:
     """Editable view of one plan; ``on_change(review)`` runs after every validation."""
 
-    def __init__(self, on_change: Callable[[PlanReview], None] | None = None) -> None:
+    def __init__(self, on_change: Callable[[PlanReview], None] | None = None,
+                 store_factory: Callable[[], Any] | None = None) -> None:
         self._on_change = on_change
+        self.store_factory = store_factory  # the ArtifactStore the Cast tab uploads portraits to (None: no upload)
         self.source: str | None = None
         self.original: dict[str, Any] | None = None
         self.draft: dict[str, Any] | None = None
@@ -57,6 +61,7 @@ class PlanReview:
         self.shots_view = widgets.Accordion()
         self.keyframes_view = widgets.Accordion()
         self.dialogue_view = widgets.VBox()
+        self.cast_view = widgets.VBox()
         self.json_editor = widgets.Textarea(placeholder="plan JSON", layout=widgets.Layout(width="98%", height="18em"),
                                             continuous_update=False)
         self.apply_json_button = widgets.Button(description="Apply JSON", icon="check", disabled=True,
@@ -65,8 +70,9 @@ class PlanReview:
         self.apply_json_button.on_click(lambda _b: self.apply_json(self.json_editor.value))
         self.revert_button.on_click(lambda _b: self.revert())
         json_box = widgets.VBox([self.json_editor, widgets.HBox([self.apply_json_button, self.revert_button])])
-        self.sections = widgets.Tab(children=[self.shots_view, self.keyframes_view, self.dialogue_view, json_box],
-                                    titles=("Shots", "Keyframe prompts", "Dialogue timeline", "Plan JSON"))
+        self.sections = widgets.Tab(children=[self.shots_view, self.keyframes_view, self.dialogue_view, self.cast_view,
+                                              json_box],
+                                    titles=("Shots", "Keyframe prompts", "Dialogue timeline", "Cast", "Plan JSON"))
         self.widget = widgets.VBox([self.summary, self.violations_view, self.sections])
 
     # -- state ---------------------------------------------------------------------------
@@ -131,6 +137,9 @@ class PlanReview:
             return []
         violations = plan_violations(self.draft)
         self.plan = validate_plan(self.draft) if not violations else None
+        if self.plan is not None:   # the content policy plan intake applies (sparkle_motion.plan.policy)
+            violations = plan_policy_violations(self.plan)
+            self.plan = None if violations else self.plan
         self._show_violations(violations)
         return violations
 
@@ -224,6 +233,7 @@ class PlanReview:
             self.keyframes_view.children = [self._keyframe_box(i) for i, _ in images]
             self.keyframes_view.titles = tuple(str(b.get("id", i)) for i, b in images)
             self.dialogue_view.children = self._dialogue_rows(draft)
+            self.cast_view.children = cast_rows(self, self.store_factory)
         finally:
             self._rebuilding = False
 

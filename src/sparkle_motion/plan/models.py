@@ -136,6 +136,19 @@ class VoiceProfile(BaseModel):
                                description="Speaking-rate multiplier; 1.0 is the voice's natural rate.")
     pitch: float | None = Field(None, ge=-MAX_VOICE_PITCH, le=MAX_VOICE_PITCH, allow_inf_nan=False,
                                 description="Pitch shift in semitones.")
+    reference_audio_id: SafeId | None = Field(
+        None, description="Artifact id of a voice clip (a few seconds of clean speech; chatterbox takes 1-60 s) the "
+                          "character's voice is cloned from: "
+                          "tts_chatterbox's chatterbox backend clones it, espeak and kokoro record it as ignored. "
+                          "It wins over the profile's `voices` map, which stays the per-installation default.")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_reference(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # As MoviePlan.music: a voice without a clip serialises as before the field existed (same plan hash).
+        data = handler(self)
+        if data.get("reference_audio_id", ...) is None:
+            del data["reference_audio_id"]
+        return data
 
 
 class Character(BaseModel):

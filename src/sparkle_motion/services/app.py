@@ -33,6 +33,7 @@ from sparkle_motion.services.context import CancelToken, ProgressSink, ToolConte
 from sparkle_motion.services.http_errors import parse_json_body, validation_error
 from sparkle_motion.services.jobs import JobTable, install_jobs
 from sparkle_motion.services.openapi import error_responses, json_body_doc
+from sparkle_motion.services import replica
 from sparkle_motion.services.readiness import Readiness
 from sparkle_motion.services.request_id import current_request_id
 from sparkle_motion.services.spec import ToolSpec, import_string, resolve_profile
@@ -72,8 +73,9 @@ class ToolRuntime:
         try:
             self.store = open_tool_store(self.settings)  # store.mode http: through production_agent's face
             if isinstance(self.store, ArtifactStore):
-                # A killed call's staging files: this tool's own at once, anyone's past the longest job.
-                sweep_at_start(self.settings, self.log, self.store, own_prefix=f"{self.spec.tool_id}-")
+                # A killed call's staging files: this tool's own at once (a Serve replica: its dead
+                # siblings'), anyone's past the longest job.
+                sweep_at_start(self.settings, self.log, self.store, own_prefix=self._own_staging())
             backend_cls = import_string(self.spec.backends[name], what=f"backend {name!r}")
             backend = backend_cls(self.profile, self.settings)
             backend.load()
@@ -84,6 +86,14 @@ class ToolRuntime:
         self.backend = backend
         self.readiness.mark_ready()
         self.log.info("backend.ready", backend=name, load_s=round(time.perf_counter() - started, 3))
+
+    def _own_staging(self) -> str | Callable[[str], bool]:
+        """The staging files a starting process may remove at once: all of its tool's, or, in one
+        of several Serve replicas, those of replicas whose process is gone (services/replica.py)."""
+        tool_id = self.spec.tool_id
+        if replica.current() is None:
+            return f"{tool_id}-"
+        return lambda name: replica.dead_replica_staging(tool_id, name)
 
     def close(self) -> None:
         self.readiness.mark_stopping()
@@ -108,7 +118,11 @@ class ToolRuntime:
             "active_backend": self.profile.backend,
             "model": self.profile.model,
             "state": self.readiness.state,
-            "limits": {"max_body_bytes": spec.max_body_bytes, "max_concurrency": self.capacity},
+            # replicas: how many processes serve this tool behind its URL (Serve; 1 on the local engine).
+            "limits": {"max_body_bytes": spec.max_body_bytes, "max_concurrency": self.capacity,
+                       "replicas": info.replicas if (info := replica.current()) is not None else 1},
+            # What the loaded backend can answer (e.g. qa_qwen2vl's checks); {} while loading or when it does not say.
+            "capabilities": self.backend.capabilities() if hasattr(self.backend, "capabilities") else {},
             "request_schema": spec.request_model.model_json_schema(mode="validation"),
             "response_schema": spec.response_model.model_json_schema(mode="serialization"),
             "request_id": current_request_id(),

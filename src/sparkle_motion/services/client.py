@@ -34,6 +34,13 @@ JobProgressCallback = Callable[[dict[str, Any]], None]
 CancelCheck = Callable[[], str | None]
 
 
+def _replicated_on_ray(settings: Settings | None, tool_id: str) -> bool:
+    """True when ``tool_id`` is served by more than one Ray Serve replica behind one route."""
+    if settings is None or settings.engine != "ray" or tool_id not in settings.profile:
+        return False
+    return settings.profile[tool_id].ray.most_replicas > 1
+
+
 class ToolClient:
     """Calls one mesh service over HTTP.
 
@@ -109,14 +116,21 @@ class ToolClient:
         profile = settings.profile.get(tool_id) if settings is not None else None
         self.use_jobs = bool(profile is not None and profile.long_running) if use_jobs is None else use_jobs
         self.max_job_s = max_job_s if max_job_s is not None else (profile.max_job_s if profile is not None else None)
+        if use_jobs is None and self.use_jobs and _replicated_on_ray(settings, tool_id):
+            # A job lives in one replica's memory, and Serve's proxy routes each poll to any replica:
+            # the call is one /invoke held open instead (a disconnect still cancels it), bounded by
+            # max_job_s rather than by one answer's read timeout. docs/scaling.md, "Known limits".
+            self.use_jobs = False
+            timeout = None if self.max_job_s is None else max(timeout, self.max_job_s + JOB_OVERRUN_GRACE_S)
         # A POST whose connection dropped may have been done; tools' /invoke is safe to redo
         # (same inputs, same outputs, the caller records only the answer it gets).
         self.retry_dropped_posts = retry_dropped_posts
         if token is None and settings is not None:
             token = settings.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        connect = connect_timeout if timeout is None else min(connect_timeout, timeout)
         self._http = httpx.Client(base_url=self.base_url, headers=headers, transport=transport,
-                                  timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)))
+                                  timeout=httpx.Timeout(timeout, connect=connect))
         self._log = get_logger("sparkle_motion.services.client", target=tool_id)
 
     # ------------------------------------------------------------ public API
@@ -372,6 +386,7 @@ class ToolClient:
             try:
                 response = self._http.request(method, path, json=json, params=dict(params) if params else None,
                                               headers=headers)
+                self._raise_if_replica_lost(response)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                     httpx.WriteError) as exc:
                 dropped = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
@@ -409,6 +424,20 @@ class ToolClient:
                                   remote_code=self._remote_error(response).get("code"), delay_s=round(delay, 3))
             time.sleep(delay)
             attempt += 1
+
+    def _raise_if_replica_lost(self, response: httpx.Response) -> None:
+        """A Ray Serve proxy's own 500/502/504 (the replica serving the call died): the call was dropped.
+
+        Every mesh service answers its errors with the shared JSON body (the middleware's
+        last-resort 500 included), so a 5xx without it did not come from the tool but from a
+        proxy in front of it that lost the replica mid-call. It is retried like a connection
+        dropped before the answer (the restart budget; Serve starts a new replica), while a
+        tool's own 500 (a backend failure) still raises at once.
+        """
+        if response.status_code in (500, 502, 504) and not self._remote_error(response):
+            raise httpx.RemoteProtocolError(f"the proxy answered {response.status_code} without the tool's error body "
+                                            f"(its replica was lost mid-call): {response.text[:120]!r}",
+                                            request=response.request)
 
     def _wait_for_restart(self, exc: httpx.TransportError, method: str, path: str, attempt: int,
                           away_since: float) -> float:

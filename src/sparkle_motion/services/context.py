@@ -15,6 +15,7 @@ from sparkle_motion.config import Settings
 from sparkle_motion.errors import Cancelled, InvalidInputError, NotFoundError
 from sparkle_motion.logs import SparkleLogger
 from sparkle_motion.services.models import ToolRequest
+from sparkle_motion.services.replica import staging_prefix
 
 
 class CancelToken:
@@ -154,7 +155,8 @@ class ToolContext:
 
     def staging_path(self, suffix: str = "") -> Path:
         """A fresh path in the store's staging area; removed when the call ends unless put with move=True."""
-        path = Path(self.store.staging_dir()) / f"{self.tool_id}-{self.request_id}-{uuid.uuid4().hex[:12]}{suffix}"
+        name = f"{staging_prefix(self.tool_id)}{self.request_id}-{uuid.uuid4().hex[:12]}{suffix}"
+        path = Path(self.store.staging_dir()) / name
         self._staged.append(path)
         return path
 
