@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mesh")]
 
 PLAN = json.loads((Path(__file__).parent / "data" / "plans" / "four_shots_review.json").read_text())
 FRAMES = [b["id"] for b in PLAN["base_images"]]
+PORTRAITS = [f"cast_{c['id']}" for c in PLAN["characters"]]
 ENDED = {"succeeded", "failed", "stopped", "awaiting_review"}
 
 
@@ -220,11 +221,12 @@ def test_notebook_gallery_rerolls_edits_and_approves(mesh_settings):
         run_id = client.start(plan=plan_with_seed(2), review=["keyframes"]).run_id
         gallery = ReviewGallery(client, run_id, mesh_settings.home)
         assert gallery.wait_for_gate(900).status == "awaiting_review"
-        assert sorted(gallery.reroll_buttons) == FRAMES and not gallery.approve_button.disabled
+        # the keyframes, and the cast portraits they were drawn from
+        assert sorted(gallery.reroll_buttons) == PORTRAITS + FRAMES and not gallery.approve_button.disabled
 
         def picture(item: str) -> bytes:
-            card = gallery.cards.children[FRAMES.index(item)]
-            return card.children[1].value
+            order = [i.item for i in gallery.status.review.items]
+            return gallery.cards.children[order.index(item)].children[1].value
 
         before, untouched = picture("frame_001"), picture("frame_000")
         gallery.reroll_buttons["frame_001"].click()
@@ -249,7 +251,7 @@ def test_notebook_gallery_rerolls_edits_and_approves(mesh_settings):
             panel.run_id = run_id
             assert panel.refresh_status()["status"] == "awaiting_review"
             assert panel.review_gallery.widget in panel.status_section.children
-            assert sorted(panel.review_gallery.reroll_buttons) == FRAMES
+            assert sorted(panel.review_gallery.reroll_buttons) == PORTRAITS + FRAMES
         finally:
             panel.close()
 
@@ -258,17 +260,26 @@ def test_notebook_gallery_rerolls_edits_and_approves(mesh_settings):
         assert gallery.approve_button.disabled and not gallery.cards.children
 
 
-def test_plan_gate_then_a_no_op_cast_gate_then_the_clips_gate(production):
+def test_plan_gate_then_the_cast_gate_then_the_clips_gate(production):
     run_id = start(production, plan_with_seed(3), review=["plan", "cast", "clips"])
     at_plan = wait_for_status(production, run_id, ENDED, timeout=900)
     assert at_plan["status"] == "awaiting_review" and at_plan["review"]["gate"] == "plan", at_plan["error"]
     assert {s["stage"] for s in at_plan["steps"]} == {"plan_intake"}
-    assert {i["item"] for i in at_plan["review"]["items"]} == set(FRAMES) | {f"shot_00{n}" for n in range(1, 5)}
+    assert {i["item"] for i in at_plan["review"]["items"]} == \
+        set(FRAMES) | set(PORTRAITS) | {f"shot_00{n}" for n in range(1, 5)}
     assert all(i["artifact_id"] is None for i in at_plan["review"]["items"])
     review(production, run_id, {"approve": True})
-    # no cast stage in this workflow: that gate never fires, the next stop is after the clips
+    # the portraits: the cast gate offers them (and nothing rendered later), with the sheet of the cast
+    at_cast = wait_for_status(production, run_id, ENDED, timeout=900,
+                              predicate=lambda s: s["review"] is None or s["review"]["gate"] != "plan")
+    assert at_cast["status"] == "awaiting_review" and at_cast["review"]["gate"] == "cast", at_cast["error"]
+    portraits = {i["item"]: i for i in at_cast["review"]["items"]}
+    assert sorted(portraits) == PORTRAITS and all(i["artifact_id"] and i["uri"] for i in portraits.values())
+    assert at_cast["review"]["contact_sheet_artifact_id"]
+    assert not any(s["stage"] in ("base_images", "video_clips") for s in at_cast["steps"])
+    review(production, run_id, {"approve": True})
     at_clips = wait_for_status(production, run_id, ENDED, timeout=900,
-                               predicate=lambda s: s["review"] is None or s["review"]["gate"] != "plan")
+                               predicate=lambda s: s["review"] is None or s["review"]["gate"] != "cast")
     assert at_clips["status"] == "awaiting_review" and at_clips["review"]["gate"] == "clips", at_clips["error"]
     shots = {i["item"]: i for i in at_clips["review"]["items"] if i["stage"] == "video_clips"}
     assert len(shots) == 4 and all(i["artifact_id"] and i["seed"] is not None for i in shots.values())
