@@ -2,7 +2,9 @@
 
 The 4-shot plan of tests/data/plans/four_shots_review.json (frame_002 joins two
 talking close-ups). Each repeat renders the plan with fresh keyframe seeds (the
-baseline: nothing cached), then re-rolls frame_002 with a new seed through
+baseline: every keyframe, clip and later step is new; the dialogue and the cast
+portraits come from the cache after the first repeat — the step counts printed
+say so), then re-rolls frame_002 with a new seed through
 ``POST /runs/{run_id}/review`` (a new run: 1 keyframe, 2 clips, 2 lip-syncs,
 assembly, final QA; the rest from the step cache). Wall seconds from submit to
 ``succeeded``, and the ratio within the same run.
