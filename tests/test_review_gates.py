@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from mesh_harness import running_mesh, wait_for_status
+from mesh_harness import mesh_env, running_mesh, wait_for_status
 from sparkle_motion import mesh
 from sparkle_motion.artifacts import ArtifactStore
 from sparkle_motion.runs import RunRegistry
@@ -26,6 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mesh")]
 
 PLAN = json.loads((Path(__file__).parent / "data" / "plans" / "four_shots_review.json").read_text())
 FRAMES = [b["id"] for b in PLAN["base_images"]]
+PORTRAITS = [f"cast_{c['id']}" for c in PLAN["characters"]]
 ENDED = {"succeeded", "failed", "stopped", "awaiting_review"}
 
 
@@ -173,3 +177,129 @@ def test_keyframes_gate_reroll_edit_restart_then_approve(production, mesh_settin
     assert {f: counts[("base_images", f)] for f in FRAMES} == {"frame_000": 1, "frame_001": 1, "frame_002": 2,
                                                                "frame_003": 1, "frame_004": 2}
     assert [counts[("video_clips", f"shot_{n:03d}")] for n in range(1, 5)] == [1, 1, 1, 1]
+
+
+def cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sparkle_motion.cli", *args], capture_output=True, text=True,
+                          env=env, input=stdin, timeout=900)
+
+
+def test_cli_make_asks_at_the_gate_and_review_scripts_it(mesh_settings, tmp_path):
+    env = mesh_env(mesh_settings.home, mesh_settings.profile_path)
+    out = tmp_path / "film.mp4"
+    new_prompt = "A lighthouse at dawn over a calm sea"
+    made = cli("make", "A lighthouse keeper befriends a storm at night", "-o", str(out), "--shots", "2",
+               "--duration", "4", "--seed", "3", "--review", "keyframes", "--prompt", new_prompt,
+               env=env, stdin="r 2\nr 99\ne 3\na\n")
+    assert made.returncode == 0, made.stdout + made.stderr
+    # asked at the gate, again after 'r 99' (refused, no request sent), after the re-roll, after the edit
+    assert made.stdout.count("awaits review at gate keyframes") == 4, made.stdout
+    assert "no item '99'" in made.stderr
+    sheets = re.findall(r"^contact sheet: (.+)$", made.stdout, flags=re.M)
+    assert len(sheets) == 4 and len(set(sheets)) == 3 and all(Path(p).is_file() for p in sheets)
+    assert "plan revision 1" in made.stdout and out.is_file() and f"film: {out.resolve()}" in made.stdout
+    run_id = re.search(r"run (run_\w+) started", made.stdout).group(1)
+
+    refused = cli("review", run_id, "--approve", env=env)
+    assert refused.returncode == 2 and "not awaiting review" in refused.stderr, refused.stderr
+    assert cli("review", run_id, "--regenerate", "frame_001:x", env=env).returncode == 2
+    assert cli("review", run_id, env=env).returncode == 2
+    again = cli("review", run_id, "--regenerate", "frame_001:77", "--wait", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    new_run, status = re.search(r"run (run_\w+): (\w+)", again.stdout).groups()
+    assert new_run != run_id and status == "succeeded"
+    steps = RunRegistry(mesh_settings.db_path).list_steps(new_run)
+    assert {(s.stage, s.item) for s in steps if s.status == "succeeded" and s.stage == "base_images"} == \
+        {("base_images", "frame_001"), ("base_images", "frame_001.qa"), ("base_images", "contact_sheet")}
+
+
+def test_notebook_gallery_rerolls_edits_and_approves(mesh_settings):
+    from sparkle_motion.agents.production_client import ProductionClient
+    from sparkle_motion.notebook.review_gallery import ReviewGallery
+
+    with ProductionClient(mesh_settings) as client:
+        run_id = client.start(plan=plan_with_seed(2), review=["keyframes"]).run_id
+        gallery = ReviewGallery(client, run_id, mesh_settings.home)
+        assert gallery.wait_for_gate(900).status == "awaiting_review"
+        # the keyframes, and the cast portraits they were drawn from
+        assert sorted(gallery.reroll_buttons) == PORTRAITS + FRAMES and not gallery.approve_button.disabled
+
+        def picture(item: str) -> bytes:
+            order = [i.item for i in gallery.status.review.items]
+            return gallery.cards.children[order.index(item)].children[1].value
+
+        before, untouched = picture("frame_001"), picture("frame_000")
+        gallery.reroll_buttons["frame_001"].click()
+        assert "regenerating frame_001" in gallery.message.value
+        gallery.wait_for_gate(900)
+        assert picture("frame_001") != before and picture("frame_000") == untouched
+
+        gallery.prompts["frame_003"].value = "   "
+        gallery.edit_buttons["frame_003"].click()
+        assert "base_images[3].prompt" in gallery.message.value   # refused, the field named
+        gallery.prompts["frame_003"].value = "Close on Miko laughing under a yellow umbrella"
+        gallery.edit_buttons["frame_003"].click()
+        status = gallery.wait_for_gate(900)
+        assert status.review.plan_revision == 1
+        assert gallery.prompts["frame_003"].value == "Close on Miko laughing under a yellow umbrella"
+
+        # The control panel shows the same gallery under the status of a run that waits at a gate.
+        from sparkle_motion.notebook import ControlPanel
+
+        panel = ControlPanel(mesh_settings, auto_poll=False)
+        try:
+            panel.run_id = run_id
+            assert panel.refresh_status()["status"] == "awaiting_review"
+            assert panel.review_gallery.widget in panel.status_section.children
+            assert sorted(panel.review_gallery.reroll_buttons) == PORTRAITS + FRAMES
+        finally:
+            panel.close()
+
+        gallery.approve_button.click()
+        assert gallery.wait_for_gate(900).status == "succeeded"
+        assert gallery.approve_button.disabled and not gallery.cards.children
+
+
+def test_plan_gate_then_the_cast_gate_then_the_clips_gate(production):
+    run_id = start(production, plan_with_seed(3), review=["plan", "cast", "clips"])
+    at_plan = wait_for_status(production, run_id, ENDED, timeout=900)
+    assert at_plan["status"] == "awaiting_review" and at_plan["review"]["gate"] == "plan", at_plan["error"]
+    assert {s["stage"] for s in at_plan["steps"]} == {"plan_intake"}
+    assert {i["item"] for i in at_plan["review"]["items"]} == \
+        set(FRAMES) | set(PORTRAITS) | {f"shot_00{n}" for n in range(1, 5)}
+    assert all(i["artifact_id"] is None for i in at_plan["review"]["items"])
+    review(production, run_id, {"approve": True})
+    # the portraits: the cast gate offers them (and nothing rendered later), with the sheet of the cast
+    at_cast = wait_for_status(production, run_id, ENDED, timeout=900,
+                              predicate=lambda s: s["review"] is None or s["review"]["gate"] != "plan")
+    assert at_cast["status"] == "awaiting_review" and at_cast["review"]["gate"] == "cast", at_cast["error"]
+    portraits = {i["item"]: i for i in at_cast["review"]["items"]}
+    assert sorted(portraits) == PORTRAITS and all(i["artifact_id"] and i["uri"] for i in portraits.values())
+    assert at_cast["review"]["contact_sheet_artifact_id"]
+    assert not any(s["stage"] in ("base_images", "video_clips") for s in at_cast["steps"])
+    review(production, run_id, {"approve": True})
+    at_clips = wait_for_status(production, run_id, ENDED, timeout=900,
+                               predicate=lambda s: s["review"] is None or s["review"]["gate"] != "cast")
+    assert at_clips["status"] == "awaiting_review" and at_clips["review"]["gate"] == "clips", at_clips["error"]
+    shots = {i["item"]: i for i in at_clips["review"]["items"] if i["stage"] == "video_clips"}
+    assert len(shots) == 4 and all(i["artifact_id"] and i["seed"] is not None for i in shots.values())
+    assert not any(s["stage"] == "lipsync" for s in at_clips["steps"])
+    before = len(at_clips["steps"])
+    review(production, run_id, {"regenerate": [{"item": "frame_001", "seed": 4321}]})
+    again = wait_for_status(production, run_id, ENDED, timeout=900, predicate=lambda s: len(s["steps"]) > before)
+    assert again["status"] == "awaiting_review" and again["review"]["gate"] == "clips"
+    assert set(executed(again, before)) == {("base_images", "frame_001"), ("base_images", "frame_001.qa"),
+                                            ("base_images", "contact_sheet"),
+                                            ("video_clips", "shot_001"), ("video_clips", "shot_001.qa"),
+                                            ("video_clips", "shot_002"), ("video_clips", "shot_002.qa")}
+    review(production, run_id, {"approve": True})
+    done = wait_for_status(production, run_id, ENDED, timeout=900,
+                           predicate=lambda s: s["status"] != "awaiting_review")
+    assert done["status"] == "succeeded", done["error"]
+
+    # After the film, one clip: a new run redoes that clip (and its QA), assembly, final QA and the film only.
+    accepted = review(production, run_id, {"regenerate": [{"item": "shot_004", "seed": 99}]})
+    rerun = wait_for_status(production, accepted["run_id"], {"succeeded", "failed"}, timeout=900)
+    assert rerun["status"] == "succeeded", rerun["error"]
+    assert executed(rerun) == Counter({("video_clips", "shot_004"): 1, ("video_clips", "shot_004.qa"): 1,
+                                       ("assemble", None): 1, ("qa_publish", "final.qa"): 1, ("finalize", None): 1})

@@ -300,7 +300,7 @@ def _watch(settings, run_id: str, graph: list[dict]):
 
 def _produce(settings, *, plan: dict | None = None, plan_uri: str | None = None, run_id: str | None = None,
              resume_from: str | None = None, qa: str = "full", output: Optional[Path] = None,
-             started: float | None = None) -> None:
+             started: float | None = None, review: list[str] | None = None, prompt: str | None = None) -> None:
     from sparkle_motion.agents.production_client import FINAL_FILM_TYPE, RUN_SUMMARY_TYPE, find_artifact
 
     started = started or time.perf_counter()
@@ -308,7 +308,7 @@ def _produce(settings, *, plan: dict | None = None, plan_uri: str | None = None,
     with _production(settings, timeout=120) as client:
         # The dry run's invocation graph sizes the progress bars; a resume reuses the recorded plan.
         graph = (client.plan(**request).invocation_graph if run_id is None else None) or []
-        accepted = client.start(**request)
+        accepted = client.start(**request, review=review)
         run_id = accepted.run_id
     begun = "queued: it starts when a run slot frees" if accepted.status == "queued" else "started"
     console.print(f"run [bold]{run_id}[/] {begun} (qa {qa}){' — QA SKIPPED' if qa == 'skip' else ''}")
@@ -318,6 +318,14 @@ def _produce(settings, *, plan: dict | None = None, plan_uri: str | None = None,
         graph = [{"stage": s, "calls": 1} for s in STAGES]
     try:
         final = _watch(settings, run_id, graph)
+        if final.status == "awaiting_review":
+            from sparkle_motion.cli_review import review_in_terminal
+
+            final = review_in_terminal(lambda: _production(settings), final, prompt=prompt, console=console,
+                                       err_console=err_console, watch=lambda rid: _watch(settings, rid, graph))
+            run_id = final.run_id
+            if final.status == "awaiting_review":
+                return
     except SparkleError:
         # production_agent is gone for good (or never answered again): the run is recorded; say how to go on.
         err_console.print(f"[bold red]lost production_agent while watching run {run_id}[/]; {_resume_hint(run_id)}")
@@ -461,6 +469,10 @@ def make(
     cast: list[str] = typer.Option([], "--cast", help="CHARACTER=PHOTO: the character's portrait (repeatable)."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="A text file of ideas, one a line: one film each, "
                                          "queued together (blank lines and # comments skipped)."),
+    review: list[str] = typer.Option([], "--review", help="Stop for review after: plan, cast, keyframes or clips "
+                                     "(repeatable); answer in the terminal: approve, re-roll N, edit N."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="With --review: the new prompt for 'edit N' "
+                                         "(default: $EDITOR opens on the current one)."),
 ) -> None:
     """Idea → plan → film: brings the mesh up if needed and shows progress per stage."""
     _check_qa(qa)
@@ -468,9 +480,9 @@ def make(
     if batch is not None:
         from sparkle_motion.cli_batch import read_ideas
 
-        if idea is not None or music is not None or cast:
-            err_console.print("[bold red]error[/]: --batch: give either an idea or --batch FILE (and no --music "
-                              "or --cast)")
+        if idea is not None or music is not None or cast or review:
+            err_console.print("[bold red]error[/]: --batch: give either an idea or --batch FILE (and no --music, "
+                              "--cast or --review)")
             raise typer.Exit(EXIT_BAD_INPUT)
         try:
             ideas = read_ideas(batch)
@@ -501,10 +513,11 @@ def make(
                       f"{summary.get('shots', '?')} shots, {summary.get('dialogue_lines', '?')} lines, "
                       f"{summary.get('runtime_s', 0):.1f} s — {result['artifact_uri']}")
         if music_id is None and not cast_ids:
-            _produce(settings, plan_uri=result["artifact_uri"], qa=qa, output=output, started=started)
+            _produce(settings, plan_uri=result["artifact_uri"], qa=qa, output=output, started=started,
+                     review=review, prompt=prompt)
         else:
             _produce(settings, plan=_with_music(settings, result["artifact_uri"], music_id, cast_ids), qa=qa,
-                     output=output, started=started)
+                     output=output, started=started, review=review, prompt=prompt)
     except SparkleError as exc:
         raise _remote_fail(exc) from None
 
@@ -533,6 +546,36 @@ def _batch(profile: Optional[str], qa: str, output: Optional[Path], films: list)
     except SparkleError as exc:
         raise _remote_fail(exc) from None
     if failures:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command("review")
+def review_run(
+    run_id: str = typer.Argument(...),
+    approve: bool = typer.Option(False, "--approve", help="Continue past the gate the run waits at."),
+    regenerate: list[str] = typer.Option([], "--regenerate", help="ITEM[:SEED], e.g. frame_002 or frame_002:123 "
+                                         "(repeatable); after a finished run this makes a new run."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="A new prompt for the one --regenerate item."),
+    wait: bool = typer.Option(False, "--wait", help="Wait until the run stops again (a gate, or its end)."),
+) -> None:
+    """Approve a run waiting for review, or regenerate items of it, without a prompt (for scripts)."""
+    from sparkle_motion.cli_review import parse_regenerate
+
+    if approve == bool(regenerate):
+        err_console.print("[bold red]error[/]: give --approve or --regenerate ITEM[:SEED] (not both)")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    settings = _settings(None)
+    try:
+        items = parse_regenerate(regenerate, prompt)
+        with _production(settings) as client:
+            status = client.review(run_id, approve=approve, regenerate=items)
+            if wait:
+                status = client.wait_for_status(status.run_id, {"succeeded", "failed", "stopped", "awaiting_review"},
+                                                timeout=24 * 3600)
+    except SparkleError as exc:
+        raise _remote_fail(exc) from None
+    console.print(f"run {status.run_id}: {status.status}", highlight=False)
+    if status.status in ("failed", "stopped", "interrupted"):
         raise typer.Exit(EXIT_FAILURE)
 
 

@@ -34,8 +34,8 @@ class ProductionRequest(BaseModel):
     resume_from: StageName | None = None
     run_id: str | None = Field(None, pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)
     review: list[ReviewGate] = Field(default_factory=list, max_length=4, description=(
-        "stop in awaiting_review after these stages: plan (plan_intake), cast (the cast portraits; a no-op gate "
-        "when the plan has no cast stage), keyframes (base_images), clips (video_clips); POST "
+        "stop in awaiting_review after these stages: plan (plan_intake), cast (the cast portraits, items "
+        "cast_<character_id>), keyframes (base_images), clips (video_clips); POST "
         "/runs/{run_id}/review approves or regenerates. Set when the run is created; a resume keeps its gates."))
 
     @model_validator(mode="after")

@@ -30,8 +30,9 @@ from sparkle_motion.agents.production_models import (
     RunStatus,
 )
 from sparkle_motion.agents.review_gates import GATE_STAGES, fresh_seed, review_state, with_review_state
-from sparkle_motion.errors import ConflictError, InvalidInputError, PlanValidationError
+from sparkle_motion.errors import ConflictError, InvalidInputError, PlanValidationError, SparkleError
 from sparkle_motion.ids import new_id
+from sparkle_motion.logs import get_logger
 from sparkle_motion.plan import MoviePlan
 from sparkle_motion.runs.models import RunRecord
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from sparkle_motion.agents.production_service import ProductionService
 
 __all__ = ["ReviewDesk"]
+
+log = get_logger("sparkle_motion.review")
 
 REVISION_TYPE = "movie_plan_revision"
 #: how long a decision waits for the thread that just stopped at the gate to end
@@ -65,9 +68,13 @@ class ReviewDesk:
         gate = state["waiting"]
         if record.status != "awaiting_review" or gate is None:
             return None
-        plan = self._plan(record)
         stage = GATE_STAGES[gate]
-        offered = self._reviewable(plan, gate)
+        try:
+            offered = self._reviewable(self._plan(record), gate)
+        except SparkleError as exc:
+            # /status must answer even when the plan artifact is gone (pruned): the gate, without its items.
+            log.warning("review_view_without_plan", run_id=record.run_id, error=exc.to_dict())
+            offered = {}
         latest = self._latest_outputs(record.run_id)
         items = []
         for item, (item_stage, prompt) in offered.items():
@@ -90,8 +97,9 @@ class ReviewDesk:
 
     @staticmethod
     def _items_of(plan: MoviePlan) -> dict[str, tuple[str, str]]:
-        """Every item a reviewer may name: item → (its stage, its prompt)."""
-        items: dict[str, tuple[str, str]] = {f"cast_{c.id}": ("cast", c.description) for c in plan.characters}
+        """Every item a reviewer may name: item → (its stage, its prompt); portraits once a cast stage exists."""
+        items: dict[str, tuple[str, str]] = {f"cast_{c.id}": ("cast", c.description) for c in plan.characters
+                                             if "cast" in STAGES}
         items.update({b.id: ("base_images", b.prompt) for b in plan.base_images})
         items.update({s.id: ("video_clips", s.visual_description) for s in plan.shots})
         return items
@@ -100,7 +108,7 @@ class ReviewDesk:
         """The items a gate offers: all of them at the plan gate and after the run, else those rendered by now."""
         items = self._items_of(plan)
         if gate in (None, "plan"):
-            return {k: v for k, v in items.items() if v[0] != "cast" or "cast" in STAGES}
+            return items
         limit = ITEM_STAGE_ORDER.index(GATE_STAGES[gate])
         return {k: v for k, v in items.items() if ITEM_STAGE_ORDER.index(v[0]) <= limit}
 

@@ -15,7 +15,7 @@ its new artifact) — and nothing else.
 
 The gate is generic: ``GATE_STAGES`` names the stage each gate follows, and the
 workflow calls :func:`after_stage` after every node, so a gate whose stage the
-workflow lacks (``cast`` before that stage exists) simply never fires.
+workflow lacks simply never fires.
 """
 
 from __future__ import annotations

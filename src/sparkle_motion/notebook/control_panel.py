@@ -333,6 +333,8 @@ class ControlPanel(PanelCore):
             self.alert.layout.display = "" if self.alert.value else "none"
             if self.alert.value and views.failed_stage(status) in STAGES:
                 self.retry_stage.value = views.failed_stage(status)
+            if state == "awaiting_review" and previous != "awaiting_review":
+                self._show_review_gallery(status)
             if previous != "succeeded" and state == "succeeded" and status.mode == "run":
                 # The deliverable is what the user waits for: fetch it as soon as the run ends.
                 # Queued before waiters are woken, so wait_idle() after wait_for_status() covers it.
@@ -340,6 +342,20 @@ class ControlPanel(PanelCore):
                 self._background("Show final video",
                                  lambda: self._fetch_final(run_id) if self.run_id == run_id else None)
         self._sync_buttons()
+
+    def _show_review_gallery(self, status: RunStatus) -> None:
+        """The run stopped at a review gate: its keyframe gallery (re-roll, edit, approve) under the status."""
+        from sparkle_motion.notebook.review_gallery import ReviewGallery
+
+        def decided(answer: RunStatus) -> None:
+            self.run_id = answer.run_id          # a re-roll after the film is a new run
+            self.start_polling()
+
+        previous = getattr(self, "review_gallery", None)
+        self.review_gallery = ReviewGallery(self.production, status.run_id, self.settings.home, on_decided=decided)
+        self.review_gallery.show(status)
+        kept = [w for w in self.status_section.children if previous is None or w is not previous.widget]
+        self.status_section.children = (*kept, self.review_gallery.widget)
 
     def _set_qa_badge(self, run_id: str, qa_mode: str | None) -> None:
         # Persistent: a skip-QA run keeps its badge until a run with full QA becomes current.
