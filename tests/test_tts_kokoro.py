@@ -177,6 +177,26 @@ def test_bad_input_is_422_naming_the_field(tool: RunningTool, store: ArtifactSto
     assert sorted(m.uri for m in store.list(RUN)) == before
 
 
+# What a fuzzer sends (the schemathesis runs fuzz tts_chatterbox on espeak, for time): odd scripts, controls,
+# symbols only, and a long run-on word.  Each is spoken (200, with audio) or refused naming `text` (422).
+HOSTILE_TEXTS = ["\u0000\u0007 bell \u202e reversed \u200b zero-width", "\U0001F642\U0001F680\U0001F642",
+                 "\u0645\u0631\u062d\u0628\u0627 and \u4f60\u597d mixed in", "1234567890 3.14159 -42 1e9",
+                 "Ünïcödé naïve café — “quotes” ‘too’…", "a" * 600, "<script>alert(1)</script> & ; DROP TABLE"]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXTS, ids=range(len(HOSTILE_TEXTS)))
+def test_hostile_text_is_spoken_or_refused_naming_the_field(tool: RunningTool, store: ArtifactStore,
+                                                            text: str) -> None:
+    reply = tool.client.post("/invoke", json={"run_id": RUN, "text": text}, timeout=180)
+    assert reply.status_code in (200, 422), reply.text
+    if reply.status_code == 422:
+        assert reply.json()["error"]["field"] == "text", reply.text
+    else:
+        body = reply.json()
+        assert body["duration_s"] > 0 and store.verify(body["audio_uri"]).sha256
+    assert tool.client.get("/health").status_code == 200
+
+
 def test_requested_sample_rate_is_honoured(tool: RunningTool, store: ArtifactStore) -> None:
     body = invoke(tool, text="Short line.", sample_rate=16000)
     x, rate, _, _ = decode_wav(store.path_for(body["audio_uri"]))

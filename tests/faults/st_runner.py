@@ -39,6 +39,10 @@ SERVICES = {
     "production_agent": "production_agent",
 }
 CPU_ENV: dict[str, str | None] = {"SPARKLE_PROFILE": "cpu", "SPARKLE_TOKEN": None}
+#: Per service, on top of CPU_ENV.  tts_chatterbox is fuzzed on espeak: its HTTP contract is the backends'
+#: shared one, and kokoro (the cpu default) would spend ~0.3 CPU-s per second of speech on every valid body
+#: of up to 5,000 characters — tens of minutes.  kokoro's hostile texts are in tests/test_tts_kokoro.py.
+SERVICE_ENV: dict[str, dict[str, str | None]] = {"tts_chatterbox": {"SPARKLE_TTS_CHATTERBOX_BACKEND": "espeak"}}
 
 
 @dataclass
@@ -69,7 +73,8 @@ def running_service(name: str, home: Path) -> Iterator[RunningTool]:
     be a (correct) 503.
     """
     if name != "production_agent":
-        with running_tool(SERVICES[name], home=home, env=CPU_ENV, ready_timeout=240) as tool:
+        env = {**CPU_ENV, **SERVICE_ENV.get(name, {})}
+        with running_tool(SERVICES[name], home=home, env=env, ready_timeout=240) as tool:
             yield tool
         return
     profile = write_test_profile(home.with_name(f"{home.name}-profile"))
