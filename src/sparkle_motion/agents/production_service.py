@@ -37,6 +37,7 @@ from sparkle_motion.agents.production_models import (
     StageName,
     StepView,
 )
+from sparkle_motion.agents.plan_artifacts import check_plan_artifacts
 from sparkle_motion.agents.production_estimate import estimate
 from sparkle_motion.agents.production_run import ProductionRun, RunStopped, start_adhoc_run
 from sparkle_motion.agents.production_workflow import APP_NAME, build_production_workflow
@@ -149,6 +150,7 @@ class ProductionService:
         plan = self._read_plan(request)
         render_models(plan, self.settings)
         screen_plan(plan, active_policy(self.settings))   # before any tool call, whatever qa_mode says
+        check_plan_artifacts(plan, self.store)            # the user's portraits, voice clips and music exist
         return plan
 
     def _read_plan(self, request: ProductionRequest) -> MoviePlan:
