@@ -68,10 +68,24 @@ def _write_state(settings: Settings, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _ready(client: httpx.Client, url: str) -> bool:
+def _ready(client: httpx.Client, url: str, tool_id: str | None = None) -> bool:
+    """``/ready`` answers 200 — from ``tool_id`` itself, when given.
+
+    Why the identity: if a service could not bind its port because another
+    process (another mesh's tool) holds it, that process answers our probe; a
+    bare 200 would call the service ready and send it requests it cannot parse.
+    """
     try:
-        return client.get(f"{url}/ready", timeout=2.0).status_code == 200
+        reply = client.get(f"{url}/ready", timeout=2.0)
     except httpx.HTTPError:
+        return False
+    if reply.status_code != 200:
+        return False
+    if tool_id is None:
+        return True
+    try:
+        return reply.json().get("tool_id") == tool_id
+    except (ValueError, AttributeError):
         return False
 
 
@@ -136,7 +150,7 @@ def status(settings: Settings | None = None) -> tuple[dict[str, Any] | None, lis
             on_ray = info.get("engine") == "ray"
             alive = _pid_alive(state.get("supervisor_pid")) if on_ray and state else _pid_alive(pid)
             # Serve's view: a /ready probe would queue behind replicas busy with a clip.
-            ready = info.get("state") == "ready" if on_ray else _ready(client, url)
+            ready = info.get("state") == "ready" if on_ray else _ready(client, url, tool_id)
             rows.append(ServiceRow(tool_id, url, pid, alive, ready, info.get("restarts", 0),
                                    settings.tool_profile(tool_id).backend if tool_id in settings.profile else "?",
                                    "ray" if on_ray else "local", int(info.get("replicas") or 0) if on_ray else 1))
@@ -368,7 +382,7 @@ class Supervisor:
                     self.restart_at[tool_id] = time.monotonic() + min(5.0, 0.5 * 2 ** self.restarts[tool_id])
                     log.warning("service_crashed", tool_id=tool_id, exit_code=code, restarts=self.restarts[tool_id])
                 changed = True
-            elif state == "starting" and _ready(client, self.settings.url_for(tool_id)):
+            elif state == "starting" and _ready(client, self.settings.url_for(tool_id), tool_id):
                 self.states[tool_id] = "ready"
                 changed = True
         return changed

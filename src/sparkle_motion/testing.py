@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,8 +42,22 @@ class ToolStartError(SparkleError):
     http_status = 500
 
 
+# Below Linux's default ephemeral range (32768-60999): the OS gives those to outgoing connections (every HTTP
+# client in a test run), which could take a port between free_port() and the service binding it.
+TEST_PORT_RANGE = (20000, 32700)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the OS picks it)."""
+    """A TCP port that was free a moment ago: random in TEST_PORT_RANGE, else one the OS picks."""
+    pick = random.SystemRandom()
+    for _ in range(64):
+        port = pick.randrange(*TEST_PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
