@@ -50,7 +50,7 @@ from sparkle_motion.artifacts.http_protocol import UPLOAD_PATH
 from sparkle_motion.artifacts.sweep import sweep_at_start
 from sparkle_motion.config import Settings, get_settings
 from sparkle_motion.diskspace import Ballast, disk_full_error, is_disk_full
-from sparkle_motion.errors import (ConflictError, DiskFullError, InvalidInputError, NotFoundError, ServiceBusyError,
+from sparkle_motion.errors import (ConflictError, DiskFullError, InvalidInputError, NotFoundError,
                                    SparkleError)
 from sparkle_motion.ids import ID_MAX_LENGTH, ID_PATTERN, new_id
 from sparkle_motion.logs import get_logger
@@ -197,9 +197,11 @@ class ProductionService:
             except NotFoundError:
                 existing = None
         if existing is not None and self._alive(existing.run_id) and existing.status == "stopped":
-            # Stop lands between steps: the thread is finishing the step it was in.
-            raise ServiceBusyError(f"run {existing.run_id} is stopping: its current step is finishing; "
-                                   "resume it in a moment", retry_after=1.0, code="run_stopping")
+            # Stop lands between steps: the thread is finishing the step it was in. A conflict with the run's
+            # state (409), not a server that cannot answer: nothing is wrong here, the caller asks a moment early.
+            raise ConflictError(f"run {existing.run_id} is stopping: its current step is finishing; "
+                                "resume it in a moment", field="run_id", code="run_stopping",
+                                context={"run_id": existing.run_id, "retry_after": 1.0})
         if existing is not None and self._alive(existing.run_id):
             raise ConflictError(f"run {existing.run_id} is {existing.status} in this process; "
                                 "pause/stop it through /control instead", field="run_id", code="run_active")

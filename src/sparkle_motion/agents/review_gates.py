@@ -87,6 +87,7 @@ def after_stage(run: ProductionRun, stage: str) -> None:
     gate = next((g for g in state["gates"] if GATE_STAGES.get(g) == stage and g not in state["approved"]), None)
     if gate is None:
         return
+    run.background.finish()   # the dialogue beside the pictures ends first (or fails the run)
     state["waiting"] = gate
     options = with_review_state(record.options, state)
     options["resume_from"] = continue_from(record.options.get("resume_from"), stage)

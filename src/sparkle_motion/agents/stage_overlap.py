@@ -9,9 +9,10 @@ any other (``ProductionRun.step`` runs on that thread too).
 
 A failure there is raised where the stage is awaited, so the run fails with the
 stage's own error. When the run's thread ends before that (another stage failed,
-a stop, a review gate), it waits for the background stage first (``settle``), so
-no step of the run is still being written after its thread is gone, and a run
-continued past a gate finds the dialogue's steps cached.
+a stop), it waits for the background stage first (``settle``), so no step of the
+run is still being written after its thread is gone. A review gate waits for it
+before the run shows ``awaiting_review`` (``finish``), so the gate sees every step
+and a run continued past it finds the dialogue's steps cached.
 """
 
 from __future__ import annotations
@@ -69,6 +70,18 @@ class BackgroundStages:
         if background.error is not None:
             raise background.error
         return background.result
+
+    def finish(self) -> None:
+        """Wait for every background stage before the run parks at a review gate; the first error is raised.
+
+        Why before the gate's status is written: a reviewer (or a test) reading the
+        run at its gate must see every step of the pass that led there, and a run
+        whose dialogue failed fails now instead of waiting for a review it cannot pass.
+        """
+        with self._lock:
+            stages = list(self._running)
+        for stage in stages:
+            self.result(stage)
 
     def settle(self) -> None:
         """Wait for every background stage (the run is failing for another reason); their errors are logged."""
