@@ -30,6 +30,8 @@ from sparkle_motion.errors import SparkleError, ToolCallError
 from sparkle_motion.runs.models import RUN_STATUSES, RunRecord
 from sparkle_motion.services.client import ToolClient
 
+STOPPING_WAIT_S = 60.0  # how long start() re-sends a resume while the run's last step finishes
+
 __all__ = [
     "ACTIVE_STATUSES", "ENDED_STATUSES", "FINAL_FILM_TYPE", "RUN_SUMMARY_TYPE", "ControlAction", "ProductionClient",
     "RunWaitTimeout", "find_artifact",
@@ -95,8 +97,22 @@ class ProductionClient:
         return self.submit(mode="dry", **request)
 
     def start(self, **request: Any) -> ProductionAccepted:
-        """Start (or, with ``run_id``, resume) a run; it continues in the service after the 202."""
-        return self.submit(mode="run", **request)
+        """Start (or, with ``run_id``, resume) a run; it continues in the service after the 202.
+
+        A resume sent while the run is still stopping (409 ``run_stopping``: its last
+        step is finishing) is sent again after the ``retry_after`` the service names,
+        for up to STOPPING_WAIT_S: a user who stops and resumes at once gets the resume.
+        """
+        deadline = time.monotonic() + STOPPING_WAIT_S
+        while True:
+            try:
+                return self.submit(mode="run", **request)
+            except ToolCallError as exc:
+                remote = exc.remote_error or {}
+                if "run_stopping" not in (remote.get("code"), exc.code) or time.monotonic() >= deadline:
+                    raise
+                wait_s = float((remote.get("context") or {}).get("retry_after") or 1.0)
+                time.sleep(min(max(wait_s, 0.1), max(0.0, deadline - time.monotonic())))
 
     def status(self, run_id: str) -> RunStatus:
         """GET /status: the run, its steps and the tail of its log."""
