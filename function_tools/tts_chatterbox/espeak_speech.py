@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,38 +21,12 @@ from function_tools.tts_chatterbox.models import (
     WordTiming,
 )
 from function_tools.tts_chatterbox.pauses import pause_after
-from function_tools.tts_chatterbox.speech_output import store_speech
+from function_tools.tts_chatterbox.speech_output import MIN_WORD_S, WORD_FRAME_S, Speech, store_speech
 from function_tools.tts_chatterbox.text import DEFAULT_MAX_CHUNK_CHARS, TextChunk, split_text
 from function_tools.tts_chatterbox.voices import CHARACTER_VARIANTS, LanguageIndex, VoiceDesign, design_voice
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
 from sparkle_motion.services import ToolContext
-
-# Word ends are refined to the last 5 ms frame of sound before the next word.
-_WORD_FRAME_S = 0.005
-_MIN_WORD_S = 0.03
-
-
-@dataclass
-class Speech:
-    """A finished utterance at the requested sample rate, with timings in seconds."""
-
-    samples: np.ndarray  # float32 mono
-    sample_rate: int
-    words: list[WordTiming]
-    phonemes: list[PhonemeTiming]
-    raw_duration_s: float
-    trimmed_leading_s: float
-    trimmed_trailing_s: float
-    chunks: int
-    synth_time_s: float
-    timings_note: str | None = None
-    stage_times: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.samples) / self.sample_rate
-
 
 _WORD_RE = re.compile(r"\w[\w'’]*", re.UNICODE)
 
@@ -71,7 +44,7 @@ def _word_timings(raw: RawSynthesis, chunk: TextChunk, offset_s: float, lead_s: 
     tokens = [(m.start(), m.end()) for m in _WORD_RE.finditer(chunk.text)]
     if not tokens or not raw.words:
         return []
-    frame = max(1, int(_WORD_FRAME_S * raw.sample_rate))
+    frame = max(1, int(WORD_FRAME_S * raw.sample_rate))
     rms = frame_rms(raw.samples.astype(np.float32) / 32768.0, frame)
     threshold = activity_threshold(rms)
     raw_len_s = len(raw.samples) / raw.sample_rate
@@ -91,10 +64,10 @@ def _word_timings(raw: RawSynthesis, chunk: TextChunk, offset_s: float, lead_s: 
         group_from = 0 if n == 0 else first
         group_to = ordered[n + 1] if n + 1 < len(ordered) else len(tokens)
         limit = anchors[ordered[n + 1]] if n + 1 < len(ordered) else raw_len_s
-        f0, f1 = int(start / _WORD_FRAME_S), max(int(start / _WORD_FRAME_S) + 1, int(limit / _WORD_FRAME_S))
+        f0, f1 = int(start / WORD_FRAME_S), max(int(start / WORD_FRAME_S) + 1, int(limit / WORD_FRAME_S))
         loud = np.nonzero(rms[f0:f1] > threshold)[0]
-        end = (f0 + loud[-1] + 1) * _WORD_FRAME_S if loud.size else limit
-        end = min(max(end, start + _MIN_WORD_S), max(limit, start + _MIN_WORD_S))
+        end = (f0 + loud[-1] + 1) * WORD_FRAME_S if loud.size else limit
+        end = min(max(end, start + MIN_WORD_S), max(limit, start + MIN_WORD_S))
         group = tokens[group_from:group_to]
         weights = np.cumsum([0] + [b - a for a, b in group], dtype=np.float64)
         bounds = start + (end - start) * weights / weights[-1]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from function_tools.tts_chatterbox.models import (
     WordTiming,
 )
 from function_tools.tts_chatterbox.pauses import pause_after
-from function_tools.tts_chatterbox.speech_output import store_speech
+from function_tools.tts_chatterbox.speech_output import MIN_WORD_S, WORD_FRAME_S, Speech, store_speech
 from function_tools.tts_chatterbox.text import DEFAULT_MAX_CHUNK_CHARS, TextChunk, split_text
 from sparkle_motion.config import Settings, ToolProfile
 from sparkle_motion.errors import BackendError, ConfigError, InvalidInputError
@@ -53,29 +53,6 @@ from sparkle_motion.services import ToolContext
 
 TIMINGS_NOTE = ("word and phoneme timings come from Kokoro's predicted durations; words eSpeak writes as one "
                 "phoneme group share its span by phoneme count (estimated: true)")
-_FRAME_S = 0.005  # word ends are pulled back to the last 5 ms frame of sound
-_MIN_WORD_S = 0.03
-
-
-@dataclass
-class KokoroSpeech:
-    """A finished utterance at the requested rate, with timings in seconds."""
-
-    samples: np.ndarray
-    sample_rate: int
-    words: list[WordTiming]
-    phonemes: list[PhonemeTiming]
-    phoneme_text: list[str]
-    raw_duration_s: float
-    trimmed_leading_s: float
-    trimmed_trailing_s: float
-    chunks: int
-    synth_time_s: float
-    stage_times: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.samples) / self.sample_rate
 
 
 @dataclass
@@ -93,10 +70,10 @@ class _Chunk:
 
 def _end_of_sound(rms: np.ndarray, threshold: float, start: float, end: float) -> float:
     """The end of the last loud frame in [start, end], keeping a minimal word length."""
-    f0, f1 = int(start / _FRAME_S), max(int(start / _FRAME_S) + 1, int(np.ceil(end / _FRAME_S)))
+    f0, f1 = int(start / WORD_FRAME_S), max(int(start / WORD_FRAME_S) + 1, int(np.ceil(end / WORD_FRAME_S)))
     loud = np.nonzero(rms[f0:f1] > threshold)[0]
-    last = (f0 + loud[-1] + 1) * _FRAME_S if loud.size else end
-    return max(min(last, end), min(start + _MIN_WORD_S, end))
+    last = (f0 + loud[-1] + 1) * WORD_FRAME_S if loud.size else end
+    return max(min(last, end), min(start + MIN_WORD_S, end))
 
 
 class KokoroBackend:
@@ -139,7 +116,7 @@ class KokoroBackend:
 
     # -- synthesis -------------------------------------------------------------------
 
-    def synthesize(self, text: str, language: str, voice: KokoroVoice, *, sample_rate: int) -> KokoroSpeech:
+    def synthesize(self, text: str, language: str, voice: KokoroVoice, *, sample_rate: int) -> Speech:
         """Chunk, phonemize, speak, trim and join ``text``; raises Unspeakable for a language Kokoro lacks."""
         assert self.model is not None and self.phonemizer is not None
         chunks = split_text(text, self.max_chunk_chars)
@@ -180,7 +157,7 @@ class KokoroBackend:
         duration = len(out) / sample_rate
         for timing in [*words, *phonemes]:  # resampling rounds the length; keep every timing inside the audio
             timing.start_s, timing.end_s = min(timing.start_s, duration), min(timing.end_s, duration)
-        return KokoroSpeech(
+        return Speech(
             samples=out, sample_rate=sample_rate, words=words, phonemes=phonemes, phoneme_text=phonemized,
             raw_duration_s=round(raw_s, 4), trimmed_leading_s=round(lead_first, 4),
             trimmed_trailing_s=round(tail_last, 4), chunks=len(chunks),
@@ -200,7 +177,7 @@ class KokoroBackend:
         timed = [TimedPhoneme(t.phoneme, t.start, t.end) for t in timed_raw]
         kept, lead, tail = trim_silence(audio, rate)
         lead_s, kept_s = lead / rate, len(kept) / rate
-        rms = frame_rms(kept, max(1, int(_FRAME_S * rate)))
+        rms = frame_rms(kept, max(1, int(WORD_FRAME_S * rate)))
         threshold = activity_threshold(rms)
 
         def place(t: float) -> float:

@@ -7,7 +7,8 @@ the artifact's metadata layout and the response are one contract, so they live h
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -16,8 +17,16 @@ from sparkle_motion.media import write_wav
 from sparkle_motion.services import ToolContext
 
 
-class Utterance(Protocol):
-    samples: np.ndarray
+# Word ends are pulled back to the last frame of sound before the next word: the frame, and a word's least length.
+WORD_FRAME_S = 0.005
+MIN_WORD_S = 0.03
+
+
+@dataclass
+class Speech:
+    """A finished utterance at the requested sample rate, with timings in seconds (every CPU backend's)."""
+
+    samples: np.ndarray  # float32 mono
     sample_rate: int
     words: list[WordTiming]
     phonemes: list[PhonemeTiming]
@@ -26,13 +35,16 @@ class Utterance(Protocol):
     trimmed_trailing_s: float
     chunks: int
     synth_time_s: float
-    stage_times: dict[str, float]
+    timings_note: str | None = None  # espeak: why timings are missing or partial
+    phoneme_text: list[str] = field(default_factory=list)  # kokoro: the phonemes it was given, per chunk
+    stage_times: dict[str, float] = field(default_factory=dict)
 
     @property
-    def duration_s(self) -> float: ...
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
 
 
-def store_speech(ctx: ToolContext, request: TtsChatterboxRequest, speech: Utterance, *, voice_id: str, engine: str,
+def store_speech(ctx: ToolContext, request: TtsChatterboxRequest, speech: Speech, *, voice_id: str, engine: str,
                  params: dict[str, Any], timings_note: str | None) -> TtsChatterboxResponse:
     """Write ``speech`` as a WAV artifact whose metadata records ``params``, and answer with it."""
     staged = ctx.staging_path(".wav")
